@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: sets up everything the tests need on a fresh Debian machine, then runs pytest.
+#   bash ci/test.sh [pytest arguments]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+if ! python3 -m venv --help >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+fi
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+
+export PATH="$root/.venv/bin:$PATH"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,34 @@
+"""jobqueue: a cluster manager for HPC batch systems with its own task runtime.
+
+Public names are imported lazily, so ``jobqueue worker`` (the first process of every batch job)
+starts without loading the client or the scheduler.
+"""
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "Client": "jobqueue.core.client",
+    "Future": "jobqueue.core.client",
+    "as_completed": "jobqueue.core.client",
+    "wait": "jobqueue.core.client",
+    "LocalCluster": "jobqueue.deploy.local",
+    "KilledWorker": "jobqueue.core.errors",
+    "CancelledError": "jobqueue.core.errors",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jobqueue' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

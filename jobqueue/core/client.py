@@ -1,0 +1,743 @@
+"""Client, Future, as_completed and wait: the user's side of the runtime.
+
+The client's I/O runs on the process's background event loop (loop.py); the user's thread only
+pickles, queues messages and waits. Submissions are queued and flushed as one ``update-graph``
+per loop iteration, so ``map`` over 20,000 inputs is one message.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import logging
+import os
+import pickle
+import threading
+import uuid
+import weakref
+from collections import namedtuple
+from concurrent.futures import ThreadPoolExecutor
+
+from . import loop as loop_mod
+from . import protocol
+from .comm import BatchedSend, CommClosedError, connect
+from .errors import CancelledError, SchedulerError
+from .protocol import TaskRef
+
+logger = logging.getLogger("jobqueue.client")
+
+PENDING, FINISHED, ERROR, CANCELLED, LOST = "pending", "finished", "error", "cancelled", "lost"
+_NOTHING = object()
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback of a task that raised on a worker; set as the exception's cause."""
+
+    def __init__(self, tb):
+        self.tb = tb
+
+    def __str__(self):
+        return "\n\nTraceback on the worker:\n" + (self.tb or "(none)")
+
+
+class FutureState:
+    __slots__ = ("status", "value", "blob", "exception", "traceback", "callbacks", "type")
+
+    def __init__(self):
+        self.status = PENDING
+        self.value = _NOTHING
+        self.blob = None
+        self.exception = None
+        self.traceback = None
+        self.callbacks = None
+        self.type = None
+
+
+class Future:
+    """A task's eventual result."""
+
+    __slots__ = ("key", "client", "_state", "__weakref__")
+
+    def __init__(self, key, client, state=None):
+        self.key = key
+        self.client = client
+        self._state = state if state is not None else client._state_for(key)
+        client._incref(key)
+
+    @property
+    def status(self):
+        return self._state.status
+
+    def done(self) -> bool:
+        return self._state.status != PENDING
+
+    def result(self, timeout=None):
+        self.client._wait([self._state], timeout)
+        return self.client._result_of(self)
+
+    def exception(self, timeout=None):
+        self.client._wait([self._state], timeout)
+        st = self._state
+        if st.status == ERROR:
+            return self.client._exception_of(st)
+        if st.status == CANCELLED:
+            return CancelledError(self.key)
+        return None
+
+    def traceback(self):
+        return self._state.traceback
+
+    def cancel(self):
+        self.client.cancel([self])
+
+    def cancelled(self) -> bool:
+        return self._state.status == CANCELLED
+
+    def add_done_callback(self, fn):
+        self.client._add_callback(self, fn)
+
+    def release(self):
+        client, self.client = self.client, None
+        if client is not None:
+            client._decref(self.key)
+
+    def __del__(self):
+        try:
+            self.release()
+        except Exception:
+            pass
+
+    def __reduce__(self):
+        raise TypeError("a Future cannot be pickled; pass it as an argument to submit or map "
+                        "and the task receives its result")
+
+    def __repr__(self):
+        st = self._state
+        extra = f", type: {st.type}" if st.type else ""
+        return f"<Future: {st.status}{extra}, key: {self.key}>"
+
+    def _repr_html_(self):
+        return f"<b>Future</b>: {self._state.status}, key: <code>{self.key}</code>"
+
+
+def _funcname(func) -> str:
+    name = getattr(func, "__name__", None) or type(func).__name__
+    return name if name != "<lambda>" else "lambda"
+
+
+def _importable(func) -> bool:
+    mod = getattr(func, "__module__", None)
+    qual = getattr(func, "__qualname__", "")
+    return bool(mod) and mod != "__main__" and "<" not in qual and callable(func)
+
+
+def _replace_futures(obj, deps):
+    """Copy of *obj* with Futures replaced by TaskRefs; their keys are added to *deps*."""
+    t = type(obj)
+    if t is Future:
+        deps[obj.key] = obj
+        return TaskRef(obj.key)
+    if t is tuple or t is list or t is set or t is frozenset:
+        if not any(type(x) in _CONTAINERS for x in obj):
+            return obj
+        return t(_replace_futures(x, deps) for x in obj)
+    if t is dict:
+        if not any(type(x) in _CONTAINERS for x in obj.values()):
+            return obj
+        return {k: _replace_futures(v, deps) for k, v in obj.items()}
+    return obj
+
+
+_CONTAINERS = frozenset({Future, tuple, list, set, frozenset, dict})
+
+
+def _find_address(address, scheduler_file, token):
+    """Where Client() connects when not given a cluster: argument, env, file, config."""
+    if address is None and scheduler_file is None:
+        address = os.environ.get("JOBQUEUE_SCHEDULER_ADDRESS") or None
+        scheduler_file = os.environ.get("JOBQUEUE_SCHEDULER_FILE") or None
+    if scheduler_file is not None and address is None:
+        from .scheduler import read_scheduler_file
+
+        address, file_token = read_scheduler_file(scheduler_file)
+        token = token or file_token
+    if address is None:
+        try:
+            from .. import config
+
+            address = config.get("scheduler-address", None)
+        except Exception:
+            address = None
+    if address is not None:
+        token = token or os.environ.get("JOBQUEUE_TOKEN")
+    return address, token
+
+
+class Client:
+    """Connect to a scheduler (or start a LocalCluster) and submit work.
+
+    ``Client()`` uses ``JOBQUEUE_SCHEDULER_ADDRESS``/``JOBQUEUE_TOKEN``, ``scheduler_file=``, or
+    the config key ``scheduler-address``; with none of them it starts a ``LocalCluster`` with the
+    keyword arguments the client does not use itself.
+    """
+
+    def __init__(self, address=None, *, scheduler_file=None, token=None, timeout=30.0,
+                 name=None, **cluster_kwargs):
+        self.cluster = None
+        self._owns_cluster = False
+        if address is not None and not isinstance(address, str):
+            self.cluster = address
+            address, token = address.scheduler_address, address.token
+        else:
+            address, token = _find_address(address, scheduler_file, token)
+            if address is None:
+                from ..deploy.local import LocalCluster
+
+                self.cluster = LocalCluster(**cluster_kwargs)
+                self._owns_cluster = True
+                address, token = self.cluster.scheduler_address, self.cluster.token
+            elif cluster_kwargs:
+                raise TypeError(f"unexpected arguments {sorted(cluster_kwargs)} when connecting "
+                                f"to the existing scheduler at {address}")
+        if not token:
+            raise ValueError(f"no token for the scheduler at {address}: set JOBQUEUE_TOKEN, "
+                             "pass token=, or use scheduler_file=")
+        self.address = address
+        self.token = token
+        self.id = name or f"client-{uuid.uuid4().hex[:12]}"
+        self._prefix = uuid.uuid4().hex[:8]
+        self._counter = itertools.count()
+        self._states: dict[str, FutureState] = {}
+        self._refcount: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self._outbox: list = []
+        self._flush_scheduled = False
+        self._sent_functions: set = set()
+        self._function_cache: dict = {}
+        self._rid = itertools.count(1)
+        self._replies: dict = {}
+        self._peers: dict = {}
+        self._callback_pool = None
+        self.status = "connecting"
+        self._loop = loop_mod.get_loop()
+        self._sync(self._start(timeout), timeout + 5)
+        self.status = "running"
+        _clients.add(self)
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def _sync(self, coro, timeout=None):
+        return loop_mod.sync(coro, timeout)
+
+    async def _start(self, timeout):
+        comm = await connect(self.address, self.token, timeout=timeout)
+        await comm.write([{"op": "register-client", "id": self.id}])
+        (reply,) = await comm.read()
+        if reply.get("op") != "welcome":
+            raise SchedulerError(reply.get("message"))
+        self._comm = comm
+        self._stream = BatchedSend(comm)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self):
+        handlers = {"key-in-memory": self._on_memory, "task-erred": self._on_erred,
+                    "cancelled": self._on_cancelled, "reply": self._on_reply}
+        try:
+            while True:
+                msgs = await self._comm.read()
+                fire = []
+                for msg in msgs:
+                    st = handlers[msg["op"]](msg)
+                    if st is not None and st.callbacks:
+                        fire.append(st)
+                with self._cond:
+                    self._cond.notify_all()
+                for st in fire:
+                    self._fire_callbacks(st)
+        except (CommClosedError, protocol.ProtocolError) as e:
+            if self.status == "running":
+                logger.error("lost the connection to the scheduler at %s: %s", self.address, e)
+            self.status = "closed"
+            lost = CommClosedError(f"lost the connection to the scheduler at {self.address}")
+            for st in list(self._states.values()):
+                if st.status == PENDING:
+                    st.status, st.exception = LOST, lost
+            for fut in self._replies.values():
+                if not fut.done():
+                    fut.set_exception(lost)
+            with self._cond:
+                self._cond.notify_all()
+
+    def _on_memory(self, msg):
+        st = self._states.get(msg["key"])
+        if st is not None:
+            st.type = msg.get("type")
+            data = msg.get("data")
+            if data is not None:
+                st.blob = bytes(data)
+            st.status = FINISHED
+        return st
+
+    def _on_erred(self, msg):
+        st = self._states.get(msg["key"])
+        if st is not None:
+            st.exception = msg.get("exception")
+            st.traceback = msg.get("traceback")
+            st.status = ERROR
+        return st
+
+    def _on_cancelled(self, msg):
+        st = self._states.get(msg["key"])
+        if st is not None and st.status in (PENDING, FINISHED):
+            st.status = CANCELLED
+        return st
+
+    def _on_reply(self, msg):
+        fut = self._replies.pop(msg.get("rid"), None)
+        if fut is not None and not fut.done():
+            if msg.get("error"):
+                fut.set_exception(SchedulerError(msg["error"]))
+            else:
+                fut.set_result(msg.get("result"))
+
+    async def _request(self, msg):
+        rid = next(self._rid)
+        fut = asyncio.get_running_loop().create_future()
+        self._replies[rid] = fut
+        msg["rid"] = rid
+        self._flush()
+        self._stream.send(msg)
+        return await fut
+
+    # -- outgoing messages --------------------------------------------------------------------
+
+    def _send(self, msg=None, tasks=None):
+        """Queue a message, or tasks for the next update-graph; thread-safe, flushed once."""
+        with self._lock:
+            box = self._outbox
+            if tasks is not None:
+                if box and box[-1]["op"] == "update-graph":
+                    box[-1]["tasks"].extend(tasks)
+                else:
+                    box.append({"op": "update-graph", "tasks": tasks, "functions": {}})
+            if msg is not None:
+                if msg["op"] == "release-keys" and box and box[-1]["op"] == "release-keys":
+                    box[-1]["keys"].extend(msg["keys"])
+                else:
+                    box.append(msg)
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        if loop_mod.in_loop_thread():
+            self._loop.call_soon(self._flush)
+        else:
+            self._loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self):
+        with self._lock:
+            box, self._outbox = self._outbox, []
+            self._flush_scheduled = False
+        if box and self.status in ("running", "connecting"):
+            self._stream.send_many(box)
+
+    def _function_id(self, func, cache: bool):
+        """Pickle *func* (once per client when importable) and queue its bytes for the scheduler."""
+        hit = self._function_cache.get(func) if cache else None
+        if hit is not None:
+            return hit
+        import cloudpickle
+
+        try:
+            blob = cloudpickle.dumps(func, protocol=5)
+        except Exception as e:
+            raise TypeError(f"cannot pickle the function {func!r}: {type(e).__name__}: {e}") \
+                from e
+        fid = hashlib.sha1(blob).hexdigest()[:20]
+        if cache:
+            if len(self._function_cache) > 1000:
+                self._function_cache.clear()
+            self._function_cache[func] = fid
+        with self._lock:
+            if fid not in self._sent_functions:
+                self._sent_functions.add(fid)
+                self._outbox.append({"op": "update-graph", "tasks": [],
+                                     "functions": {fid: protocol.wrap(blob)}})
+        return fid
+
+    def _pack(self, key, group, fid, args, kwargs, restrictions, retries):
+        deps: dict = {}
+        if any(type(a) in _CONTAINERS for a in args) or \
+                any(type(v) in _CONTAINERS for v in kwargs.values()):
+            args = _replace_futures(args, deps)
+            kwargs = _replace_futures(kwargs, deps)
+        for f in deps.values():
+            if f.client is not self:
+                raise ValueError(f"{f!r} belongs to another client")
+        try:
+            blob = protocol.fast_dumps((args, kwargs))
+        except Exception as e:
+            raise TypeError(f"cannot pickle the arguments of task {key!r}: "
+                            f"{type(e).__name__}: {e}") from e
+        return [key, group, fid, protocol.wrap(blob), list(deps), restrictions, int(retries)]
+
+    # -- futures ------------------------------------------------------------------------------
+
+    def _state_for(self, key):
+        st = self._states.get(key)
+        if st is None:
+            st = self._states[key] = FutureState()
+        return st
+
+    def _incref(self, key):
+        with self._lock:
+            self._refcount[key] = self._refcount.get(key, 0) + 1
+
+    def _decref(self, key):
+        with self._lock:
+            n = self._refcount.get(key, 0) - 1
+            if n > 0:
+                self._refcount[key] = n
+                return
+            self._refcount.pop(key, None)
+            self._states.pop(key, None)
+        if self.status == "running":
+            self._send({"op": "release-keys", "keys": [key]})
+
+    def _wait(self, states, timeout=None):
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            for st in states:
+                while st.status == PENDING:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise TimeoutError(f"result not ready after {timeout} s")
+                    self._cond.wait(left)
+
+    def _exception_of(self, st):
+        exc = st.exception
+        if isinstance(exc, BaseException):
+            return exc
+        try:
+            exc = pickle.loads(exc) if exc is not None else RuntimeError("task failed")
+        except Exception as e:
+            exc = RuntimeError(f"task failed, and its exception could not be unpickled here: {e}")
+        if st.traceback:
+            exc.__cause__ = RemoteTraceback(st.traceback)
+        st.exception = exc
+        return exc
+
+    def _result_of(self, future):
+        st = future._state
+        if st.status == FINISHED:
+            if st.value is _NOTHING:
+                if st.blob is not None:
+                    st.value = pickle.loads(st.blob)
+                    st.blob = None
+                else:
+                    st.value = self._sync(self._fetch([future.key]))[future.key]
+            return st.value
+        if st.status == ERROR:
+            raise self._exception_of(st)
+        if st.status == CANCELLED:
+            raise CancelledError(f"{future.key} was cancelled")
+        raise st.exception or RuntimeError(f"{future.key}: {st.status}")
+
+    async def _fetch(self, keys):
+        who_has = await self._request({"op": "who-has", "keys": list(keys)})
+        by_worker: dict = {}
+        for key in keys:
+            holders = who_has.get(key) or []
+            if not holders:
+                raise RuntimeError(f"no worker holds the result of {key!r} (lost?)")
+            by_worker.setdefault(holders[0], []).append(key)
+        out = {}
+        for address, ks in by_worker.items():
+            comm = self._peers.pop(address, None)
+            if comm is None or comm.closed:
+                comm = await connect(address, self.token)
+            reply = await comm.request({"op": "get-data", "keys": ks})
+            self._peers[address] = comm
+            for k, frames in reply["data"].items():
+                out[k] = protocol.deserialize(frames)
+            if reply.get("missing"):
+                raise RuntimeError(f"worker {address} no longer holds {reply['missing']}")
+        return out
+
+    def _add_callback(self, future, fn):
+        st = future._state
+        with self._cond:
+            if st.status == PENDING:
+                if st.callbacks is None:
+                    st.callbacks = []
+                st.callbacks.append((future, fn))
+                return
+        self._call(fn, future)
+
+    def _fire_callbacks(self, st):
+        callbacks, st.callbacks = st.callbacks, None
+        for future, fn in callbacks:
+            self._call(fn, future)
+
+    def _call(self, fn, future):
+        if self._callback_pool is None:
+            self._callback_pool = ThreadPoolExecutor(1, thread_name_prefix="jobqueue-callback")
+
+        def run():
+            try:
+                fn(future)
+            except Exception:
+                logger.exception("error in done-callback %r", fn)
+
+        self._callback_pool.submit(run)
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def submit(self, func, *args, key=None, workers=None, retries=0, pure=None, **kwargs):
+        """Run ``func(*args, **kwargs)`` on a worker; returns a Future."""
+        if not callable(func):
+            raise TypeError(f"submit expects a callable first, got {type(func).__name__}")
+        self._check_open()
+        fid = self._function_id(func, cache=_importable(func))
+        group = _funcname(func)
+        key = key or f"{group}-{self._prefix}-{next(self._counter)}"
+        restrictions = self._restrictions(workers)
+        if key in self._states:
+            return Future(key, self)
+        task = self._pack(key, group, fid, args, kwargs, restrictions, retries)
+        future = Future(key, self)
+        self._send(tasks=[task])
+        return future
+
+    def map(self, func, *iterables, key=None, workers=None, retries=0, pure=None, **kwargs):
+        """``[submit(func, *args) for args in zip(*iterables)]``, with the function sent once."""
+        if not callable(func):
+            raise TypeError(f"map expects a callable first, got {type(func).__name__}")
+        self._check_open()
+        fid = self._function_id(func, cache=True)
+        group = _funcname(func)
+        restrictions = self._restrictions(workers)
+        futures, tasks = [], []
+        items = list(zip(*iterables))
+        keys = key if isinstance(key, (list, tuple)) else None
+        if keys is not None and len(keys) != len(items):
+            raise ValueError(f"map got {len(keys)} keys for {len(items)} inputs")
+        prefix = f"{key or group}-{self._prefix}-"
+        for i, args in enumerate(items):
+            k = keys[i] if keys is not None else f"{prefix}{next(self._counter)}"
+            futures.append(Future(k, self))
+            tasks.append(self._pack(k, group, fid, args, kwargs, restrictions, retries))
+        self._send(tasks=tasks)
+        return futures
+
+    def scatter(self, data, workers=None, broadcast=False):
+        """Put local data on workers; returns Futures (same structure as *data*)."""
+        self._check_open()
+        restrictions = self._restrictions(workers)
+
+        def one(value, key=None):
+            key = key or f"{type(value).__name__}-{uuid.uuid4().hex[:16]}"
+            blob = protocol.serialize(value)
+            if len(blob) > 1:  # out-of-band buffers: keep them as one pickle for transport
+                blob = [pickle.dumps(value, protocol=5)]
+            task = [key, "scatter", None, protocol.wrap(blob[0]), [], restrictions, 0]
+            future = Future(key, self)
+            self._send(tasks=[task])
+            return future
+
+        if isinstance(data, dict):
+            return {k: one(v, str(k)) for k, v in data.items()}
+        if isinstance(data, (list, tuple, set)):
+            return type(data)(one(v) for v in data)
+        return one(data)
+
+    def gather(self, futures, errors="raise"):
+        """Results of *futures* (a Future, or lists/tuples/dicts of them), same structure."""
+        flat = []
+        _collect(futures, flat)
+        self._wait([f._state for f in flat])
+        fetch = [f.key for f in flat if f._state.status == FINISHED
+                 and f._state.value is _NOTHING and f._state.blob is None]
+        if fetch:
+            values = self._sync(self._fetch(fetch))
+            for f in flat:
+                if f.key in values and f._state.value is _NOTHING:
+                    f._state.value = values[f.key]
+        return _build(futures, errors == "skip")
+
+    def cancel(self, futures):
+        if isinstance(futures, Future):
+            futures = [futures]
+        self._send({"op": "cancel", "keys": [f.key for f in futures]})
+
+    def run(self, func, *args, workers=None, **kwargs):
+        """Run ``func(*args, **kwargs)`` once on every worker: ``{worker address: result}``."""
+        import cloudpickle
+        import functools
+
+        blob = cloudpickle.dumps(functools.partial(func, *args, **kwargs), protocol=5)
+        results = self._sync(self._request({"op": "run", "func": protocol.wrap(blob),
+                                            "workers": workers}))
+        out = {}
+        for address, r in results.items():
+            if r["status"] != "ok":
+                if r.get("exception") is not None:
+                    exc = pickle.loads(r["exception"])
+                    exc.__cause__ = RemoteTraceback(r.get("traceback"))
+                    raise exc
+                raise RuntimeError(r.get("traceback"))
+            out[address] = pickle.loads(r["result"])
+        return out
+
+    def scheduler_info(self) -> dict:
+        return self._sync(self._request({"op": "scheduler-info"}))
+
+    def close_workers(self, workers):
+        return self._sync(self._request({"op": "close-workers", "workers": list(workers)}))
+
+    def _restrictions(self, workers):
+        if workers is None:
+            return None
+        if isinstance(workers, str):
+            return [workers]
+        return list(workers)
+
+    def _check_open(self):
+        if self.status != "running":
+            raise RuntimeError(f"client is {self.status}")
+
+    def close(self):
+        if self.status in ("closing", "closed"):
+            return
+        self.status = "closing"
+
+        async def shutdown():
+            self._flush()
+            self._stream.send({"op": "close-client"})
+            await asyncio.sleep(0)
+            for _ in range(100):
+                if not self._stream.buffer and not self._stream._busy:
+                    break
+                await asyncio.sleep(0.01)
+            self._reader.cancel()
+            self._stream.close()
+            for comm in self._peers.values():
+                comm.abort()
+
+        try:
+            self._sync(shutdown(), 10)
+        except Exception as e:
+            logger.debug("error while closing client: %s", e)
+        self.status = "closed"
+        if self._callback_pool is not None:
+            self._callback_pool.shutdown(wait=False)
+        _clients.discard(self)
+        if self._owns_cluster:
+            self.cluster.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<Client: scheduler={self.address!r} status={self.status}>"
+
+    def _repr_html_(self):
+        return (f"<b>Client</b> {self.id}<br>scheduler: <code>{self.address}</code>"
+                f"<br>status: {self.status}")
+
+
+_clients: weakref.WeakSet = weakref.WeakSet()
+_SKIPPED = object()
+
+
+def _collect(x, out):
+    """Futures in nested lists/tuples/sets/dicts (no closures: they would delay releases)."""
+    if isinstance(x, Future):
+        out.append(x)
+    elif isinstance(x, (list, tuple, set)):
+        for y in x:
+            _collect(y, out)
+    elif isinstance(x, dict):
+        for y in x.values():
+            _collect(y, out)
+
+
+def _build(x, skip):
+    if isinstance(x, Future):
+        if skip and x._state.status != FINISHED:
+            return _SKIPPED
+        return x.result()
+    if isinstance(x, (list, tuple, set)):
+        return type(x)(v for v in (_build(y, skip) for y in x) if v is not _SKIPPED)
+    if isinstance(x, dict):
+        return {k: v for k, v in ((k, _build(y, skip)) for k, y in x.items())
+                if v is not _SKIPPED}
+    return x
+
+
+class as_completed:
+    """Iterate over futures in the order they finish; ``with_results=True`` yields pairs."""
+
+    def __init__(self, futures=(), with_results=False):
+        import queue
+
+        self._queue = queue.SimpleQueue()
+        self._pending = 0
+        self.with_results = with_results
+        for f in futures:
+            self.add(f)
+
+    def add(self, future):
+        self._pending += 1
+        future.add_done_callback(self._queue.put)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._pending == 0:
+            raise StopIteration
+        future = self._queue.get()
+        self._pending -= 1
+        if self.with_results:
+            return future, future.result()
+        return future
+
+    def count(self):
+        return self._pending
+
+
+DoneAndNotDone = namedtuple("DoneAndNotDone", ["done", "not_done"])
+
+
+def wait(futures, timeout=None, return_when="ALL_COMPLETED"):
+    """Wait for futures: ``return_when`` is ALL_COMPLETED, FIRST_COMPLETED or FIRST_EXCEPTION."""
+    import time
+
+    futures = list(futures)
+    if not futures:
+        return DoneAndNotDone(set(), set())
+    client = futures[0].client
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def finished():
+        done = {f for f in futures if f.done()}
+        if return_when == "FIRST_COMPLETED":
+            return bool(done)
+        if return_when == "FIRST_EXCEPTION":
+            return len(done) == len(futures) or any(f.status == ERROR for f in done)
+        return len(done) == len(futures)
+
+    with client._cond:
+        while not finished():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"futures not done after {timeout} s")
+            client._cond.wait(left)
+    done = {f for f in futures if f.done()}
+    return DoneAndNotDone(done, set(futures) - done)

@@ -1,0 +1,119 @@
+"""The nanny: starts and supervises the worker processes of one `jobqueue worker` command.
+
+It restarts a worker that crashed (non-zero exit, signal) or grew past ``terminate`` of its
+memory limit, and stops when its workers have exited on their own (closed by the scheduler, or
+``death-timeout``). It imports nothing heavy: it is the first process of every batch job.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+logger = logging.getLogger("jobqueue.nanny")
+
+MAX_RESTARTS_PER_MINUTE = 10
+
+
+class Child:
+    def __init__(self, argv, name, memory_limit):
+        self.argv = argv
+        self.name = name
+        self.memory_limit = memory_limit
+        self.proc = None
+        self.restarts: list = []
+
+    def start(self):
+        # Give freed memory back to the OS promptly (glibc keeps it otherwise).
+        env = {"MALLOC_TRIM_THRESHOLD_": "65536", **os.environ}
+        self.proc = subprocess.Popen(self.argv, env=env)
+        logger.info("started worker process %s (pid %d)", self.name, self.proc.pid)
+
+
+class Nanny:
+    def __init__(self, scheduler, nworkers=1, nthreads=1, memory_limit=0, name=None,
+                 death_timeout=60.0, terminate=0.95, pause=0.80, host=None,
+                 extra_args=()):
+        self.children = []
+        self.terminate = terminate
+        self.stopping = False
+        base = name or f"{os.uname().nodename}-{os.getpid()}"
+        for i in range(nworkers):
+            wname = base if nworkers == 1 else f"{base}-{i}"
+            argv = [sys.executable, "-m", "jobqueue.core.worker", scheduler,
+                    "--nthreads", str(nthreads), "--name", wname,
+                    "--memory-limit", str(int(memory_limit)),
+                    "--death-timeout", str(death_timeout), "--memory-pause", str(pause),
+                    *(["--host", host] if host else []), *extra_args]
+            self.children.append(Child(argv, wname, int(memory_limit)))
+
+    def run(self) -> int:
+        import psutil
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        for c in self.children:
+            c.start()
+        last_memory_check = 0.0
+        while self.children and not self.stopping:
+            time.sleep(0.1)
+            now = time.monotonic()
+            for c in list(self.children):
+                code = c.proc.poll()
+                if code is None:
+                    continue
+                if code == 0 or self.stopping:
+                    logger.info("worker process %s exited", c.name)
+                    self.children.remove(c)
+                else:
+                    self._restart(c, f"exited with code {code}" if code > 0
+                                  else f"was killed by signal {-code}")
+            if now - last_memory_check > 0.2:
+                last_memory_check = now
+                for c in self.children:
+                    if not c.memory_limit or c.proc.poll() is not None:
+                        continue
+                    try:
+                        rss = psutil.Process(c.proc.pid).memory_info().rss
+                    except psutil.Error:
+                        continue
+                    if rss > self.terminate * c.memory_limit:
+                        logger.warning(
+                            "worker process %s uses %d MB, over %d%% of its memory limit "
+                            "(%d MB): restarting it", c.name, rss >> 20,
+                            int(self.terminate * 100), c.memory_limit >> 20)
+                        c.proc.kill()
+                        c.proc.wait()
+                        self._restart(c, "exceeded its memory limit")
+        self._stop_children()
+        return 0
+
+    def _restart(self, c, why):
+        now = time.monotonic()
+        c.restarts = [t for t in c.restarts if now - t < 60] + [now]
+        if len(c.restarts) > MAX_RESTARTS_PER_MINUTE:
+            logger.error("worker process %s %s; %d restarts in a minute, giving up", c.name,
+                         why, len(c.restarts) - 1)
+            self.children.remove(c)
+            return
+        logger.warning("worker process %s %s; restarting it", c.name, why)
+        c.start()
+
+    def _on_signal(self, signum, frame):
+        logger.info("nanny got signal %d: stopping workers", signum)
+        self.stopping = True
+
+    def _stop_children(self, timeout=5.0):
+        live = [c for c in self.children if c.proc.poll() is None]
+        for c in live:
+            c.proc.terminate()
+        deadline = time.monotonic() + timeout
+        for c in live:
+            try:
+                c.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                c.proc.kill()
+                c.proc.wait()

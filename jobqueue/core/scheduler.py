@@ -1,0 +1,384 @@
+"""The scheduler's I/O shell: server, message handlers, batched streams, heartbeats.
+
+All decisions are made by :class:`~jobqueue.core.scheduler_state.SchedulerState`; this module
+decodes messages (never user pickles), feeds them in as stimuli and sends what comes out.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import time
+from collections import deque
+
+from . import protocol
+from .comm import BatchedSend, CommClosedError, Listener, format_address
+from .scheduler_state import SchedulerState
+
+logger = logging.getLogger("jobqueue.scheduler")
+
+
+class LogBuffer(logging.Handler):
+    """Keeps the last lines logged in this process, for ``get_logs()``."""
+
+    def __init__(self, n=10_000):
+        super().__init__(logging.INFO)
+        self.lines = deque(maxlen=n)
+        self.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record):
+        try:
+            self.lines.append(self.format(record))
+        except Exception:
+            pass
+
+    def text(self):
+        return "\n".join(self.lines)
+
+
+class MalformedMessage(Exception):
+    pass
+
+
+def _field(msg, name, kind):
+    value = msg.get(name)
+    if not isinstance(value, kind):
+        raise MalformedMessage(f"{msg.get('op')!r} message needs {name!r} of type "
+                               f"{getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+    return value
+
+
+class Scheduler:
+    def __init__(self, token=None, host: str = "127.0.0.1", port: int = 0,
+                 allowed_failures: int = 3, worker_ttl: float = 300.0,
+                 scheduler_file: str | None = None):
+        self.token = token or secrets.token_urlsafe(32)
+        self.host = host
+        self.port = port
+        self.worker_ttl = worker_ttl
+        self.scheduler_file = scheduler_file
+        self.state = SchedulerState(allowed_failures=allowed_failures)
+        self.worker_streams: dict[str, BatchedSend] = {}
+        self.client_streams: dict[str, BatchedSend] = {}
+        self.runs: dict = {}
+        self.listener = None
+        self.address = None
+        self.status = "init"
+        self.started = time.time()
+        self.log = LogBuffer()
+        self._tasks: list = []
+        self._rid = 0
+        self.worker_handlers = {
+            "task-finished": self._task_finished, "task-erred": self._task_erred,
+            "add-keys": self._add_keys, "missing-data": self._missing_data,
+            "heartbeat": self._heartbeat, "worker-status": self._worker_status,
+            "run-result": self._run_result,
+        }
+        self.client_handlers = {
+            "update-graph": self._update_graph, "release-keys": self._release_keys,
+            "cancel": self._cancel, "who-has": self._who_has, "scheduler-info": self._info,
+            "run": self._run, "close-workers": self._close_workers,
+        }
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self):
+        root = logging.getLogger("jobqueue")
+        root.addHandler(self.log)
+        if root.level == logging.NOTSET:
+            root.setLevel(logging.INFO)
+        self.listener = Listener(self.token, self._handle)
+        port = self.listener.listen_on(self.host, self.port)
+        host = self.host if self.host not in ("", "0.0.0.0") else _public_host()
+        self.address = format_address(host, port)
+        self.status = "running"
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._check_workers()))
+        if self.scheduler_file:
+            write_scheduler_file(self.scheduler_file, self.address, self.token)
+        logger.info("scheduler listening at %s", self.address)
+        return self
+
+    async def close(self, close_workers: bool = True, timeout: float = 2.0):
+        if self.status == "closed":
+            return
+        self.status = "closing"
+        if close_workers and self.worker_streams:
+            for bs in self.worker_streams.values():
+                bs.send({"op": "close", "reason": "scheduler closing"})
+            deadline = time.monotonic() + timeout
+            while self.worker_streams and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        for t in self._tasks:
+            t.cancel()
+        self.listener.stop()
+        for bs in list(self.worker_streams.values()) + list(self.client_streams.values()):
+            bs.close()
+        self.status = "closed"
+        logging.getLogger("jobqueue").removeHandler(self.log)
+        if self.scheduler_file:
+            try:
+                os.unlink(self.scheduler_file)
+            except OSError:
+                pass
+        logger.info("scheduler at %s closed", self.address)
+
+    async def _check_workers(self):
+        interval = max(0.2, min(self.worker_ttl / 10, 5.0))
+        while True:
+            await asyncio.sleep(interval)
+            for address in self.state.stale_workers(time.monotonic(), self.worker_ttl):
+                logger.warning("worker %s missed heartbeats for %g s (worker-ttl): removing it",
+                               address, self.worker_ttl)
+                self._drop_worker(address, "worker-ttl")
+
+    def _flush(self):
+        wout, cout = self.state.take()
+        for address, msgs in wout.items():
+            bs = self.worker_streams.get(address)
+            if bs is not None:
+                bs.send_many(msgs)
+        for cid, msgs in cout.items():
+            bs = self.client_streams.get(cid)
+            if bs is not None:
+                bs.send_many(msgs)
+
+    # -- connections --------------------------------------------------------------------------
+
+    async def _handle(self, comm):
+        msgs = await comm.read()
+        first = msgs[0]
+        op = first["op"]
+        if op == "register-worker":
+            await self._worker_connection(comm, first)
+        elif op == "register-client":
+            await self._client_connection(comm, first)
+        elif op == "identity":
+            await comm.write([{"op": "identity", "address": self.address,
+                               "workers": len(self.state.workers)}])
+        else:
+            await comm.write([{"op": "error", "message": f"unknown first message {op!r}"}])
+
+    async def _worker_connection(self, comm, msg):
+        try:
+            address = _field(msg, "address", str)
+            name = str(msg.get("name") or address)
+            nthreads = int(msg.get("nthreads", 1))
+            memory_limit = int(msg.get("memory_limit") or 0)
+        except (MalformedMessage, TypeError, ValueError) as e:
+            await comm.write([{"op": "error", "message": str(e)}])
+            return
+        now = time.monotonic()
+        error = self.state.add_worker(address, name, nthreads, memory_limit, now,
+                                      pid=msg.get("pid"), host=msg.get("host"))
+        if error:
+            logger.warning("refused worker %s: %s", address, error)
+            await comm.write([{"op": "error", "message": error}])
+            return
+        await comm.write([{"op": "welcome"}])
+        bs = BatchedSend(comm)
+        self.worker_streams[address] = bs
+        logger.info("worker %s (%s, %d threads) joined", address, name, nthreads)
+        self._flush()
+        handlers = self.worker_handlers
+        try:
+            while True:
+                for msg in await comm.read():
+                    handler = handlers.get(msg["op"])
+                    if handler is None:
+                        raise MalformedMessage(f"unknown op {msg['op']!r}")
+                    handler(address, msg)
+                self._flush()
+        except MalformedMessage as e:
+            logger.warning("closing worker %s: %s", address, e)
+        except (CommClosedError, protocol.ProtocolError) as e:
+            if self.status == "running":
+                logger.info("worker %s left: %s", address, e)
+        finally:
+            if self.worker_streams.get(address) is bs:
+                self._drop_worker(address, "connection closed")
+
+    def _drop_worker(self, address, reason):
+        bs = self.worker_streams.pop(address, None)
+        if bs is not None:
+            bs.close()
+        self.state.remove_worker(address, time.monotonic(), reason)
+        for run in list(self.runs.values()):
+            if address in run["pending"]:
+                run["pending"].discard(address)
+                run["results"][address] = {"status": "error", "exception": None,
+                                           "traceback": f"worker {address} left"}
+                self._finish_run(run)
+        self._flush()
+
+    async def _client_connection(self, comm, msg):
+        cid = msg.get("id")
+        if not isinstance(cid, str) or cid in self.client_streams:
+            await comm.write([{"op": "error", "message": f"bad or duplicate client id {cid!r}"}])
+            return
+        self.state.add_client(cid)
+        await comm.write([{"op": "welcome", "address": self.address}])
+        bs = BatchedSend(comm)
+        self.client_streams[cid] = bs
+        handlers = self.client_handlers
+        try:
+            while True:
+                for msg in await comm.read():
+                    op = msg["op"]
+                    if op == "close-client":
+                        return
+                    handler = handlers.get(op)
+                    if handler is None:
+                        raise MalformedMessage(f"unknown op {op!r}")
+                    handler(cid, msg)
+                self._flush()
+        except MalformedMessage as e:
+            logger.warning("closing client %s: %s", cid, e)
+        except (CommClosedError, protocol.ProtocolError) as e:
+            logger.debug("client %s left: %s", cid, e)
+        finally:
+            del self.client_streams[cid]
+            bs.close()
+            self.state.remove_client(cid)
+            self._flush()
+
+    def _reply(self, cid, msg, result=None, error=None):
+        bs = self.client_streams.get(cid)
+        if bs is not None:
+            bs.send({"op": "reply", "rid": msg.get("rid"), "result": result, "error": error})
+
+    # -- worker messages ----------------------------------------------------------------------
+
+    def _task_finished(self, address, msg):
+        self.state.task_finished(address, _field(msg, "key", str), msg.get("nbytes") or 0,
+                                 msg.get("type"), msg.get("start"), msg.get("stop"),
+                                 msg.get("data"))
+
+    def _task_erred(self, address, msg):
+        self.state.task_erred(address, _field(msg, "key", str), msg.get("exception"),
+                              msg.get("traceback"), msg.get("start"), msg.get("stop"))
+
+    def _add_keys(self, address, msg):
+        self.state.add_keys(address, _field(msg, "keys", list))
+
+    def _missing_data(self, address, msg):
+        self.state.missing_data(address, _field(msg, "key", str), _field(msg, "dep", str),
+                                _field(msg, "holders", list))
+
+    def _heartbeat(self, address, msg):
+        self.state.heartbeat(address, time.monotonic(), msg.get("metrics"))
+
+    def _worker_status(self, address, msg):
+        status = _field(msg, "status", str)
+        if status not in ("running", "paused"):
+            raise MalformedMessage(f"unknown worker status {status!r}")
+        self.state.worker_status(address, status)
+
+    def _run_result(self, address, msg):
+        run = self.runs.get(msg.get("rid"))
+        if run is not None and address in run["pending"]:
+            run["pending"].discard(address)
+            run["results"][address] = {k: msg.get(k) for k in
+                                       ("status", "result", "exception", "traceback")}
+            self._finish_run(run)
+
+    def _finish_run(self, run):
+        if not run["pending"]:
+            self.runs.pop(run["rid"], None)
+            self._reply(run["cid"], run["msg"], result=run["results"])
+
+    # -- client messages ----------------------------------------------------------------------
+
+    def _update_graph(self, cid, msg):
+        tasks = _field(msg, "tasks", list)
+        for t in tasks:
+            if type(t) is not list or len(t) != 7 or type(t[0]) is not str:
+                raise MalformedMessage("update-graph: each task is [key, group, fid, args, "
+                                       "deps, restrictions, retries]")
+        functions = msg.get("functions") or {}
+        if not isinstance(functions, dict):
+            raise MalformedMessage("update-graph: functions must be a map")
+        self.state.update_graph(cid, tasks, functions)
+
+    def _release_keys(self, cid, msg):
+        self.state.release_keys(cid, _field(msg, "keys", list))
+
+    def _cancel(self, cid, msg):
+        self.state.cancel(cid, _field(msg, "keys", list))
+
+    def _who_has(self, cid, msg):
+        self._reply(cid, msg, self.state.who_has(_field(msg, "keys", list)))
+
+    def _info(self, cid, msg):
+        self._reply(cid, msg, self.info())
+
+    def _run(self, cid, msg):
+        targets = msg.get("workers") or list(self.worker_streams)
+        targets = [self._resolve(w) for w in targets]
+        self._rid += 1
+        run = {"rid": self._rid, "cid": cid, "msg": msg, "pending": set(), "results": {}}
+        for address in targets:
+            bs = self.worker_streams.get(address)
+            if bs is None:
+                run["results"][address] = {"status": "error", "exception": None,
+                                           "traceback": f"no worker {address}"}
+            else:
+                run["pending"].add(address)
+                bs.send({"op": "run", "rid": self._rid, "func": msg.get("func")})
+        self.runs[self._rid] = run
+        self._finish_run(run)
+
+    def _close_workers(self, cid, msg):
+        closed = []
+        for w in _field(msg, "workers", list):
+            address = self._resolve(w)
+            bs = self.worker_streams.get(address)
+            if bs is not None:
+                bs.send({"op": "close", "reason": "closed by the cluster"})
+                closed.append(address)
+        self._reply(cid, msg, closed)
+
+    def _resolve(self, name_or_address):
+        ws = self.state.names.get(name_or_address)
+        return ws.address if ws is not None else name_or_address
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def info(self) -> dict:
+        workers = {}
+        for ws in self.state.workers.values():
+            workers[ws.address] = {
+                "name": ws.name, "nthreads": ws.nthreads, "memory_limit": ws.memory_limit,
+                "status": ws.status, "processing": len(ws.processing),
+                "stored": len(ws.has_what), "nbytes": ws.nbytes, "metrics": ws.metrics,
+                **ws.extra}
+        counts = {}
+        for ts in self.state.tasks.values():
+            counts[ts.state] = counts.get(ts.state, 0) + 1
+        return {"address": self.address, "workers": workers, "tasks": counts,
+                "clients": len(self.state.clients), "started": self.started}
+
+
+def _public_host() -> str:
+    import socket
+
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def write_scheduler_file(path: str, address: str, token: str) -> None:
+    """JSON with the address and token, readable by the owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"address": address, "token": token}, f)
+    os.chmod(path, 0o600)
+
+
+def read_scheduler_file(path: str) -> tuple[str, str]:
+    with open(path) as f:
+        info = json.load(f)
+    return info["address"], info["token"]

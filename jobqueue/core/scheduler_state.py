@@ -1,0 +1,755 @@
+"""The scheduler as a pure state machine: stimuli in, messages out. No I/O, no awaits.
+
+Each public method is a stimulus (a worker arrived, a task finished, a client released keys...).
+It updates the state and appends messages to ``worker_out[address]`` and ``client_out[client]``;
+the I/O shell (scheduler.py) sends them with :meth:`SchedulerState.take`.
+
+Task states::
+
+    released   known, not wanted by anything running now (kept while dependents exist, for lineage)
+    waiting    wanted, some dependencies not in memory yet
+    queued     ready root task, waiting on the scheduler for a free worker slot
+    no-worker  ready, but no running worker satisfies its restrictions
+    processing sent to a worker
+    memory     result held by one or more workers
+    erred      the task (or a dependency) raised, or killed too many workers
+    forgotten  dropped from the scheduler
+
+The scheduler never unpickles user data: functions, arguments, results and exceptions are opaque
+bytes here.
+"""
+from __future__ import annotations
+
+import heapq
+import pickle
+from collections import defaultdict, deque
+
+from .errors import KilledWorker
+from .protocol import wrap
+
+LEGAL = {
+    ("released", "waiting"), ("released", "queued"), ("released", "no-worker"),
+    ("released", "processing"), ("released", "erred"), ("released", "forgotten"),
+    ("waiting", "queued"), ("waiting", "no-worker"), ("waiting", "processing"),
+    ("waiting", "released"), ("waiting", "erred"), ("waiting", "forgotten"),
+    ("queued", "processing"), ("queued", "released"), ("queued", "forgotten"),
+    ("no-worker", "processing"), ("no-worker", "waiting"), ("no-worker", "released"),
+    ("no-worker", "forgotten"), ("no-worker", "erred"),
+    ("processing", "memory"), ("processing", "erred"), ("processing", "released"),
+    ("processing", "waiting"), ("processing", "forgotten"),
+    ("memory", "released"), ("memory", "forgotten"),
+    ("erred", "released"), ("erred", "forgotten"),
+}
+STATES = ("released", "waiting", "queued", "no-worker", "processing", "memory", "erred")
+DONE = ("memory", "erred")
+
+
+class InvalidTransition(AssertionError):
+    pass
+
+
+class TaskState:
+    __slots__ = ("key", "group", "fid", "args", "priority", "state", "dependencies", "dependents",
+                 "waiting_on", "waiters", "who_has", "processing_on", "nbytes", "type", "retries",
+                 "suspicious", "killed_on", "restrictions", "who_wants", "exception", "traceback",
+                 "duration")
+
+    def __init__(self, key, group, fid, args, priority, retries=0, restrictions=None):
+        self.key = key
+        self.group = group
+        self.fid = fid
+        self.args = args
+        self.priority = priority
+        self.state = "released"
+        self.dependencies: set = set()
+        self.dependents: set = set()
+        self.waiting_on: set = set()
+        self.waiters: set = set()
+        self.who_has: set = set()
+        self.processing_on = None
+        self.nbytes = 0
+        self.type = None
+        self.retries = retries
+        self.suspicious = 0
+        self.killed_on = None
+        self.restrictions = restrictions
+        self.who_wants: set = set()
+        self.exception = None
+        self.traceback = None
+        self.duration = None
+
+    def __repr__(self):
+        return f"<Task {self.key!r} {self.state}>"
+
+
+class TaskGroup:
+    """Tasks of one kind (the key's prefix): counts per state and timing, for progress and adapt."""
+
+    __slots__ = ("name", "states", "duration", "done", "nbytes", "types")
+
+    def __init__(self, name):
+        self.name = name
+        self.states = dict.fromkeys(STATES + ("forgotten",), 0)
+        self.duration = 0.0
+        self.done = 0
+        self.nbytes = 0
+        self.types: set = set()
+
+    @property
+    def average_duration(self):
+        return self.duration / self.done if self.done else None
+
+
+class WorkerState:
+    __slots__ = ("address", "name", "nthreads", "memory_limit", "status", "processing", "has_what",
+                 "nbytes", "functions", "last_seen", "metrics", "extra")
+
+    def __init__(self, address, name, nthreads, memory_limit, now=0.0, extra=None):
+        self.address = address
+        self.name = name
+        self.nthreads = nthreads
+        self.memory_limit = memory_limit
+        self.status = "running"
+        self.processing: set = set()
+        self.has_what: set = set()
+        self.nbytes = 0
+        self.functions: set = set()
+        self.last_seen = now
+        self.metrics: dict = {}
+        self.extra = extra or {}
+
+    def __repr__(self):
+        return f"<Worker {self.address} {self.name} {self.status} processing={len(self.processing)}>"
+
+
+class ClientState:
+    __slots__ = ("id", "wants")
+
+    def __init__(self, cid):
+        self.id = cid
+        self.wants: set = set()
+
+
+class SchedulerState:
+    def __init__(self, allowed_failures: int = 3, transition_log: int = 100_000,
+                 pipeline_seconds: float = 0.01):
+        self.allowed_failures = allowed_failures
+        self.pipeline_seconds = pipeline_seconds
+        self.tasks: dict[str, TaskState] = {}
+        self.groups: dict[str, TaskGroup] = {}
+        self.workers: dict[str, WorkerState] = {}
+        self.names: dict[str, WorkerState] = {}
+        self.clients: dict[str, ClientState] = {}
+        self.functions: dict[str, bytes] = {}
+        self.queue: list = []              # heap of (priority, seq, TaskState)
+        self.unrunnable: set = set()
+        self.idle: dict = {}               # running workers with a free slot (ordered set)
+        self.worker_out: dict = defaultdict(list)
+        self.client_out: dict = defaultdict(list)
+        self.log = deque(maxlen=transition_log)
+        self.stimulus = ""
+        self.duration_avg = None
+        self.counter = 0
+        self.counts = defaultdict(int)     # monotonic counters for /metrics
+
+    # -- output -----------------------------------------------------------------------------
+
+    def take(self):
+        """Messages produced since the last call: ({worker: [msg]}, {client: [msg]})."""
+        w, c = self.worker_out, self.client_out
+        self.worker_out, self.client_out = defaultdict(list), defaultdict(list)
+        return w, c
+
+    def _to_clients(self, ts, msg):
+        for cs in ts.who_wants:
+            self.client_out[cs.id].append(msg)
+
+    def _free(self, ws, keys):
+        self.worker_out[ws.address].append({"op": "free-keys", "keys": keys})
+
+    # -- transitions ------------------------------------------------------------------------
+
+    def _set(self, ts, new):
+        old = ts.state
+        if (old, new) not in LEGAL:
+            raise InvalidTransition(f"{ts.key!r}: {old} -> {new} ({self.stimulus})")
+        ts.state = new
+        states = self.groups[ts.group].states
+        states[old] -= 1
+        states[new] += 1
+        self.log.append((ts.key, old, new, self.stimulus))
+
+    def _needed(self, ts):
+        return bool(ts.who_wants or ts.waiters)
+
+    def _request(self, ts):
+        """Drive a released task (and its released dependencies) towards memory."""
+        stack = [ts]
+        while stack:
+            t = stack.pop()
+            if t.state != "released":
+                continue
+            erred = None
+            t.waiting_on = set()
+            for d in t.dependencies:
+                d.waiters.add(t)
+                if d.state != "memory":
+                    t.waiting_on.add(d)
+                    if d.state == "released":
+                        stack.append(d)
+                    elif d.state == "erred":
+                        erred = d
+            if erred is not None:
+                self._err(t, erred.exception, erred.traceback)
+            elif t.waiting_on:
+                self._set(t, "waiting")
+            else:
+                self._ready(t)
+
+    def _ready(self, ts):
+        if not ts.dependencies and ts.restrictions is None:
+            self._set(ts, "queued")
+            self.counter += 1
+            heapq.heappush(self.queue, (ts.priority, self.counter, ts))
+            return
+        ws = self._decide_worker(ts)
+        if ws is None:
+            self._set(ts, "no-worker")
+            self.unrunnable.add(ts)
+        else:
+            self._compute(ts, ws)
+
+    def _decide_worker(self, ts):
+        """The running worker holding most of the task's input bytes; ties: least occupied."""
+        if ts.restrictions is not None:
+            candidates = [ws for ws in (self.workers.get(a) or self.names.get(a)
+                                        for a in ts.restrictions)
+                          if ws is not None and ws.status == "running"]
+        else:
+            candidates = None
+        if ts.dependencies:
+            score: dict = defaultdict(int)
+            for d in ts.dependencies:
+                for ws in d.who_has:
+                    if ws.status == "running":
+                        score[ws] += d.nbytes + 1
+            pool = [ws for ws in candidates if ws in score] if candidates is not None else list(score)
+            if pool:
+                return max(pool, key=lambda ws: (score[ws], -len(ws.processing) / ws.nthreads))
+        if candidates is None:
+            candidates = [ws for ws in self.workers.values() if ws.status == "running"]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda ws: len(ws.processing) / ws.nthreads)
+
+    def _capacity(self, ws):
+        if ws.status != "running":
+            return 0
+        avg = self.duration_avg
+        if avg is None:
+            extra = ws.nthreads
+        else:
+            extra = max(1, min(32 * ws.nthreads, int(self.pipeline_seconds / max(avg, 1e-6))))
+        return ws.nthreads + extra
+
+    def _compute(self, ts, ws):
+        self._set(ts, "processing")
+        ts.processing_on = ws
+        ws.processing.add(ts)
+        msg = {"op": "compute", "key": ts.key, "fid": ts.fid, "args": ts.args,
+               "priority": ts.priority}
+        if ts.fid is not None and ts.fid not in ws.functions:
+            msg["func"] = wrap(self.functions[ts.fid])
+            ws.functions.add(ts.fid)
+        if ts.dependencies:
+            msg["deps"] = {d.key: [w.address for w in d.who_has] for d in ts.dependencies}
+        if ts.who_wants:
+            msg["want"] = True
+        self.worker_out[ws.address].append(msg)
+        if ws in self.idle and len(ws.processing) >= self._capacity(ws):
+            del self.idle[ws]
+
+    def _fill(self, ws):
+        """Give queued root tasks to *ws* until its slots are full."""
+        cap = self._capacity(ws)
+        queue = self.queue
+        while queue and len(ws.processing) < cap:
+            ts = heapq.heappop(queue)[2]
+            if ts.state == "queued":
+                self._compute(ts, ws)
+        if len(ws.processing) < cap:
+            self.idle[ws] = None
+        else:
+            self.idle.pop(ws, None)
+
+    def _fill_all(self):
+        for ws in list(self.idle):
+            if not self.queue:
+                break
+            self._fill(ws)
+
+    def _retry_unrunnable(self):
+        for ts in list(self.unrunnable):
+            ws = self._decide_worker(ts)
+            if ws is not None:
+                self.unrunnable.discard(ts)
+                self._compute(ts, ws)
+
+    def _unassign(self, ts, cancel=True):
+        ws = ts.processing_on
+        ts.processing_on = None
+        ws.processing.discard(ts)
+        if cancel:
+            self._free(ws, [ts.key])
+        if ws.address in self.workers and ws.status == "running":
+            self.idle[ws] = None
+
+    def _release(self, ts):
+        """*ts* is no longer needed: drop its data or work, keep it only for lineage."""
+        stack = [ts]
+        while stack:
+            t = stack.pop()
+            if self._needed(t) or t.state == "forgotten":
+                continue
+            state = t.state
+            if state == "memory":
+                for ws in t.who_has:
+                    ws.has_what.discard(t)
+                    ws.nbytes -= t.nbytes
+                    self._free(ws, [t.key])
+                t.who_has.clear()
+            elif state == "processing":
+                self._unassign(t)
+            elif state == "no-worker":
+                self.unrunnable.discard(t)
+            if state not in DONE:
+                for d in t.dependencies:
+                    if t in d.waiters:
+                        d.waiters.discard(t)
+                        if not self._needed(d):
+                            stack.append(d)
+                t.waiting_on = set()
+            if not t.dependents:
+                self._forget(t)
+            elif state != "released":
+                self._set(t, "released")
+
+    def _forget(self, ts):
+        stack = [ts]
+        while stack:
+            t = stack.pop()
+            if t.state == "forgotten":
+                continue
+            if t.state == "memory":
+                for ws in t.who_has:
+                    ws.has_what.discard(t)
+                    ws.nbytes -= t.nbytes
+                    self._free(ws, [t.key])
+                t.who_has.clear()
+            elif t.processing_on is not None:
+                self._unassign(t)
+            self.unrunnable.discard(t)
+            self._set(t, "forgotten")
+            del self.tasks[t.key]
+            for d in t.dependencies:
+                d.dependents.discard(t)
+                d.waiters.discard(t)
+                if not d.dependents and not self._needed(d) and d.state in ("released", "erred"):
+                    stack.append(d)
+                elif not self._needed(d) and d.state not in ("released", "forgotten"):
+                    self._release(d)
+
+    def _err(self, ts, exception, traceback):
+        stack = [ts]
+        while stack:
+            t = stack.pop()
+            if t.state in ("erred", "forgotten", "memory"):
+                continue
+            if t.state == "processing":
+                self._unassign(t, cancel=False)
+            self.unrunnable.discard(t)
+            self._set(t, "erred")
+            self.counts["tasks-erred"] += 1
+            t.exception, t.traceback = exception, traceback
+            self._to_clients(t, {"op": "task-erred", "key": t.key, "exception": exception,
+                                 "traceback": traceback})
+            for d in t.dependencies:
+                d.waiters.discard(t)
+                if not self._needed(d):
+                    self._release(d)
+            t.waiting_on = set()
+            stack.extend(dt for dt in t.dependents if dt.state not in DONE + ("released",))
+            if not self._needed(t):
+                self._release(t)
+
+    def _lose(self, ts):
+        """No worker holds *ts*'s result any more."""
+        if not self._needed(ts):
+            self._release(ts)
+            return
+        self._set(ts, "released")
+        for dt in ts.waiters:
+            if dt.state == "processing":
+                self._unassign(dt)
+                self._set(dt, "waiting")
+            elif dt.state == "no-worker":
+                self.unrunnable.discard(dt)
+                self._set(dt, "waiting")
+            dt.waiting_on.add(ts)
+        self._request(ts)
+
+    # -- stimuli: workers -------------------------------------------------------------------
+
+    def add_worker(self, address, name, nthreads, memory_limit, now=0.0, **extra):
+        self.stimulus = f"add-worker {address}"
+        if address in self.workers:
+            self.remove_worker(address, now, reason="re-registered")
+        if name in self.names:
+            return f"a worker named {name!r} is already connected"
+        ws = WorkerState(address, name, max(1, int(nthreads)), memory_limit, now, extra)
+        self.workers[address] = ws
+        self.names[name] = ws
+        self.counts["workers-added"] += 1
+        self._fill(ws)
+        self._retry_unrunnable()
+        return None
+
+    def remove_worker(self, address, now=0.0, reason=""):
+        ws = self.workers.pop(address, None)
+        if ws is None:
+            return
+        self.stimulus = f"remove-worker {address} {reason}"
+        self.counts["workers-removed"] += 1
+        self.names.pop(ws.name, None)
+        self.idle.pop(ws, None)
+        ws.status = "closed"
+        rerun = []
+        for ts in list(ws.processing):
+            self._unassign(ts, cancel=False)
+            ts.suspicious += 1
+            ts.killed_on = (ts.killed_on or []) + [address]
+            if ts.suspicious > self.allowed_failures:
+                exc = pickle.dumps(KilledWorker(ts.key, ts.killed_on, self.allowed_failures))
+                self._err(ts, exc, "")
+            else:
+                self._set(ts, "released")
+                rerun.append(ts)
+        lost = []
+        for ts in ws.has_what:
+            ts.who_has.discard(ws)
+            if not ts.who_has and ts.state == "memory":
+                lost.append(ts)
+        ws.has_what = set()
+        for ts in lost:
+            if ts.state == "memory":
+                self._lose(ts)
+        for ts in rerun:
+            if ts.state != "released":
+                continue
+            if self._needed(ts):
+                self._request(ts)
+            else:
+                self._release(ts)
+        self._fill_all()
+
+    def worker_status(self, address, status):
+        ws = self.workers.get(address)
+        if ws is None or ws.status == status:
+            return
+        self.stimulus = f"worker-status {address} {status}"
+        ws.status = status
+        if status == "running":
+            self._fill(ws)
+            self._retry_unrunnable()
+        else:
+            self.idle.pop(ws, None)
+
+    def heartbeat(self, address, now, metrics=None):
+        ws = self.workers.get(address)
+        if ws is not None:
+            ws.last_seen = now
+            if metrics:
+                ws.metrics = metrics
+
+    def stale_workers(self, now, ttl):
+        return [ws.address for ws in self.workers.values() if now - ws.last_seen > ttl]
+
+    def task_finished(self, address, key, nbytes=0, type=None, start=None, stop=None, data=None):
+        ts = self.tasks.get(key)
+        ws = self.workers.get(address)
+        if ws is None:
+            return
+        self.stimulus = "task-finished"
+        if ts is None or ts.state != "processing" or ts.processing_on is not ws:
+            if ts is not None and ts.state == "memory":
+                if ws not in ts.who_has:
+                    ts.who_has.add(ws)
+                    ws.has_what.add(ts)
+                    ws.nbytes += ts.nbytes
+            else:
+                self._free(ws, [key])
+            return
+        ts.processing_on = None
+        ws.processing.discard(ts)
+        ts.nbytes = nbytes
+        ts.type = type
+        ts.who_has.add(ws)
+        ws.has_what.add(ts)
+        ws.nbytes += nbytes
+        self._set(ts, "memory")
+        self.counts["tasks-finished"] += 1
+        group = self.groups[ts.group]
+        if start is not None and stop is not None:
+            d = max(stop - start, 0.0)
+            ts.duration = d
+            group.duration += d
+            avg = self.duration_avg
+            self.duration_avg = d if avg is None else 0.9 * avg + 0.1 * d
+        group.done += 1
+        group.nbytes += nbytes
+        if type is not None and len(group.types) < 8:
+            group.types.add(type)
+        if ts.who_wants:
+            msg = {"op": "key-in-memory", "key": key, "nbytes": nbytes, "type": type}
+            if data is not None:
+                msg["data"] = data
+            self._to_clients(ts, msg)
+        for dt in ts.dependents:
+            dt.waiting_on.discard(ts)
+            if not dt.waiting_on and dt.state == "waiting":
+                self._ready(dt)
+        for d in ts.dependencies:
+            d.waiters.discard(ts)
+            if not d.waiters and not d.who_wants:
+                self._release(d)
+        if not self._needed(ts):
+            self._release(ts)
+        if ws.address in self.workers:
+            self._fill(ws)
+
+    def task_erred(self, address, key, exception=None, traceback=None, start=None, stop=None):
+        ts = self.tasks.get(key)
+        ws = self.workers.get(address)
+        if ts is None or ws is None or ts.state != "processing" or ts.processing_on is not ws:
+            return
+        self.stimulus = "task-erred"
+        if ts.retries > 0:
+            ts.retries -= 1
+            self._unassign(ts, cancel=False)
+            self._set(ts, "released")
+            self._request(ts)
+        else:
+            self._err(ts, exception, traceback)
+        if ws.address in self.workers:
+            self._fill(ws)
+
+    def add_keys(self, address, keys, nbytes=None):
+        """A worker holds replicas of *keys* (it fetched them as inputs)."""
+        ws = self.workers.get(address)
+        if ws is None:
+            return
+        unknown = []
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is not None and ts.state == "memory":
+                if ws not in ts.who_has:
+                    ts.who_has.add(ws)
+                    ws.has_what.add(ts)
+                    ws.nbytes += ts.nbytes
+            else:
+                unknown.append(key)
+        if unknown:
+            self._free(ws, unknown)
+
+    def missing_data(self, address, key, dep, holders):
+        """Worker *address* could not fetch *dep* (input of *key*) from *holders*."""
+        self.stimulus = f"missing-data {dep}"
+        d = self.tasks.get(dep)
+        if d is not None:
+            for h in holders:
+                ws = self.workers.get(h)
+                if ws is not None and ws in d.who_has:
+                    d.who_has.discard(ws)
+                    ws.has_what.discard(d)
+                    ws.nbytes -= d.nbytes
+            if d.state == "memory" and not d.who_has:
+                self._lose(d)
+        ts = self.tasks.get(key)
+        if ts is not None and ts.state == "processing" and ts.processing_on.address == address:
+            self._unassign(ts, cancel=True)
+            self._set(ts, "waiting")
+            ts.waiting_on = {x for x in ts.dependencies if x.state != "memory"}
+            if not ts.waiting_on:
+                self._ready(ts)
+            else:
+                for x in ts.waiting_on:
+                    if x.state == "released":
+                        self._request(x)
+
+    # -- stimuli: clients -------------------------------------------------------------------
+
+    def add_client(self, cid):
+        self.clients.setdefault(cid, ClientState(cid))
+
+    def remove_client(self, cid):
+        cs = self.clients.pop(cid, None)
+        if cs is None:
+            return
+        self.stimulus = f"remove-client {cid}"
+        for ts in list(cs.wants):
+            ts.who_wants.discard(cs)
+            if not self._needed(ts):
+                self._release(ts)
+
+    def update_graph(self, cid, tasks, functions=None):
+        """New tasks from a client: [key, group, fid, args, dependency keys, restrictions, retries].
+
+        Dependencies come before their dependents (a client only refers to submitted keys).
+        """
+        self.stimulus = f"update-graph {cid}"
+        cs = self.clients.get(cid) or self.clients.setdefault(cid, ClientState(cid))
+        if functions:
+            self.functions.update(functions)
+        groups, all_tasks, counter = self.groups, self.tasks, self.counter
+        for key, group, fid, args, deps, restrictions, retries in tasks:
+            ts = all_tasks.get(key)
+            if ts is not None:
+                self._want_existing(cs, ts)
+                continue
+            counter += 1
+            if fid is not None and fid not in self.functions:
+                ts = self._new_task(key, group, None, None, counter, 0, None, groups)
+                ts.who_wants.add(cs)
+                cs.wants.add(ts)
+                self._err(ts, pickle.dumps(RuntimeError(f"function {fid} of task {key!r} was "
+                                                       "never sent to the scheduler")), "")
+                continue
+            ts = self._new_task(key, group, fid, args, counter, retries,
+                                set(restrictions) if restrictions else None, groups)
+            ts.who_wants.add(cs)
+            cs.wants.add(ts)
+            missing = None
+            for dk in deps or ():
+                d = all_tasks.get(dk)
+                if d is None:
+                    missing = dk
+                    break
+                ts.dependencies.add(d)
+                d.dependents.add(ts)
+            if missing is not None:
+                exc = RuntimeError(f"task {key!r} depends on {missing!r}, which the scheduler "
+                                   "does not know (released or lost)")
+                self._err(ts, pickle.dumps(exc), "")
+                continue
+            self._request(ts)
+        self.counter = counter
+        self._fill_all()
+
+    def _new_task(self, key, group, fid, args, priority, retries, restrictions, groups):
+        ts = TaskState(key, group, fid, args, priority, retries, restrictions)
+        self.tasks[key] = ts
+        g = groups.get(group)
+        if g is None:
+            g = groups[group] = TaskGroup(group)
+        g.states["released"] += 1
+        return ts
+
+    def _want_existing(self, cs, ts):
+        ts.who_wants.add(cs)
+        cs.wants.add(ts)
+        if ts.state == "memory":
+            self.client_out[cs.id].append({"op": "key-in-memory", "key": ts.key,
+                                           "nbytes": ts.nbytes, "type": ts.type})
+        elif ts.state == "erred":
+            self.client_out[cs.id].append({"op": "task-erred", "key": ts.key,
+                                           "exception": ts.exception,
+                                           "traceback": ts.traceback})
+        elif ts.state == "released":
+            self._request(ts)
+
+    def release_keys(self, cid, keys):
+        cs = self.clients.get(cid)
+        if cs is None:
+            return
+        self.stimulus = f"release-keys {cid}"
+        for key in keys:
+            ts = self.tasks.get(key)
+            if ts is None or cs not in ts.who_wants:
+                continue
+            ts.who_wants.discard(cs)
+            cs.wants.discard(ts)
+            if not ts.who_wants and not ts.waiters:
+                self._release(ts)
+        self._fill_all()
+
+    def cancel(self, cid, keys):
+        """Cancel *keys* and everything that depends on them, for every client."""
+        self.stimulus = f"cancel {cid}"
+        closure, stack = {}, [self.tasks[k] for k in keys if k in self.tasks]
+        while stack:
+            t = stack.pop()
+            if t.key not in closure:
+                closure[t.key] = t
+                stack.extend(t.dependents)
+        for t in sorted(closure.values(), key=lambda t: -t.priority):
+            if t.state == "forgotten":
+                continue
+            self._to_clients(t, {"op": "cancelled", "key": t.key})
+            for cs in t.who_wants:
+                cs.wants.discard(t)
+            t.who_wants = set()
+            if not t.waiters:
+                self._release(t)
+        self._fill_all()
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def who_has(self, keys):
+        out = {}
+        for key in keys:
+            ts = self.tasks.get(key)
+            out[key] = [ws.address for ws in ts.who_has] if ts is not None else []
+        return out
+
+    def story(self, key):
+        return [t for t in self.log if t[0] == key]
+
+    def validate(self):
+        """Check every invariant; raises AssertionError naming the first broken one."""
+        for key, ts in self.tasks.items():
+            s = ts.state
+            assert ts.key == key and s in STATES, ts
+            assert (s == "processing") == (ts.processing_on is not None), ts
+            if s == "processing":
+                assert ts in ts.processing_on.processing, ts
+                assert ts.processing_on.address in self.workers, ts
+            assert (s == "memory") == bool(ts.who_has), (ts, ts.who_has)
+            for ws in ts.who_has:
+                assert ts in ws.has_what and ws.address in self.workers, (ts, ws)
+            if s == "waiting":
+                assert ts.waiting_on, ts
+            assert ts.waiting_on <= ts.dependencies, ts
+            for d in ts.waiting_on:
+                assert d.state != "memory", (ts, d)
+            for d in ts.dependencies:
+                assert ts in d.dependents and d.key in self.tasks, (ts, d)
+                if s not in DONE and s != "released":
+                    assert ts in d.waiters, (ts, d)
+            for d in ts.waiters:
+                assert d in ts.dependents and d.state not in DONE + ("released",), (ts, d)
+            if s in ("waiting", "queued", "no-worker", "processing"):
+                assert self._needed(ts), f"{ts} is running but not needed"
+            if s == "no-worker":
+                assert ts in self.unrunnable, ts
+            for cs in ts.who_wants:
+                assert ts in cs.wants and cs.id in self.clients, ts
+        for ws in self.workers.values():
+            for ts in ws.processing:
+                assert ts.processing_on is ws and ts.key in self.tasks, (ws, ts)
+            for ts in ws.has_what:
+                assert ws in ts.who_has and ts.key in self.tasks, (ws, ts)
+            assert ws.nbytes == sum(t.nbytes for t in ws.has_what), ws
+        queued = {e[2] for e in self.queue if e[2].state == "queued"}
+        assert queued == {t for t in self.tasks.values() if t.state == "queued"}
+        for g in self.groups.values():
+            assert all(v >= 0 for v in g.states.values()), g.name

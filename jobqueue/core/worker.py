@@ -1,0 +1,521 @@
+"""The worker: runs tasks in a thread pool, holds results, serves them to peers and clients.
+
+One event loop carries the scheduler stream, the data server and input fetches; tasks run in
+``nthreads`` threads that hand results back in batches (one loop wake-up for many results).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import pickle
+import queue
+import random
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+
+from . import protocol
+from .comm import BatchedSend, CommClosedError, Listener, connect, format_address, parse_address
+from .protocol import Raw, TaskRef, substitute
+
+logger = logging.getLogger("jobqueue.worker")
+
+INLINE_RESULT = 16 * 1024
+PREFETCH = 2
+
+
+def sizeof(obj, depth=2) -> int:
+    """Cheap estimate of the bytes an object holds."""
+    try:
+        return memoryview(obj).nbytes
+    except TypeError:
+        pass
+    n = sys.getsizeof(obj, 64)
+    if depth and type(obj) in (list, tuple, set, frozenset):
+        items = list(obj)[:100]
+        if items:
+            n += sum(sizeof(x, depth - 1) for x in items) * len(obj) // len(items)
+    elif depth and type(obj) is dict:
+        items = list(obj.items())[:100]
+        if items:
+            n += sum(sizeof(k, depth - 1) + sizeof(v, depth - 1) for k, v in items) \
+                * len(obj) // len(items)
+    return n
+
+
+def dumps_exception(exc: BaseException) -> bytes:
+    try:
+        import cloudpickle
+
+        return cloudpickle.dumps(exc, protocol=5)
+    except Exception as e:
+        return pickle.dumps(RuntimeError(
+            f"{type(exc).__name__}: {exc} (the exception could not be pickled: {e})"))
+
+
+def format_traceback(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next  # skip the worker's own frame
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def route_address(scheduler_address: str) -> str:
+    """The local IP address that routes to the scheduler."""
+    host, port = parse_address(scheduler_address)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((host, port))
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+class WTask:
+    __slots__ = ("key", "fid", "args", "deps", "want", "state", "missing")
+
+    def __init__(self, key, fid, args, deps, want):
+        self.key = key
+        self.fid = fid
+        self.args = args
+        self.deps = deps
+        self.want = want
+        self.state = "new"
+        self.missing = set()
+
+
+class Worker:
+    def __init__(self, scheduler_address: str, *, token=None, nthreads: int = 1, name=None,
+                 memory_limit: int = 0, host=None, port: int = 0, death_timeout: float = 60.0,
+                 heartbeat_interval: float = 1.0, memory_pause: float = 0.8):
+        self.scheduler_address = scheduler_address
+        self.token = token if token is not None else os.environ.get("JOBQUEUE_TOKEN")
+        self.nthreads = max(1, int(nthreads))
+        self.memory_limit = int(memory_limit or 0)
+        self.host = host
+        self.port = port
+        self.death_timeout = death_timeout
+        self.heartbeat_interval = heartbeat_interval
+        self.memory_pause = memory_pause
+        self.name = name
+        self.address = None
+        self.data: dict = {}
+        self.nbytes: dict = {}
+        self.tasks: dict[str, WTask] = {}
+        self.function_blobs: dict = {}
+        self.functions: dict = {}
+        self.fetching: dict = {}          # dependency key -> set of WTask waiting for it
+        self.ready: deque = deque()
+        self.executing = 0
+        self.paused = False
+        self.status = "init"
+        self.stream = None
+        self.listener = None
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._done: list = []
+        self._lock = threading.Lock()
+        self._wake = False
+        self._threads: list = []
+        self._fn_lock = threading.Lock()
+        self._peers: dict = {}
+        self._closed = None
+        self.loop = None
+        self.executed = 0
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self):
+        self.loop = asyncio.get_running_loop()
+        self._closed = asyncio.Event()
+        host = self.host or route_address(self.scheduler_address)
+        self.listener = Listener(self.token, self._serve)
+        port = self.listener.listen_on(host, self.port)
+        self.address = format_address(host, port)
+        if self.name is None:
+            self.name = self.address
+        for i in range(self.nthreads):
+            t = threading.Thread(target=self._thread_main, name=f"jobqueue-task-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        await self._connect(self.death_timeout)
+        self.status = "running"
+        self.loop.create_task(self._heartbeats())
+        return self
+
+    async def _connect(self, timeout):
+        deadline = time.monotonic() + timeout
+        delay, last = 0.05, None
+        while True:
+            try:
+                comm = await connect(self.scheduler_address, self.token,
+                                     timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+                await comm.write([{"op": "register-worker", "address": self.address,
+                                   "name": self.name, "nthreads": self.nthreads,
+                                   "memory_limit": self.memory_limit, "pid": os.getpid(),
+                                   "host": socket.gethostname()}])
+                (reply,) = await comm.read()
+                break
+            except CommClosedError as e:
+                last = e
+                if time.monotonic() + delay > deadline:
+                    raise CommClosedError(
+                        f"worker {self.name} could not reach the scheduler at "
+                        f"{self.scheduler_address} within {timeout:g} s: {last}") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        if reply.get("op") != "welcome":
+            await comm.close()
+            raise RuntimeError(f"scheduler refused worker {self.name}: {reply.get('message')}")
+        self.stream = BatchedSend(comm)
+        self.loop.create_task(self._read_scheduler(comm))
+        logger.info("worker %s at %s connected to %s with %d threads", self.name, self.address,
+                    self.scheduler_address, self.nthreads)
+
+    async def _read_scheduler(self, comm):
+        handlers = {"compute": self._compute, "free-keys": self._free_keys,
+                    "run": self._run, "close": self._close_msg}
+        try:
+            while True:
+                for msg in await comm.read():
+                    handler = handlers.get(msg["op"])
+                    if handler is None:
+                        logger.warning("unknown message from scheduler: %s", msg["op"])
+                    else:
+                        handler(msg)
+                self._pump()
+        except (CommClosedError, protocol.ProtocolError) as e:
+            if self.status != "running":
+                return
+            logger.warning("lost the scheduler at %s (%s); reconnecting for up to %g s",
+                           self.scheduler_address, e, self.death_timeout)
+        self._reset()
+        try:
+            await self._connect(self.death_timeout)
+        except (CommClosedError, RuntimeError) as e:
+            logger.error("%s; exiting (death-timeout)", e)
+            await self.close(reason="death-timeout")
+
+    def _reset(self):
+        for t in self.tasks.values():
+            t.state = "cancelled"
+        self.tasks.clear()
+        self.ready.clear()
+        self.data.clear()
+        self.nbytes.clear()
+        self.fetching.clear()
+
+    async def close(self, reason="closed"):
+        if self.status in ("closing", "closed"):
+            return
+        self.status = "closing"
+        logger.info("worker %s closing: %s", self.name, reason)
+        if self.stream is not None:
+            self.stream.close()
+        if self.listener is not None:
+            self.listener.stop()
+        for comm in self._peers.values():
+            comm.abort()
+        for _ in self._threads:
+            self._work.put(None)
+        self.status = "closed"
+        self._closed.set()
+
+    async def finished(self):
+        await self._closed.wait()
+
+    # -- scheduler messages -------------------------------------------------------------------
+
+    def _compute(self, msg):
+        key = msg["key"]
+        fid = msg["fid"]
+        if "func" in msg:
+            self.function_blobs[fid] = bytes(msg["func"])
+        if key in self.data:
+            self.stream.send({"op": "task-finished", "key": key, "nbytes": self.nbytes[key],
+                              "type": type(self.data[key]).__name__})
+            return
+        t = self.tasks.get(key)
+        if t is not None:
+            if t.state == "cancelled-executing":
+                t.state = "executing"
+            t.want = msg.get("want", False)
+            return
+        t = WTask(key, fid, msg["args"], msg.get("deps"), msg.get("want", False))
+        self.tasks[key] = t
+        if t.deps:
+            t.missing = {d for d in t.deps if d not in self.data}
+        if t.missing:
+            t.state = "fetch"
+            self._fetch(t)
+        else:
+            t.state = "ready"
+            self.ready.append(t)
+
+    def _free_keys(self, msg):
+        for key in msg["keys"]:
+            self.data.pop(key, None)
+            self.nbytes.pop(key, None)
+            t = self.tasks.get(key)
+            if t is not None:
+                if t.state == "executing":
+                    t.state = "cancelled-executing"
+                else:
+                    t.state = "cancelled"
+                    del self.tasks[key]
+
+    def _close_msg(self, msg):
+        self.loop.create_task(self.close(reason=msg.get("reason", "scheduler asked")))
+
+    def _run(self, msg):
+        async def run():
+            try:
+                func = pickle.loads(msg["func"])
+                result = await self.loop.run_in_executor(None, func)
+                reply = {"status": "ok", "result": protocol.wrap(protocol.fast_dumps(result))}
+            except Exception as e:
+                reply = {"status": "error", "exception": dumps_exception(e),
+                         "traceback": format_traceback(e)}
+            reply.update(op="run-result", rid=msg["rid"])
+            self.stream.send(reply)
+
+        self.loop.create_task(run())
+
+    # -- inputs from peers --------------------------------------------------------------------
+
+    def _fetch(self, t):
+        todo: dict = {}
+        for dep in t.missing:
+            waiting = self.fetching.get(dep)
+            if waiting is not None:
+                waiting.add(t)
+                continue
+            self.fetching[dep] = {t}
+            holders = [h for h in t.deps[dep] if h != self.address]
+            if not holders:
+                self.loop.call_soon(self._fetch_failed, dep, [])
+                continue
+            todo.setdefault(random.choice(holders), []).append(dep)
+        for holder, keys in todo.items():
+            self.loop.create_task(self._gather_from(holder, keys))
+
+    async def _gather_from(self, holder, keys):
+        try:
+            values = await self.get_data(holder, keys)
+        except (CommClosedError, OSError, protocol.ProtocolError) as e:
+            logger.warning("could not fetch %d inputs from %s: %s", len(keys), holder, e)
+            values = {}
+        got = []
+        for key in keys:
+            if key in values:
+                got.append(key)
+                self._store_input(key, values[key])
+            else:
+                self._fetch_failed(key, [holder])
+        if got:
+            self.stream.send({"op": "add-keys", "keys": got})
+        self._pump()
+
+    def _store_input(self, key, value):
+        waiting = self.fetching.pop(key, ())
+        self.data[key] = value
+        self.nbytes[key] = sizeof(value)
+        for t in waiting:
+            t.missing.discard(key)
+            if not t.missing and t.state == "fetch":
+                t.state = "ready"
+                self.ready.append(t)
+
+    def _fetch_failed(self, dep, holders):
+        for t in self.fetching.pop(dep, ()):
+            if t.state == "fetch":
+                t.state = "cancelled"
+                self.tasks.pop(t.key, None)
+                self.stream.send({"op": "missing-data", "key": t.key, "dep": dep,
+                                  "holders": holders})
+
+    async def get_data(self, address, keys) -> dict:
+        comm = self._peers.pop(address, None)
+        if comm is None or comm.closed:
+            comm = await connect(address, self.token)
+        reply = await comm.request({"op": "get-data", "keys": keys})
+        self._peers[address] = comm
+        return {k: protocol.deserialize(frames) for k, frames in reply["data"].items()}
+
+    async def _serve(self, comm):
+        """Data server: peers and clients ask for results."""
+        while True:
+            msgs = await comm.read()
+            replies = []
+            for msg in msgs:
+                if msg["op"] == "get-data":
+                    data, missing = {}, []
+                    for key in msg["keys"]:
+                        if key in self.data:
+                            data[key] = [Raw(f) for f in protocol.serialize(self.data[key])]
+                        else:
+                            missing.append(key)
+                    replies.append({"op": "data", "data": data, "missing": missing})
+                else:
+                    replies.append({"op": "error", "message": f"unknown op {msg['op']!r}"})
+            await comm.write(replies)
+
+    # -- execution ----------------------------------------------------------------------------
+
+    def _pump(self):
+        limit = self.nthreads + PREFETCH
+        while self.ready and self.executing < limit and not self.paused:
+            t = self.ready.popleft()
+            if t.state != "ready":
+                continue
+            t.state = "executing"
+            self.executing += 1
+            depvals = {d: self.data[d] for d in t.deps} if t.deps else None
+            self._work.put((t, depvals))
+
+    def _function(self, fid):
+        fn = self.functions.get(fid)
+        if fn is None:
+            with self._fn_lock:
+                fn = self.functions.get(fid)
+                if fn is None:
+                    fn = self.functions[fid] = pickle.loads(self.function_blobs[fid])
+        return fn
+
+    def _thread_main(self):
+        work = self._work
+        while True:
+            item = work.get()
+            if item is None:
+                return
+            out = self._execute(*item)
+            item = None
+            with self._lock:
+                self._done.append(out)
+                out = None  # hold no result in this frame once it is handed over
+                if self._wake:
+                    continue
+                self._wake = True
+            self.loop.call_soon_threadsafe(self._drain)
+
+    def _execute(self, t, depvals):
+        start = time.time()
+        try:
+            if t.fid is None:
+                result = pickle.loads(t.args)
+            else:
+                fn = self._function(t.fid)
+                args, kwargs = pickle.loads(t.args) if t.args is not None else ((), {})
+                if depvals:
+                    args = substitute(args, depvals)
+                    kwargs = substitute(kwargs, depvals)
+                result = fn(*args, **kwargs)
+            stop = time.time()
+            data = None
+            nbytes = sizeof(result)
+            if t.want and nbytes <= INLINE_RESULT:
+                try:
+                    data = protocol.fast_dumps(result)
+                except Exception as e:
+                    raise TypeError(f"the result of {t.key!r} ({type(result).__name__}) "
+                                    f"cannot be pickled: {e}") from e
+            return (True, t, result, nbytes, data, start, stop)
+        except Exception as e:
+            return (False, t, dumps_exception(e), format_traceback(e), None, start, time.time())
+
+    def _drain(self):
+        with self._lock:
+            done, self._done, self._wake = self._done, [], False
+        msgs = []
+        for ok, t, a, b, data, start, stop in done:
+            self.executing -= 1
+            self.executed += 1
+            if self.tasks.get(t.key) is not t:
+                continue
+            if t.state == "cancelled-executing":
+                del self.tasks[t.key]
+                continue
+            del self.tasks[t.key]
+            t.state = "done"
+            if ok:
+                self.data[t.key] = a
+                self.nbytes[t.key] = b
+                msg = {"op": "task-finished", "key": t.key, "nbytes": b,
+                       "type": type(a).__name__, "start": start, "stop": stop}
+                if data is not None:
+                    msg["data"] = protocol.wrap(data)
+            else:
+                msg = {"op": "task-erred", "key": t.key, "exception": a, "traceback": b,
+                       "start": start, "stop": stop}
+            msgs.append(msg)
+        if msgs and self.stream is not None:
+            self.stream.send(*msgs)
+        self._pump()
+
+    # -- health -------------------------------------------------------------------------------
+
+    async def _heartbeats(self):
+        import psutil
+
+        proc = psutil.Process()
+        while self.status == "running":
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                rss = proc.memory_info().rss
+                cpu = proc.cpu_percent()
+            except psutil.Error:
+                continue
+            if self.memory_limit:
+                paused = rss > self.memory_pause * self.memory_limit
+                if paused != self.paused:
+                    self.paused = paused
+                    logger.warning("worker %s %s: memory %d MB of limit %d MB", self.name,
+                                   "paused" if paused else "resumed", rss >> 20,
+                                   self.memory_limit >> 20)
+                    self.stream.send({"op": "worker-status",
+                                      "status": "paused" if paused else "running"})
+                    self._pump()
+            if self.stream is not None and not self.stream.closed:
+                self.stream.send({"op": "heartbeat", "metrics": {
+                    "memory": rss, "cpu": cpu, "executing": self.executing,
+                    "ready": len(self.ready), "stored": len(self.data),
+                    "nbytes": sum(self.nbytes.values()), "executed": self.executed}})
+
+
+def main(argv=None):
+    """Run one worker process in the foreground (the nanny starts these)."""
+    p = argparse.ArgumentParser(prog="python -m jobqueue.core.worker")
+    p.add_argument("scheduler")
+    p.add_argument("--nthreads", type=int, default=1)
+    p.add_argument("--name")
+    p.add_argument("--memory-limit", type=int, default=0)
+    p.add_argument("--host")
+    p.add_argument("--death-timeout", type=float, default=60.0)
+    p.add_argument("--heartbeat-interval", type=float, default=1.0)
+    p.add_argument("--memory-pause", type=float, default=0.8)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    async def run():
+        w = Worker(args.scheduler, nthreads=args.nthreads, name=args.name,
+                   memory_limit=args.memory_limit, host=args.host,
+                   death_timeout=args.death_timeout, heartbeat_interval=args.heartbeat_interval,
+                   memory_pause=args.memory_pause)
+        try:
+            await w.start()
+        except (CommClosedError, RuntimeError) as e:
+            logger.error("%s", e)
+            return 1
+        await w.finished()
+        return 0
+
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
