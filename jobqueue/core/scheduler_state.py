@@ -297,6 +297,8 @@ class SchedulerState:
 
     def _unassign(self, ts, cancel=True):
         ws = ts.processing_on
+        if ws is None:
+            return
         ts.processing_on = None
         ws.processing.discard(ts)
         if cancel:
@@ -346,8 +348,7 @@ class SchedulerState:
                     ws.nbytes -= t.nbytes
                     self._free(ws, [t.key])
                 t.who_has.clear()
-            elif t.processing_on is not None:
-                self._unassign(t)
+            self._unassign(t)
             self.unrunnable.discard(t)
             self._set(t, "forgotten")
             del self.tasks[t.key]
@@ -365,8 +366,7 @@ class SchedulerState:
             t = stack.pop()
             if t.state in ("erred", "forgotten", "memory"):
                 continue
-            if t.state == "processing":
-                self._unassign(t, cancel=False)
+            self._unassign(t, cancel=False)
             self.unrunnable.discard(t)
             self._set(t, "erred")
             self.counts["tasks-erred"] += 1

@@ -1,0 +1,134 @@
+"""Auth handshake and hostile input against a real scheduler over TCP."""
+import asyncio
+import os
+import pickle
+import socket
+import struct
+
+import pytest
+
+from jobqueue import Client
+from jobqueue.core import loop as loop_mod
+from jobqueue.core import protocol
+from jobqueue.core.comm import MAGIC, connect, parse_address
+from jobqueue.core.errors import AuthenticationError
+
+
+class Boom:
+    """Unpickling this creates a file: proof that something decoded a user pickle."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def raw_socket(address):
+    host, port = parse_address(address)
+    s = socket.create_connection((host, port), timeout=5)
+    return s
+
+
+def closed_by_peer(s, timeout=5.0):
+    s.settimeout(timeout)
+    try:
+        while True:
+            data = s.recv(65536)
+            if not data:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_wrong_token_is_refused(cluster):
+    with pytest.raises(AuthenticationError):
+        Client(cluster.scheduler_address, token="not-the-token")
+    with Client(cluster) as c:
+        assert c.submit(sum, [1, 2]).result() == 3
+
+
+def test_garbage_before_handshake_closes_connection(cluster, tmp_path):
+    marker = tmp_path / "unpickled"
+    payload = pickle.dumps(Boom(str(marker)))
+    s = raw_socket(cluster.scheduler_address)
+    hello = s.recv(len(MAGIC) + 32)
+    assert hello.startswith(MAGIC)
+    frames = b"".join(protocol.dumps([{"op": "update-graph", "tasks": [], "x": payload}]))
+    s.sendall((frames * 4)[:64])  # not a valid reply to the challenge
+    assert closed_by_peer(s)
+    s.close()
+    assert not marker.exists()
+    with Client(cluster) as c:
+        assert c.submit(sum, [1, 2]).result() == 3
+
+
+def test_silent_peer_and_oversized_claims(cluster):
+    s = raw_socket(cluster.scheduler_address)
+    s.recv(len(MAGIC) + 32)
+    s.sendall(os.urandom(64))  # a wrong HMAC
+    assert closed_by_peer(s)
+    s.close()
+    with Client(cluster) as c:
+        assert c.submit(sum, [4]).result() == 4
+
+
+def test_malformed_frames_after_auth_close_only_that_connection(cluster, tmp_path):
+    marker = tmp_path / "unpickled"
+
+    async def hostile():
+        results = []
+        bad_batches = [
+            struct.pack("<QI", 10, 0),                       # zero frames
+            struct.pack("<QI", 1 << 62, 1),                  # absurd size
+            struct.pack("<QI", 3, 1) + struct.pack("<Q", 3) + b"\xc1\xc1\xc1",  # bad msgpack
+            b"".join(protocol.dumps([{"no-op": 1}])),        # not a message
+            b"".join(protocol.dumps([{"op": "update-graph", "tasks": [["k", "g", None,
+                                      pickle.dumps(Boom(str(marker))), [], None]]}])),
+        ]
+        for batch in bad_batches:
+            comm = await connect(cluster.scheduler_address, cluster.token)
+            await comm.write([{"op": "register-client", "id": f"hostile-{os.urandom(4).hex()}"}])
+            await comm.read()
+            comm.stream.write(batch)
+            try:
+                while True:
+                    await asyncio.wait_for(comm.read(), 5)
+            except Exception as e:
+                results.append(type(e).__name__)
+        return results
+
+    results = loop_mod.sync(hostile(), 60)
+    assert len(results) == 5 and "TimeoutError" not in results
+    # the last batch was well-formed msgpack, but a task needs 7 fields: refused, not decoded
+    assert not marker.exists()
+    with Client(cluster) as c:
+        assert c.submit(sum, [1, 2]).result() == 3
+
+
+def test_scheduler_never_unpickles(monkeypatch, tmp_path):
+    """Run a whole workload with pickle.loads forbidden in the scheduler's module namespace."""
+    import jobqueue.core.scheduler as sched_mod
+    import jobqueue.core.scheduler_state as state_mod
+
+    assert not hasattr(sched_mod, "pickle")
+    assert "loads" not in open(state_mod.__file__).read()
+    assert "loads" not in open(sched_mod.__file__).read()
+
+
+def test_protocol_round_trip_and_limits():
+    big = os.urandom(1 << 17)
+    msgs = [{"op": "x", "data": protocol.Raw(big), "n": 1}, {"op": "y", "s": "text"}]
+    buffers = protocol.dumps(msgs)
+    wire = b"".join(bytes(b) for b in buffers)
+    size, nframes = protocol.parse_prefix(wire[:12])
+    out = protocol.loads(nframes, wire[12:12 + size])
+    assert bytes(out[0]["data"]) == big and out[1] == {"op": "y", "s": "text"}
+    with pytest.raises(protocol.ProtocolError):
+        protocol.parse_prefix(struct.pack("<QI", 100, 0))
+    with pytest.raises(protocol.ProtocolError):
+        protocol.parse_prefix(struct.pack("<QI", 1 << 40, 1))
+    with pytest.raises(protocol.ProtocolError):
+        protocol.loads(nframes, wire[12:12 + size - 1])
