@@ -618,7 +618,7 @@ class Client:
             self._stream.send({"op": "close-client"})
             await asyncio.sleep(0)
             for _ in range(100):
-                if not self._stream.buffer and not self._stream._busy:
+                if not self._stream.pending:
                     break
                 await asyncio.sleep(0.01)
             self._reader.cancel()

@@ -90,7 +90,7 @@ class Scheduler:
         if root.level == logging.NOTSET:
             root.setLevel(logging.INFO)
         self.listener = Listener(self.token, self._handle)
-        port = self.listener.listen_on(self.host, self.port)
+        port = await self.listener.start(self.host, self.port)
         host = self.host if self.host not in ("", "0.0.0.0") else _public_host()
         self.address = format_address(host, port)
         self.status = "running"

@@ -134,7 +134,7 @@ class Worker:
         self._closed = asyncio.Event()
         host = self.host or route_address(self.scheduler_address)
         self.listener = Listener(self.token, self._serve)
-        port = self.listener.listen_on(host, self.port)
+        port = await self.listener.start(host, self.port)
         self.address = format_address(host, port)
         if self.name is None:
             self.name = self.address

@@ -92,7 +92,7 @@ def test_malformed_frames_after_auth_close_only_that_connection(cluster, tmp_pat
             comm = await connect(cluster.scheduler_address, cluster.token)
             await comm.write([{"op": "register-client", "id": f"hostile-{os.urandom(4).hex()}"}])
             await comm.read()
-            comm.stream.write(batch)
+            comm.transport.write(batch)
             try:
                 while True:
                     await asyncio.wait_for(comm.read(), 5)
