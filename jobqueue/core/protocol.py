@@ -264,9 +264,20 @@ def _is_simple(obj, depth):
     t = type(obj)
     if t in _SIMPLE:
         return True
-    if depth and (t is tuple or t is list):
-        return len(obj) < 64 and all(_is_simple(x, depth - 1) for x in obj)
-    if depth and t is dict:
-        return len(obj) < 64 and all(type(k) in _SIMPLE and _is_simple(v, depth - 1)
-                                     for k, v in obj.items())
+    if not depth:
+        return False
+    if t is tuple or t is list:
+        if len(obj) > 64:
+            return False
+        for x in obj:
+            if type(x) not in _SIMPLE and not _is_simple(x, depth - 1):
+                return False
+        return True
+    if t is dict:
+        if len(obj) > 64:
+            return False
+        for k, v in obj.items():
+            if type(k) not in _SIMPLE or (type(v) not in _SIMPLE and not _is_simple(v, depth - 1)):
+                return False
+        return True
     return False

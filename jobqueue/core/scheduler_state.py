@@ -48,6 +48,20 @@ class InvalidTransition(AssertionError):
     pass
 
 
+class _EmptySet(frozenset):
+    """The shared empty set of tasks without dependencies, dependents or waiters: most tasks
+    of a big map have none, and not allocating 4 sets each keeps the garbage collector idle.
+    Code that adds to one of these sets first replaces EMPTY by a set of its own."""
+
+    __slots__ = ()
+
+    def discard(self, item):
+        pass
+
+
+EMPTY = _EmptySet()
+
+
 class TaskState:
     __slots__ = ("key", "group", "fid", "args", "priority", "state", "dependencies", "dependents",
                  "waiting_on", "waiters", "who_has", "processing_on", "nbytes", "type", "retries",
@@ -61,10 +75,10 @@ class TaskState:
         self.args = args
         self.priority = priority
         self.state = "released"
-        self.dependencies: set = set()
-        self.dependents: set = set()
-        self.waiting_on: set = set()
-        self.waiters: set = set()
+        self.dependencies = EMPTY
+        self.dependents = EMPTY
+        self.waiting_on = EMPTY
+        self.waiters = EMPTY
         self.who_has: set = set()
         self.processing_on = None
         self.nbytes = 0
@@ -165,7 +179,11 @@ class SchedulerState:
             self.client_out[cs.id].append(msg)
 
     def _free(self, ws, keys):
-        self.worker_out[ws.address].append({"op": "free-keys", "keys": keys})
+        out = self.worker_out[ws.address]
+        if out and out[-1]["op"] == "free-keys":  # coalesce runs, keep the order of messages
+            out[-1]["keys"].extend(keys)
+        else:
+            out.append({"op": "free-keys", "keys": list(keys)})
 
     # -- transitions ------------------------------------------------------------------------
 
@@ -190,15 +208,22 @@ class SchedulerState:
             if t.state != "released":
                 continue
             erred = None
-            t.waiting_on = set()
+            waiting_on = None
             for d in t.dependencies:
-                d.waiters.add(t)
+                if d.waiters is EMPTY:
+                    d.waiters = {t}
+                else:
+                    d.waiters.add(t)
                 if d.state != "memory":
-                    t.waiting_on.add(d)
+                    if waiting_on is None:
+                        waiting_on = {d}
+                    else:
+                        waiting_on.add(d)
                     if d.state == "released":
                         stack.append(d)
                     elif d.state == "erred":
                         erred = d
+            t.waiting_on = waiting_on or EMPTY
             if erred is not None:
                 self._err(t, erred.exception, erred.traceback)
             elif t.waiting_on:
@@ -330,7 +355,7 @@ class SchedulerState:
                         d.waiters.discard(t)
                         if not self._needed(d):
                             stack.append(d)
-                t.waiting_on = set()
+                t.waiting_on = EMPTY
             if not t.dependents:
                 self._forget(t)
             elif state != "released":
@@ -377,7 +402,7 @@ class SchedulerState:
                 d.waiters.discard(t)
                 if not self._needed(d):
                     self._release(d)
-            t.waiting_on = set()
+            t.waiting_on = EMPTY
             stack.extend(dt for dt in t.dependents if dt.state not in DONE + ("released",))
             if not self._needed(t):
                 self._release(t)
@@ -395,7 +420,10 @@ class SchedulerState:
             elif dt.state == "no-worker":
                 self.unrunnable.discard(dt)
                 self._set(dt, "waiting")
-            dt.waiting_on.add(ts)
+            if dt.waiting_on is EMPTY:
+                dt.waiting_on = {ts}
+            else:
+                dt.waiting_on.add(ts)
         self._request(ts)
 
     # -- stimuli: workers -------------------------------------------------------------------
@@ -578,7 +606,7 @@ class SchedulerState:
         if ts is not None and ts.state == "processing" and ts.processing_on.address == address:
             self._unassign(ts, cancel=True)
             self._set(ts, "waiting")
-            ts.waiting_on = {x for x in ts.dependencies if x.state != "memory"}
+            ts.waiting_on = {x for x in ts.dependencies if x.state != "memory"} or EMPTY
             if not ts.waiting_on:
                 self._ready(ts)
             else:
@@ -629,13 +657,18 @@ class SchedulerState:
             ts.who_wants.add(cs)
             cs.wants.add(ts)
             missing = None
-            for dk in deps or ():
-                d = all_tasks.get(dk)
-                if d is None:
-                    missing = dk
-                    break
-                ts.dependencies.add(d)
-                d.dependents.add(ts)
+            if deps:
+                ts.dependencies = set()
+                for dk in deps:
+                    d = all_tasks.get(dk)
+                    if d is None:
+                        missing = dk
+                        break
+                    ts.dependencies.add(d)
+                    if d.dependents is EMPTY:
+                        d.dependents = {ts}
+                    else:
+                        d.dependents.add(ts)
             if missing is not None:
                 exc = RuntimeError(f"task {key!r} depends on {missing!r}, which the scheduler "
                                    "does not know (released or lost)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import pickle
@@ -29,8 +30,13 @@ INLINE_RESULT = 16 * 1024
 PREFETCH = 2
 
 
+_ATOMIC = frozenset({int, float, bool, type(None), complex, str})
+
+
 def sizeof(obj, depth=2) -> int:
     """Cheap estimate of the bytes an object holds."""
+    if type(obj) in _ATOMIC:
+        return sys.getsizeof(obj)
     try:
         return memoryview(obj).nbytes
     except TypeError:
@@ -502,6 +508,7 @@ def main(argv=None):
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def run():
+        gc.freeze()  # the modules loaded so far live as long as the process: never scan them
         w = Worker(args.scheduler, nthreads=args.nthreads, name=args.name,
                    memory_limit=args.memory_limit, host=args.host,
                    death_timeout=args.death_timeout, heartbeat_interval=args.heartbeat_interval,
