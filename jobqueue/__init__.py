@@ -12,6 +12,11 @@ _PUBLIC = {
     "as_completed": "jobqueue.core.client",
     "wait": "jobqueue.core.client",
     "LocalCluster": "jobqueue.deploy.local",
+    "JobQueueCluster": "jobqueue.batch.job",
+    "SLURMCluster": "jobqueue.batch.slurm",
+    "PBSCluster": "jobqueue.batch.pbs",
+    "SGECluster": "jobqueue.batch.sge",
+    "BatchCommandError": "jobqueue.batch.runner",
     "KilledWorker": "jobqueue.core.errors",
     "CancelledError": "jobqueue.core.errors",
 }

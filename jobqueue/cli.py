@@ -32,9 +32,18 @@ def cmd_worker(args) -> int:
               "token to connect", file=sys.stderr)
         return 2
     memory = parse_bytes(args.memory_limit) if args.memory_limit not in (None, "0") else 0
+    host = args.host
+    if args.interface and not host:
+        from .batch.network import interface_address
+
+        try:
+            host = interface_address(args.interface)
+        except ValueError as e:
+            print(f"jobqueue worker: --interface: {e}", file=sys.stderr)
+            return 2
     nanny = Nanny(args.scheduler, nworkers=args.nworkers, nthreads=args.nthreads,
                   memory_limit=memory, name=args.name,
-                  death_timeout=parse_timedelta(args.death_timeout), host=args.host)
+                  death_timeout=parse_timedelta(args.death_timeout), host=host)
     return nanny.run()
 
 
@@ -87,13 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit when the scheduler is unreachable this long")
     w.add_argument("--host", help="address to listen on and advertise "
                    "(default: the one that routes to the scheduler)")
+    w.add_argument("--interface", help="network interface whose address to listen on and "
+                   "advertise, e.g. ib0 (instead of --host)")
     w.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("scheduler", help="run a scheduler in the foreground",
                        epilog=EXAMPLES["scheduler"],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--host", default="0.0.0.0")
-    s.add_argument("--port", type=int, default=8786)
+    s.add_argument("--port", type=int, default=8786, help="0: any free port")
     s.add_argument("--scheduler-file", help="write address and token here (mode 0600)")
     s.set_defaults(func=cmd_scheduler)
     return p

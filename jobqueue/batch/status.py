@@ -218,6 +218,23 @@ def parse_qacct(text: str) -> dict:
         out[key] = _sge_accounting_status(record)
     return out
 
+def parse_sge_errors(text: str) -> dict:
+    """``qstat -j ID,...``: ``{job id: error text}`` from its ``error reason`` lines (why a job
+    is in the error state Eqw), under the task's id (9.3) and the job's (9)."""
+    out, number = {}, None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "job_number":
+            number = value.strip()
+        elif key.strip().startswith("error reason") and number:
+            # "error reason    1:      11/27/2026 08:00:07 [0:25704]: error: can't open ..."
+            # where 1 is the task (1 for a job that is not an array)
+            task = key.split()[-1]
+            reason = re.sub(r"^\s*\S+ \S+ \[[^]]*\]:\s*", "", value).strip()
+            out[f"{number}.{task}"] = reason
+            out.setdefault(number, reason)
+    return out
+
 # ---------------------------------------------------------------------------------------- PBS
 
 
@@ -237,7 +254,7 @@ def _pbs_status(native: str, fields: dict) -> JobStatus:
     exit_status = fields.get("exit_status") or fields.get("Exit_status")
     if state is JobState.FINISHED:
         if exit_status is None:
-            reason = "completed (qstat does not show the exit status)"
+            reason = "completed; qstat shows no exit status"
         elif exit_status.strip() == "0":
             reason = "exit status 0"
         elif exit_status.strip() in ("-11", "271"):

@@ -445,26 +445,44 @@ class Client:
             raise CancelledError(f"{future.key} was cancelled")
         raise st.exception or RuntimeError(f"{future.key}: {st.status}")
 
-    async def _fetch(self, keys):
-        who_has = await self._request({"op": "who-has", "keys": list(keys)})
-        by_worker: dict = {}
-        for key in keys:
-            holders = who_has.get(key) or []
-            if not holders:
-                raise RuntimeError(f"no worker holds the result of {key!r} (lost?)")
-            by_worker.setdefault(holders[0], []).append(key)
-        out = {}
-        for address, ks in by_worker.items():
-            comm = self._peers.pop(address, None)
-            if comm is None or comm.closed:
-                comm = await connect(address, self.token)
-            reply = await comm.request({"op": "get-data", "keys": ks})
-            self._peers[address] = comm
-            for k, frames in reply["data"].items():
-                out[k] = protocol.deserialize(frames)
-            if reply.get("missing"):
-                raise RuntimeError(f"worker {address} no longer holds {reply['missing']}")
+    async def _fetch(self, keys, timeout: float = 300.0):
+        """Results from the workers that hold them. A holder may die meanwhile: the scheduler
+        then recomputes the result (we still want it), and we ask again."""
+        import time
+
+        out: dict = {}
+        todo = list(keys)
+        deadline = time.monotonic() + timeout
+        while todo:
+            who_has = await self._request({"op": "who-has", "keys": todo})
+            by_worker: dict = {}
+            for key in todo:
+                holders = who_has.get(key) or []
+                if holders:
+                    by_worker.setdefault(holders[0], []).append(key)
+            for address, ks in by_worker.items():
+                try:
+                    out.update(await self._get_data(address, ks))
+                except (CommClosedError, OSError, protocol.ProtocolError) as e:
+                    logger.info("could not fetch from %s (%s); asking the scheduler again",
+                                address, e)
+            todo = [k for k in todo if k not in out]
+            if todo:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"results of {todo[:3]}... are held by no worker "
+                                       f"(lost, and not recomputed within {timeout:g} s)")
+                await asyncio.sleep(0.1)
         return out
+
+    async def _get_data(self, address, keys):
+        comm = self._peers.pop(address, None)
+        if comm is None or comm.closed:
+            comm = await connect(address, self.token)
+        reply = await comm.request({"op": "get-data", "keys": keys})
+        self._peers[address] = comm
+        if reply.get("errors"):
+            raise TypeError("; ".join(reply["errors"].values()))
+        return {k: protocol.deserialize(frames) for k, frames in reply["data"].items()}
 
     def _add_callback(self, future, fn):
         st = future._state
@@ -593,6 +611,10 @@ class Client:
 
     def scheduler_info(self) -> dict:
         return self._sync(self._request({"op": "scheduler-info"}))
+
+    def retire_workers(self, workers):
+        """Close workers gracefully: results only they hold are copied to others first."""
+        return self._sync(self._request({"op": "retire-workers", "workers": list(workers)}))
 
     def close_workers(self, workers):
         return self._sync(self._request({"op": "close-workers", "workers": list(workers)}))

@@ -15,7 +15,9 @@ import time
 
 logger = logging.getLogger("jobqueue.nanny")
 
-MAX_RESTARTS_PER_MINUTE = 10
+QUICK_FAILURE = 10      # seconds
+MAX_QUICK_FAILURES = 5
+EXIT_NO_SCHEDULER = 3  # as in worker.py (not imported: the nanny stays lean)
 
 
 class Child:
@@ -24,12 +26,14 @@ class Child:
         self.name = name
         self.memory_limit = memory_limit
         self.proc = None
-        self.restarts: list = []
+        self.started = 0.0
+        self.failures = 0
 
     def start(self):
         # Give freed memory back to the OS promptly (glibc keeps it otherwise).
         env = {"MALLOC_TRIM_THRESHOLD_": "65536", **os.environ}
         self.proc = subprocess.Popen(self.argv, env=env)
+        self.started = time.monotonic()
         logger.info("started worker process %s (pid %d)", self.name, self.proc.pid)
 
 
@@ -40,6 +44,7 @@ class Nanny:
         self.children = []
         self.terminate = terminate
         self.stopping = False
+        self.exit_code = 0
         base = name or f"{os.uname().nodename}-{os.getpid()}"
         for i in range(nworkers):
             wname = base if nworkers == 1 else f"{base}-{i}"
@@ -65,12 +70,13 @@ class Nanny:
                 code = c.proc.poll()
                 if code is None:
                     continue
-                if code == 0 or self.stopping:
-                    logger.info("worker process %s exited", c.name)
+                if code in (0, EXIT_NO_SCHEDULER) or self.stopping:
+                    logger.info("worker process %s exited (code %d)", c.name, code)
+                    self.exit_code = max(self.exit_code, code)
                     self.children.remove(c)
                 else:
                     self._restart(c, f"exited with code {code}" if code > 0
-                                  else f"was killed by signal {-code}")
+                                  else f"was killed by signal {-code}", code)
             if now - last_memory_check > 0.2:
                 last_memory_check = now
                 for c in self.children:
@@ -89,17 +95,22 @@ class Nanny:
                         c.proc.wait()
                         self._restart(c, "exceeded its memory limit")
         self._stop_children()
-        return 0
+        return self.exit_code
 
-    def _restart(self, c, why):
-        now = time.monotonic()
-        c.restarts = [t for t in c.restarts if now - t < 60] + [now]
-        if len(c.restarts) > MAX_RESTARTS_PER_MINUTE:
-            logger.error("worker process %s %s; %d restarts in a minute, giving up", c.name,
-                         why, len(c.restarts) - 1)
+    def _restart(self, c, why, code=None):
+        """Restart a worker process; give up on one that keeps failing right at start-up
+        (an exit code, not a signal: a broken environment, not a killed task)."""
+        quick = time.monotonic() - c.started < QUICK_FAILURE
+        c.failures = c.failures + 1 if quick and code is not None and code > 0 else 0
+        if c.failures >= MAX_QUICK_FAILURES:
+            logger.error("worker process %s %s %d times in a row within %d s of starting; "
+                         "giving up on it", c.name, why, c.failures, QUICK_FAILURE)
             self.children.remove(c)
+            self.exit_code = max(self.exit_code, 1)
             return
         logger.warning("worker process %s %s; restarting it", c.name, why)
+        if quick:
+            time.sleep(min(5.0, 0.1 * 2 ** c.failures))
         c.start()
 
     def _on_signal(self, signum, frame):

@@ -80,6 +80,7 @@ class Scheduler:
             "update-graph": self._update_graph, "release-keys": self._release_keys,
             "cancel": self._cancel, "who-has": self._who_has, "scheduler-info": self._info,
             "run": self._run, "close-workers": self._close_workers,
+            "retire-workers": self._retire_workers,
         }
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -339,6 +340,61 @@ class Scheduler:
                 bs.send({"op": "close", "reason": "closed by the cluster"})
                 closed.append(address)
         self._reply(cid, msg, closed)
+
+    def _retire_workers(self, cid, msg):
+        workers = [self._resolve(w) for w in _field(msg, "workers", list)]
+
+        async def retire():
+            try:
+                result = await self.retire_workers(workers)
+                self._reply(cid, msg, result)
+            except Exception as e:
+                self._reply(cid, msg, error=f"retire-workers failed: {e}")
+
+        task = asyncio.get_running_loop().create_task(retire())
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def retire_workers(self, workers, timeout: float = 60.0) -> list:
+        """Close workers gracefully: they take no new tasks, finish what they have, and the
+        results only they hold (and that are still needed) are copied to other workers first."""
+        state = self.state
+        workers = [self._resolve(w) for w in workers if self._resolve(w) in state.workers]
+        state.retire(workers)
+        self._flush()
+        deadline = time.monotonic() + timeout
+        while any(state.workers[w].processing for w in workers if w in state.workers):
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.01)
+        for _ in range(3):  # copy what only they hold; again if a copy failed
+            pending = {}
+            for address in workers:
+                for target, keys in state.replicate_plan(address).items():
+                    pending.setdefault(target, {}).update(keys)
+            if not pending:
+                break
+            for target, keys in pending.items():
+                bs = self.worker_streams.get(target)
+                if bs is not None:
+                    bs.send({"op": "acquire-replicas", "keys": keys})
+            wanted = {k for keys in pending.values() for k in keys}
+            while time.monotonic() < deadline:
+                if all(len(state.tasks[k].who_has) > 1 for k in wanted
+                       if k in state.tasks and state.tasks[k].state == "memory"):
+                    break
+                await asyncio.sleep(0.01)
+        for address in workers:
+            bs = self.worker_streams.get(address)
+            if bs is not None:
+                bs.send({"op": "close", "reason": "retired"})
+        while any(w in self.worker_streams for w in workers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for address in workers:
+            if address in self.worker_streams:
+                self._drop_worker(address, "retired (did not close in time)")
+        logger.info("retired %d workers", len(workers))
+        return workers
 
     def _resolve(self, name_or_address):
         ws = self.state.names.get(name_or_address)

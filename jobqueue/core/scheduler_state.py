@@ -124,7 +124,7 @@ class WorkerState:
         self.nthreads = nthreads
         self.memory_limit = memory_limit
         self.status = "running"
-        self.processing: set = set()
+        self.processing: dict = {}  # TaskState -> None, in the order they were sent
         self.has_what: set = set()
         self.nbytes = 0
         self.functions: set = set()
@@ -280,7 +280,7 @@ class SchedulerState:
     def _compute(self, ts, ws):
         self._set(ts, "processing")
         ts.processing_on = ws
-        ws.processing.add(ts)
+        ws.processing[ts] = None
         msg = {"op": "compute", "key": ts.key, "fid": ts.fid, "args": ts.args,
                "priority": ts.priority}
         if ts.fid is not None and ts.fid not in ws.functions:
@@ -325,7 +325,7 @@ class SchedulerState:
         if ws is None:
             return
         ts.processing_on = None
-        ws.processing.discard(ts)
+        del ws.processing[ts]
         if cancel:
             self._free(ws, [ts.key])
         if ws.address in self.workers and ws.status == "running":
@@ -452,10 +452,14 @@ class SchedulerState:
         self.idle.pop(ws, None)
         ws.status = "closed"
         rerun = []
+        # The worker runs tasks in the order they were sent: the oldest nthreads were running;
+        # the rest were only queued there and are not suspects.
+        running = set(list(ws.processing)[:ws.nthreads])
         for ts in list(ws.processing):
             self._unassign(ts, cancel=False)
-            ts.suspicious += 1
-            ts.killed_on = (ts.killed_on or []) + [address]
+            if ts in running:
+                ts.suspicious += 1
+                ts.killed_on = (ts.killed_on or []) + [address]
             if ts.suspicious > self.allowed_failures:
                 exc = pickle.dumps(KilledWorker(ts.key, ts.killed_on, self.allowed_failures))
                 self._err(ts, exc, "")
@@ -482,7 +486,7 @@ class SchedulerState:
 
     def worker_status(self, address, status):
         ws = self.workers.get(address)
-        if ws is None or ws.status == status:
+        if ws is None or ws.status == status or ws.status == "closing":
             return
         self.stimulus = f"worker-status {address} {status}"
         ws.status = status
@@ -518,7 +522,7 @@ class SchedulerState:
                 self._free(ws, [key])
             return
         ts.processing_on = None
-        ws.processing.discard(ts)
+        del ws.processing[ts]
         ts.nbytes = nbytes
         ts.type = type
         ts.who_has.add(ws)
@@ -613,6 +617,32 @@ class SchedulerState:
                 for x in ts.waiting_on:
                     if x.state == "released":
                         self._request(x)
+
+    def retire(self, addresses):
+        """Stop giving work to these workers; they finish what they have."""
+        for address in addresses:
+            ws = self.workers.get(address)
+            if ws is not None:
+                self.stimulus = f"retire {address}"
+                ws.status = "closing"
+                self.idle.pop(ws, None)
+
+    def replicate_plan(self, address) -> dict:
+        """{target address: {key: [holders]}}: results needed later that only *address* holds,
+        each to be copied to the least loaded running worker."""
+        ws = self.workers.get(address)
+        targets = [w for w in self.workers.values() if w.status == "running"]
+        plan: dict = {}
+        if ws is None or not targets:
+            return plan
+        load = {w: w.nbytes for w in targets}
+        for ts in ws.has_what:
+            if len(ts.who_has) > 1 or not self._needed(ts):
+                continue
+            target = min(targets, key=load.__getitem__)
+            load[target] += ts.nbytes
+            plan.setdefault(target.address, {})[ts.key] = [address]
+        return plan
 
     # -- stimuli: clients -------------------------------------------------------------------
 

@@ -27,10 +27,12 @@ from .protocol import Raw, TaskRef, substitute
 logger = logging.getLogger("jobqueue.worker")
 
 INLINE_RESULT = 16 * 1024
+EXIT_NO_SCHEDULER = 3  # the nanny does not restart a worker that exits with this
 PREFETCH = 2
 
 
 _ATOMIC = frozenset({int, float, bool, type(None), complex, str})
+_PLAIN = _ATOMIC | {bytes, bytearray, list, tuple, dict, set, frozenset}
 
 
 def sizeof(obj, depth=2) -> int:
@@ -80,6 +82,10 @@ def route_address(scheduler_address: str) -> str:
             return s.getsockname()[0]
         except OSError:
             return "127.0.0.1"
+
+
+class UnpicklableResult(Exception):
+    pass
 
 
 class WTask:
@@ -176,7 +182,12 @@ class Worker:
                 delay = min(delay * 2, 1.0)
         if reply.get("op") != "welcome":
             await comm.close()
-            raise RuntimeError(f"scheduler refused worker {self.name}: {reply.get('message')}")
+            message = reply.get("message") or ""
+            if "already connected" in message and time.monotonic() < deadline:
+                # restarted by the nanny before the scheduler noticed the old process died
+                await asyncio.sleep(0.2)
+                return await self._connect(deadline - time.monotonic())
+            raise RuntimeError(f"scheduler refused worker {self.name}: {message}")
         self.stream = BatchedSend(comm)
         self.loop.create_task(self._read_scheduler(comm))
         logger.info("worker %s at %s connected to %s with %d threads", self.name, self.address,
@@ -184,7 +195,8 @@ class Worker:
 
     async def _read_scheduler(self, comm):
         handlers = {"compute": self._compute, "free-keys": self._free_keys,
-                    "run": self._run, "close": self._close_msg}
+                    "run": self._run, "close": self._close_msg,
+                    "acquire-replicas": self._acquire_replicas}
         try:
             while True:
                 for msg in await comm.read():
@@ -293,6 +305,17 @@ class Worker:
 
     # -- inputs from peers --------------------------------------------------------------------
 
+    def _acquire_replicas(self, msg):
+        """Copy results from peers (a retiring worker's), then tell the scheduler (add-keys)."""
+        todo: dict = {}
+        for key, holders in msg["keys"].items():
+            if key in self.data or key in self.fetching or not holders:
+                continue
+            self.fetching[key] = set()
+            todo.setdefault(holders[0], []).append(key)
+        for holder, keys in todo.items():
+            self.loop.create_task(self._gather_from(holder, keys))
+
     def _fetch(self, t):
         todo: dict = {}
         for dep in t.missing:
@@ -312,6 +335,12 @@ class Worker:
     async def _gather_from(self, holder, keys):
         try:
             values = await self.get_data(holder, keys)
+        except UnpicklableResult as e:
+            for key in keys:
+                for t in self.fetching.pop(key, ()):
+                    if t.state == "fetch":
+                        self._fail(t, TypeError(f"input of {t.key!r} cannot be sent: {e}"))
+            return
         except (CommClosedError, OSError, protocol.ProtocolError) as e:
             logger.warning("could not fetch %d inputs from %s: %s", len(keys), holder, e)
             values = {}
@@ -336,6 +365,12 @@ class Worker:
                 t.state = "ready"
                 self.ready.append(t)
 
+    def _fail(self, t, exc):
+        t.state = "done"
+        self.tasks.pop(t.key, None)
+        self.stream.send({"op": "task-erred", "key": t.key, "exception": dumps_exception(exc),
+                          "traceback": "", "start": time.time(), "stop": time.time()})
+
     def _fetch_failed(self, dep, holders):
         for t in self.fetching.pop(dep, ()):
             if t.state == "fetch":
@@ -350,6 +385,8 @@ class Worker:
             comm = await connect(address, self.token)
         reply = await comm.request({"op": "get-data", "keys": keys})
         self._peers[address] = comm
+        if reply.get("errors"):
+            raise UnpicklableResult("; ".join(reply["errors"].values()))
         return {k: protocol.deserialize(frames) for k, frames in reply["data"].items()}
 
     async def _serve(self, comm):
@@ -359,13 +396,19 @@ class Worker:
             replies = []
             for msg in msgs:
                 if msg["op"] == "get-data":
-                    data, missing = {}, []
+                    data, missing, errors = {}, [], {}
                     for key in msg["keys"]:
-                        if key in self.data:
-                            data[key] = [Raw(f) for f in protocol.serialize(self.data[key])]
-                        else:
+                        if key not in self.data:
                             missing.append(key)
-                    replies.append({"op": "data", "data": data, "missing": missing})
+                            continue
+                        try:
+                            data[key] = [Raw(f) for f in protocol.serialize(self.data[key])]
+                        except Exception as e:
+                            errors[key] = (f"the result of {key!r} "
+                                           f"({type(self.data[key]).__name__}) cannot be "
+                                           f"pickled: {type(e).__name__}: {e}")
+                    replies.append({"op": "data", "data": data, "missing": missing,
+                                    "errors": errors})
                 else:
                     replies.append({"op": "error", "message": f"unknown op {msg['op']!r}"})
             await comm.write(replies)
@@ -423,12 +466,16 @@ class Worker:
             stop = time.time()
             data = None
             nbytes = sizeof(result)
-            if t.want and nbytes <= INLINE_RESULT:
-                try:
-                    data = protocol.fast_dumps(result)
+            small = nbytes <= INLINE_RESULT
+            if (t.want and small) or type(result) not in _PLAIN:
+                try:  # find out now, not when a peer or the client asks for it
+                    data = protocol.fast_dumps(result) if small else (
+                        protocol.serialize(result) and None)
                 except Exception as e:
                     raise TypeError(f"the result of {t.key!r} ({type(result).__name__}) "
-                                    f"cannot be pickled: {e}") from e
+                                    f"cannot be pickled: {type(e).__name__}: {e}") from e
+                if not t.want:
+                    data = None
             return (True, t, result, nbytes, data, start, stop)
         except Exception as e:
             return (False, t, dumps_exception(e), format_traceback(e), None, start, time.time())
@@ -468,8 +515,14 @@ class Worker:
         import psutil
 
         proc = psutil.Process()
+        parent = os.getppid()
         while self.status == "running":
             await asyncio.sleep(self.heartbeat_interval)
+            if os.getppid() != parent:
+                logger.error("worker %s: its parent process (the nanny) is gone; exiting",
+                             self.name)
+                await self.close(reason="parent died")
+                return
             try:
                 rss = proc.memory_info().rss
                 cpu = proc.cpu_percent()
@@ -517,7 +570,7 @@ def main(argv=None):
             await w.start()
         except (CommClosedError, RuntimeError) as e:
             logger.error("%s", e)
-            return 1
+            return EXIT_NO_SCHEDULER
         await w.finished()
         return 0
 

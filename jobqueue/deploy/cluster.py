@@ -120,8 +120,17 @@ class Cluster:
             if wait:
                 await self._wait_for_jobs(new)
         elif len(live) > target:
-            extra = live[target:]
-            await asyncio.gather(*(self._close_job(j) for j in extra))
+            extra = live[target:]  # the newest jobs go first
+            await self.retire_jobs(extra)
+
+    async def retire_jobs(self, jobs):
+        """Scale down gracefully: results held only by these jobs' workers move to other
+        workers, then the jobs close."""
+        names = [n for j in jobs for n in j.worker_names()]
+        connected = [n for n in names if n in self.scheduler.state.names]
+        if connected:
+            await self.scheduler.retire_workers(connected)
+        await asyncio.gather(*(self._close_job(j) for j in jobs))
 
     async def _wait_for_jobs(self, jobs, timeout=60.0):
         names = {n for j in jobs for n in j.worker_names()}

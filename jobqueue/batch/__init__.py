@@ -1,0 +1,1 @@
+"""Batch-system clusters: SLURMCluster, PBSCluster, SGECluster on the JobQueueCluster base."""

@@ -1,0 +1,65 @@
+"""PBS (PBS Pro, OpenPBS, Torque): qsub, qstat, qdel.
+
+Tested against the Torque-compatible qsub/qstat/qdel that SLURM ships (slurm-wlm-torque), not
+against OpenPBS. Job arrays are not used: through those commands an array's tasks appear in qstat
+under SLURM ids that cannot be mapped back to their task, so each job is submitted on its own.
+"""
+from __future__ import annotations
+
+from .job import JobQueueCluster
+from .status import parse_pbs_qstat_f, parse_pbs_qsub
+from .system import BatchSystem
+
+
+class PBS(BatchSystem):
+    name = "pbs"
+    template = "pbs.sh.j2"
+    submit_command, status_command, cancel_command = "qsub", "qstat", "qdel"
+    supports_arrays = False
+    status_ok_codes = (0, 153)      # 153: some of the ids are unknown (ended); the rest is listed
+
+    def submit_argv(self, script, count, extra=()):
+        if count:
+            raise ValueError("PBSCluster does not submit job arrays")
+        return [self.submit_command, *extra, script]
+
+    def parse_submit(self, stdout):
+        return parse_pbs_qsub(stdout)
+
+    def array_ids(self, base, count):
+        raise ValueError("PBSCluster does not submit job arrays")
+
+    def script_name(self, job_name):
+        # The output files are NAME.oID in the submit directory: PBS names them after the job,
+        # the Torque-compatible wrappers after the script file.
+        return job_name
+
+    def submit_cwd(self, log_directory):
+        return log_directory
+
+    def status_argv(self, job_ids):
+        return [self.status_command, "-f", *job_ids]
+
+    def parse_status(self, stdout):
+        return {self.status_key(k): v for k, v in parse_pbs_qstat_f(stdout).items()}
+
+    def status_key(self, job_id):
+        return job_id.split(".")[0]
+
+    def worker_id(self, job_id):
+        return self.status_key(job_id)
+
+    def log_paths(self, log_directory, job_name, job_id, raw_id):
+        number = self.status_key(job_id)
+        return [self._join(log_directory, f"{job_name}.o{number}"),
+                self._join(log_directory, f"{job_name}.e{number}")]
+
+
+class PBSCluster(JobQueueCluster):
+    """Workers in PBS jobs: ``PBSCluster(cores=8, memory="32GB", queue="workq")``.
+
+    ``resource_spec`` is the ``-l`` resource list; by default ``select=1:ncpus=CORES:mem=MEMmb``.
+    Output files go to ``log_directory`` (qsub runs there): ``NAME.oID``.
+    """
+
+    system = PBS()

@@ -1,0 +1,241 @@
+"""Job scripts: checking the settings, the template context, rendering. Pure: no commands run here.
+
+Templates are jinja2 files (``jobqueue/templates/<system>.sh.j2``, or the file the config key
+``template`` names) rendered with ``StrictUndefined`` (a misspelt variable is an error, not an
+empty string) and two filters:
+
+``q``
+    shell-quotes a value (``shlex.quote``). Every value a user gives goes through it.
+``skip(words)``
+    drops the lines of a block that contain any of ``words`` (the ``job-directives-skip`` setting).
+
+The variables a template sees are listed in :data:`CONTEXT_DOC`.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import re
+import shlex
+from pathlib import Path
+
+import jinja2
+
+PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+CONTEXT_DOC = """\
+shebang               first line, e.g. #!/usr/bin/env bash
+job_name              the job name (-J, -N), checked: letters, digits, _ . - only
+queue, account        partition/queue and account/project, or None
+cores, memory         per job (memory in bytes)
+memory_mb             memory in MiB, rounded up (for --mem=, mem=)
+memory_per_core_mb    memory / cores in MiB, rounded up (SGE counts consumables per slot)
+processes, threads    worker processes per job and threads per process (cores = processes * threads)
+worker_memory         memory limit per worker process, in bytes
+walltime              HH:MM:SS, or None
+job_cpu, job_mem_mb   SLURM: --cpus-per-task and --mem (MiB)
+resource_spec         PBS/SGE: the -l resource list, or None
+job_extra_directives  list of extra directive lines (without the #SBATCH / #PBS / #$ prefix)
+job_directives_skip   list of words: generated directive lines containing one are dropped
+job_script_prologue   list of shell lines run before the worker starts
+log_directory         absolute directory for the job's output file
+local_directory       scratch directory on the compute node, or None
+token_file            file holding the cluster's token (mode 0600, read by the job)
+scheduler_address     tcp://host:port the workers connect to
+python                interpreter that runs the worker
+death_timeout         seconds a worker waits for an unreachable scheduler before exiting
+interface             network interface the workers listen on, or None
+worker_extra_args     list of extra arguments to `jobqueue worker`
+"""
+
+_JOB_NAME = r"[A-Za-z_][A-Za-z0-9_.-]{0,63}"
+_TEXT_KEYS = ("queue", "account", "resource_spec", "python", "shebang", "log_directory",
+              "local_directory", "interface", "template", "job_name")
+# Values that go into #SBATCH / #PBS / #$ lines: the batch systems split those lines themselves and
+# read '...' quoting, but not the shell's '"'"' trick, so a quote character cannot be expressed.
+_DIRECTIVE_KEYS = ("queue", "account", "resource_spec", "log_directory")
+_LIST_KEYS = ("job_extra_directives", "job_directives_skip", "job_script_prologue",
+              "worker_extra_args", "submit_command_extra", "cancel_command_extra")
+
+
+class JobScriptError(ValueError):
+    """A job-script template could not be rendered; says which file and line."""
+
+
+# ------------------------------------------------------------------------------------ settings
+
+def split_cores(cores: int, processes: int | None) -> tuple:
+    """(processes, threads per process). Without ``processes``: the divisor of ``cores`` nearest
+    its square root, so 8 cores -> 2 x 4 threads, 12 -> 3 x 4, 1 -> 1 x 1."""
+    if processes is None:
+        divisors = [d for d in range(1, cores + 1) if cores % d == 0]
+        processes = min(divisors, key=lambda d: (abs(d - math.sqrt(cores)), d))
+    return processes, max(1, cores // processes)
+
+
+def settings(section: str, arguments: dict, profile: str | None = None) -> dict:
+    """The checked settings of a cluster: config section < profile < arguments.
+
+    ``project`` is another name for ``account``. Raises ConfigError naming, for each problem,
+    where the value came from (argument, file:line, variable), the key and what is allowed.
+    """
+    from .. import config
+
+    arguments = dict(arguments)
+    project = arguments.pop("project", None)
+    if project is not None:
+        if arguments.get("account") is not None:
+            raise config.ConfigError(f"argument: {section}: give account or project (two names "
+                                     "for one setting), not both")
+        arguments["account"] = project
+    resolved = config.resolve(section, arguments, profile)
+    problems = []
+    for key, message in check(resolved):
+        dashed = key.replace("_", "-")
+        if arguments.get(key) is not None:
+            where = "argument"
+        else:
+            try:
+                where = config.source(f"{section}.{dashed}")
+            except KeyError:
+                where = "default"
+        prefix = "" if where == "default" else f"{where}: "
+        problems.append(f"{prefix}{section}.{dashed}: {message}")
+    if problems:
+        raise config.ConfigError(problems)
+    return resolved
+
+
+def check(settings: dict) -> list:
+    """Problems with resolved settings as ``(key, message)``; [] if none."""
+    s, problems = settings, []
+
+    def bad(key, message):
+        problems.append((key, message))
+
+    if s.get("cores") is None:
+        bad("cores", "is required: the cores of one job, e.g. cores=8 (or cores: 8 in the config)")
+    elif s["cores"] < 1:
+        bad("cores", f"must be at least 1, not {s['cores']}")
+    if s.get("memory") is None:
+        bad("memory", "is required: the memory of one job, e.g. memory='32GB'")
+    elif s["memory"] < 2 ** 20:
+        bad("memory", f"{s['memory']} bytes is too little for a job; give e.g. '4GB'")
+    processes = s.get("processes")
+    if processes is not None and (processes < 1 or (s.get("cores") or 0) >= 1
+                                  and processes > s["cores"]):
+        bad("processes", f"must be between 1 and cores ({s.get('cores')}), not {processes}")
+    if not re.fullmatch(_JOB_NAME, str(s.get("job_name", ""))):
+        bad("job_name", f"{s.get('job_name')!r} is not a job name every batch system accepts: "
+            "start with a letter or _, then letters, digits, _ . - (at most 64)")
+    for key in ("walltime", "death_timeout", "poll_interval"):
+        if s.get(key) is not None and s[key] <= 0:
+            bad(key, f"must be positive, not {s[key]}")
+    for key in ("max_jobs", "job_cpu"):
+        if s.get(key) is not None and s[key] < 1:
+            bad(key, f"must be at least 1, not {s[key]}")
+    if s.get("job_mem") is not None and s["job_mem"] < 2 ** 20:
+        bad("job_mem", f"{s['job_mem']} bytes is too little for a job")
+    if not str(s.get("shebang", "")).startswith("#!"):
+        bad("shebang", f"must start with #!, e.g. '#!/usr/bin/env bash', not {s.get('shebang')!r}")
+    for key in _TEXT_KEYS:
+        if s.get(key) is not None and _has_control(str(s[key])):
+            bad(key, f"{s[key]!r} contains a newline or control character")
+    for key in _DIRECTIVE_KEYS:
+        if s.get(key) is not None and ("'" in str(s[key]) or '"' in str(s[key])):
+            bad(key, f"{s[key]!r} contains a quote character, which job-script directives "
+                "cannot carry")
+    for key in _LIST_KEYS:
+        for item in s.get(key) or ():
+            if _has_control(item):
+                bad(key, f"item {item!r} contains a newline or control character; give one "
+                    "line per item")
+    if s.get("template") and not Path(s["template"]).is_file():
+        bad("template", f"{s['template']}: no such file (a jinja2 job-script template)")
+    return problems
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 and c != "\t" or c == "\x7f" for c in text)
+
+
+# ------------------------------------------------------------------------------------- context
+
+def _mib(nbytes: int) -> int:
+    return max(1, math.ceil(nbytes / 2 ** 20))
+
+
+def context(settings: dict, *, scheduler_address: str, token_file: str, python: str,
+            log_directory: str, death_timeout: float) -> dict:
+    """The variables a template sees (see CONTEXT_DOC), from checked settings."""
+    from ..config import format_walltime
+
+    s = settings
+    processes, threads = split_cores(s["cores"], s.get("processes"))
+    walltime = s.get("walltime")
+    return {
+        "shebang": s["shebang"], "job_name": s["job_name"], "queue": s.get("queue"),
+        "account": s.get("account"), "cores": s["cores"], "memory": s["memory"],
+        "memory_mb": _mib(s["memory"]), "memory_per_core_mb": _mib(s["memory"] / s["cores"]),
+        "processes": processes, "threads": threads, "worker_memory": s["memory"] // processes,
+        "walltime": format_walltime(walltime) if walltime else None,
+        "job_cpu": s.get("job_cpu") or s["cores"],
+        "job_mem_mb": _mib(s.get("job_mem") or s["memory"]),
+        "resource_spec": s.get("resource_spec"),
+        "job_extra_directives": list(s.get("job_extra_directives") or ()),
+        "job_directives_skip": list(s.get("job_directives_skip") or ()),
+        "job_script_prologue": list(s.get("job_script_prologue") or ()),
+        "log_directory": log_directory, "local_directory": s.get("local_directory"),
+        "token_file": token_file, "scheduler_address": scheduler_address, "python": python,
+        "death_timeout": f"{death_timeout:g}", "interface": s.get("interface"),
+        "worker_extra_args": list(s.get("worker_extra_args") or ()),
+    }
+
+
+# ----------------------------------------------------------------------------------- rendering
+
+def quote(value) -> str:
+    return shlex.quote(str(value))
+
+
+def skip(text: str, words) -> str:
+    """Drop the lines of text that contain any of words."""
+    words = [w for w in (words or ()) if w]
+    return "".join(line for line in str(text).splitlines(keepends=True)
+                   if not any(w in line for w in words))
+
+
+@functools.lru_cache(maxsize=16)
+def _environment(directory: str) -> jinja2.Environment:
+    search = [directory] if directory == str(PACKAGE_TEMPLATES) else [directory,
+                                                                       str(PACKAGE_TEMPLATES)]
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(search), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                             autoescape=False)
+    env.filters["q"] = quote
+    env.filters["skip"] = skip
+    return env
+
+
+def render(template: str, ctx: dict) -> str:
+    """Render a packaged template by name (``slurm.sh.j2``) or a site template by path.
+
+    A site template can ``{% include "worker.sh.j2" %}`` to start the worker the standard way.
+    """
+    path = Path(template)
+    if path.is_absolute() or len(path.parts) > 1:
+        directory, name = str(path.resolve().parent), path.name
+    else:
+        directory, name = str(PACKAGE_TEMPLATES), template
+    env = _environment(directory)
+    try:
+        return env.get_template(name).render(ctx)
+    except jinja2.TemplateSyntaxError as e:
+        raise JobScriptError(f"job-script template {e.filename or template}, line {e.lineno}: "
+                             f"{e.message}") from None
+    except jinja2.UndefinedError as e:
+        raise JobScriptError(f"job-script template {template}: {e.message}; the variables are:\n"
+                             f"{CONTEXT_DOC}") from None
+    except jinja2.TemplateNotFound as e:
+        raise JobScriptError(f"job-script template {template}: cannot find {e.name} "
+                             f"(looked in {', '.join(env.loader.searchpath)})") from None

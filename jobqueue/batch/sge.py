@@ -1,0 +1,59 @@
+"""Grid Engine (SGE, Son of Grid Engine, Univa/Altair GE): qsub, qstat, qdel, qacct."""
+from __future__ import annotations
+
+from .job import JobQueueCluster
+from .status import parse_qacct, parse_sge_errors, parse_sge_qsub, parse_sge_xml
+from .system import BatchSystem
+
+
+class GridEngine(BatchSystem):
+    name = "sge"
+    template = "sge.sh.j2"
+    submit_command, status_command, cancel_command = "qsub", "qstat", "qdel"
+    supports_arrays = True
+
+    def submit_argv(self, script, count, extra=()):
+        array = ["-t", f"1-{count}"] if count else []
+        return [self.submit_command, "-terse", *array, *extra, script]
+
+    def parse_submit(self, stdout):
+        return parse_sge_qsub(stdout)
+
+    def array_ids(self, base, count):
+        return [f"{base}.{i}" for i in range(1, count + 1)]
+
+    def status_argv(self, job_ids):
+        # qstat cannot list chosen jobs in one table; without -u it lists the caller's jobs, and
+        # the cluster picks out its own. Jobs leave this list as soon as they end.
+        return [self.status_command, "-xml"]
+
+    def parse_status(self, stdout):
+        return parse_sge_xml(stdout)
+
+    def accounting_argv(self, job_id):
+        return ["qacct", "-j", job_id.split(".")[0]]
+
+    def parse_accounting(self, stdout):
+        return parse_qacct(stdout)
+
+    def explain_argv(self, job_ids):
+        return ["qstat", "-j", ",".join(sorted({i.split(".")[0] for i in job_ids}))]
+
+    def parse_explain(self, stdout):
+        return parse_sge_errors(stdout)
+
+    def log_paths(self, log_directory, job_name, job_id, raw_id):
+        # "#$ -o DIR/" with "-j y": DIR/NAME.oID, DIR/NAME.oID.TASK for array tasks.
+        return [self._join(log_directory, f"{job_name}.o{job_id}")]
+
+
+class SGECluster(JobQueueCluster):
+    """Workers in Grid Engine jobs: ``SGECluster(cores=8, memory="32GB", queue="all.q")``.
+
+    ``account`` is the project (``-P``). Jobs with more than one core ask for the parallel
+    environment ``smp`` (``-pe smp CORES``); if a site names it differently, set
+    ``job_directives_skip=["-pe smp"]`` and ``job_extra_directives=["-pe threaded 8"]``.
+    ``resource_spec`` is the ``-l`` list; by default ``mem_free=`` memory per slot.
+    """
+
+    system = GridEngine()

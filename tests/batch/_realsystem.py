@@ -1,0 +1,145 @@
+"""The tests every real batch system runs: test_real_slurm.py, test_real_sge.py and
+test_real_pbs.py subclass :class:`RealSystemTests` and say which cluster, commands and queue.
+
+They need the daemons that ci/slurm, ci/sge and ci/pbs start. Jobs are small (1-2 cores, 500 MB
+to 1 GB) and polls short (0.5 s), so the whole set takes about a minute per system.
+"""
+import logging
+import subprocess
+import time
+
+import pytest
+
+from jobqueue import BatchCommandError, Client
+from jobqueue.batch.status import JobState
+
+TERMINAL = {JobState.FINISHED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT}
+
+
+# A lambda travels by value: the workers cannot import this test module.
+inc = lambda x: x + 1      # noqa: E731
+
+
+def still_queued(cluster, ids) -> list:
+    """Ids of the cluster's jobs that its batch system still lists as pending or running, asked
+    with a command of our own (not the cluster's runner)."""
+    argv = cluster.system.status_argv(list(ids))
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    statuses = cluster.system.parse_status(out.stdout)
+    return sorted(i for i in ids if cluster.system.status_key(i) in statuses
+                  and statuses[cluster.system.status_key(i)].state not in TERMINAL)
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout} s")
+        time.sleep(0.2)
+
+
+class RealSystemTests:
+    cluster_cls = None
+    cancel_command = ""          # what a user runs to cancel a job from outside
+    bad_queue = "no-such-queue"
+    bad_queue_says = ""          # a phrase of the batch system's error for bad_queue
+    arrays = True
+    cancelled_state = JobState.CANCELLED
+
+    @pytest.fixture
+    def make(self, service, tmp_path):
+        clusters = []
+
+        def make(**settings):
+            settings = {"cores": 1, "memory": "500MB", "walltime": "00:10:00",
+                        "log_directory": str(tmp_path / "logs"), "poll_interval": 0.5,
+                        **settings}
+            c = self.cluster_cls(**settings)
+            clusters.append(c)
+            return c
+
+        yield make
+        for c in clusters:
+            ids = list(c.jobs)
+            c.close()
+            if ids:
+                wait_until(lambda: not still_queued(c, ids), 30,
+                           f"jobs {still_queued(c, ids)} of {c.name} left the queue")
+
+    def test_scale_computes_a_map_and_close_leaves_nothing(self, make):
+        cluster = make(cores=2, memory="1GB", processes=1)
+        cluster.scale(jobs=3)                     # returns at once: the jobs may pend
+        assert len(cluster.jobs) == 3
+        cluster.wait_for_workers(3, timeout=60)
+        with Client(cluster) as client:
+            assert client.gather(client.map(inc, range(1000))) == list(range(1, 1001))
+        assert all(len(j.workers) == 1 for j in cluster.jobs.values())
+        assert "3 running" in repr(cluster)
+        ids = list(cluster.jobs)
+        cluster.close()
+        assert {j.state for j in cluster.jobs.values()} == {JobState.CANCELLED}
+        wait_until(lambda: not still_queued(cluster, ids), 20,
+                   f"close() should leave no job in the queue, but {ids} are still there")
+
+    def test_array_is_one_submit_and_polling_one_command_per_interval(self, make):
+        cluster = make()
+        submit = cluster.system.submit_command
+        status = cluster.system.status_command
+        cluster.scale(jobs=5)
+        assert cluster.runner.calls[submit] == (1 if self.arrays else 5)
+        assert len(cluster.jobs) == 5 and len(set(cluster.jobs)) == 5
+        cluster.wait_for_workers(5, timeout=60)
+        before, started = cluster.runner.calls[status], time.monotonic()
+        time.sleep(3.0)
+        polls = cluster.runner.calls[status] - before
+        elapsed = time.monotonic() - started
+        assert elapsed / 0.5 - 3 <= polls <= elapsed / 0.5 + 1
+        assert set(cluster.runner.calls) == {submit, status}       # nothing run per job
+        # scaling down cancels chosen tasks with one command; the others keep running
+        cluster.scale(jobs=3)
+        assert cluster.runner.calls[cluster.system.cancel_command] == 1
+        wait_until(lambda: len(cluster.workers) == 3, 30, "2 workers should leave")
+        assert len(cluster.live_jobs()) == 3
+
+    def test_worker_that_cannot_start_is_reported(self, make, caplog):
+        caplog.set_level(logging.WARNING, logger="jobqueue.batch")
+        cluster = make(python="/nonexistent/python")
+        cluster.scale(jobs=1)
+        job_id = list(cluster.jobs)[0]
+        started = time.monotonic()
+        with pytest.raises(RuntimeError) as e:
+            cluster.wait_for_workers(1, timeout=120)
+        assert time.monotonic() - started < 30
+        message = str(e.value)
+        assert f"job {job_id} " in message and "/nonexistent/python" in message
+        job = cluster.jobs[job_id]
+        assert job.state in TERMINAL and f"{job.state}" in message
+        warned = [r.getMessage() for r in caplog.records if job_id in r.getMessage()]
+        assert warned and "/nonexistent/python" in warned[0] and "before any of its workers" \
+            in warned[0]
+        assert "/nonexistent/python" in cluster.get_logs()[job.name]
+
+    def test_invalid_queue_raises_with_the_batch_systems_message(self, make):
+        cluster = make(queue=self.bad_queue)
+        with pytest.raises(BatchCommandError) as e:
+            cluster.scale(jobs=2)
+        assert e.value.argv[0] == cluster.system.submit_command
+        assert e.value.returncode not in (0, None)
+        assert self.bad_queue_says in (e.value.stderr + e.value.stdout)
+        assert self.bad_queue_says in str(e.value)
+        assert cluster.jobs == {}
+
+    def test_job_cancelled_from_outside(self, make):
+        cluster = make()
+        cluster.scale(jobs=2)
+        cluster.wait_for_workers(2, timeout=60)
+        victim, survivor = list(cluster.jobs.values())
+        subprocess.run([self.cancel_command, victim.job_id], check=True, capture_output=True)
+        wait_until(lambda: victim.state in TERMINAL, 20, "the cancelled job should end")
+        assert victim.state is self.cancelled_state
+        wait_until(lambda: not victim.workers and len(cluster.workers) == 1, 20,
+                   "the cancelled job's worker should leave")
+        assert survivor.state is JobState.RUNNING and len(survivor.workers) == 1
+        with Client(cluster) as client:
+            assert client.gather(client.map(inc, range(100))) == list(range(1, 101))
+        assert "1 running" in repr(cluster)

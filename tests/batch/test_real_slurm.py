@@ -1,0 +1,47 @@
+"""SLURMCluster against the real SLURM that ci/slurm/start.sh runs."""
+import shutil
+import subprocess
+
+import pytest
+
+from _realsystem import RealSystemTests, wait_until
+from conftest import needs_service
+from jobqueue import SLURMCluster
+from jobqueue.batch.slurm import Slurm
+
+pytestmark = pytest.mark.slurm
+
+
+def slurm_running() -> bool:
+    if not shutil.which("sbatch"):
+        return False
+    out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
+    return "is UP" in out.stdout
+
+
+class TestSLURM(RealSystemTests):
+    cluster_cls = SLURMCluster
+    cancel_command = "scancel"
+    bad_queue = "nosuch"
+    bad_queue_says = "invalid partition specified: nosuch"
+
+    @pytest.fixture(scope="class")
+    def service(self):
+        needs_service(slurm_running(), "SLURM (ci/slurm/start.sh)")
+
+    def test_failed_poll_keeps_states_marked_stale(self, make):
+        cluster = make()
+        cluster.scale(jobs=1)
+        cluster.wait_for_workers(1, timeout=60)
+        job = list(cluster.jobs.values())[0]
+        wait_until(lambda: job.state == "running" and not job.stale, 10, "job should run")
+
+        class Broken(Slurm):
+            def status_argv(self, job_ids):
+                return ["squeue", "--no-such-option"]
+
+        cluster.system = Broken()
+        wait_until(lambda: job.stale, 10, "a failed poll should mark the state stale")
+        assert job.state == "running" and "(stale)" in repr(job)
+        del cluster.system                       # back to the class's adapter
+        wait_until(lambda: not job.stale, 70, "a good poll should clear stale")
