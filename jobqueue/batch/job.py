@@ -480,6 +480,7 @@ class JobQueueCluster(Cluster):
                 raise TimeoutError(f"{self.name}: {have} of {n} workers connected within "
                                    f"{timeout:g} s; jobs: {self._job_counts()}")
             await asyncio.sleep(0.05)
+        self._track_workers()
 
     def _job_counts(self) -> str:
         counts = {}

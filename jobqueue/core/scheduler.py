@@ -42,6 +42,66 @@ class MalformedMessage(Exception):
     pass
 
 
+NONE = type(None)
+BLOB = (bytes, memoryview)
+STR_LIST = "list of str"
+
+# The fields each message must carry, checked before the message reaches the state machine:
+# an authenticated but broken (or hostile) peer gets its connection closed, and the state
+# is never left half-updated by a wrong type.
+SCHEMAS = {
+    "task-finished": {"key": str, "nbytes": int, "type": (str, NONE), "start": (int, float, NONE),
+                      "stop": (int, float, NONE), "data": (*BLOB, NONE)},
+    "task-erred": {"key": str, "exception": (*BLOB, NONE), "traceback": (str, NONE),
+                   "start": (int, float, NONE), "stop": (int, float, NONE)},
+    "add-keys": {"keys": STR_LIST},
+    "missing-data": {"key": str, "dep": str, "holders": STR_LIST},
+    "heartbeat": {"metrics": (dict, NONE)},
+    "worker-status": {"status": str},
+    "run-result": {"status": str},
+    "update-graph": {"tasks": list, "functions": (dict, NONE)},
+    "release-keys": {"keys": STR_LIST},
+    "cancel": {"keys": STR_LIST},
+    "who-has": {"keys": STR_LIST},
+    "scheduler-info": {},
+    "run": {"func": BLOB},
+    "close-workers": {"workers": STR_LIST},
+    "retire-workers": {"workers": STR_LIST},
+}
+TASK_FIELDS = ((str, "key"), (str, "group"), ((str, NONE), "fid"), ((*BLOB, NONE), "args"),
+               (STR_LIST, "dependencies"), ((STR_LIST, NONE), "restrictions"), (int, "retries"))
+
+
+def _is(value, kind) -> bool:
+    if kind == STR_LIST:
+        return type(value) is list and all(type(x) is str for x in value)
+    if type(kind) is tuple and STR_LIST in kind:
+        return any(_is(value, k) for k in kind)
+    return isinstance(value, kind)
+
+
+def check_message(msg: dict) -> None:
+    schema = SCHEMAS.get(msg["op"])
+    if schema is None:
+        raise MalformedMessage(f"unknown op {msg['op']!r}")
+    for name, kind in schema.items():
+        if not _is(msg.get(name), kind):
+            raise MalformedMessage(f"{msg['op']!r} message: {name!r} must be {kind}, "
+                                   f"got {type(msg.get(name)).__name__}")
+
+
+def check_task(task) -> None:
+    if type(task) is not list or len(task) != len(TASK_FIELDS):
+        raise MalformedMessage("update-graph: each task is [key, group, fid, args, "
+                               "dependencies, restrictions, retries]")
+    for value, (kind, name) in zip(task, TASK_FIELDS):
+        if not _is(value, kind):
+            raise MalformedMessage(f"update-graph: task field {name!r} has type "
+                                   f"{type(value).__name__}")
+    if task[6] < 0:
+        raise MalformedMessage("update-graph: retries must be >= 0")
+
+
 def _field(msg, name, kind):
     value = msg.get(name)
     if not isinstance(value, kind):
@@ -190,6 +250,7 @@ class Scheduler:
                     handler = handlers.get(msg["op"])
                     if handler is None:
                         raise MalformedMessage(f"unknown op {msg['op']!r}")
+                    check_message(msg)
                     handler(address, msg)
                 self._flush()
         except MalformedMessage as e:
@@ -233,6 +294,7 @@ class Scheduler:
                     handler = handlers.get(op)
                     if handler is None:
                         raise MalformedMessage(f"unknown op {op!r}")
+                    check_message(msg)
                     handler(cid, msg)
                 self._flush()
         except MalformedMessage as e:
@@ -253,26 +315,25 @@ class Scheduler:
     # -- worker messages ----------------------------------------------------------------------
 
     def _task_finished(self, address, msg):
-        self.state.task_finished(address, _field(msg, "key", str), msg.get("nbytes") or 0,
+        self.state.task_finished(address, msg["key"], msg["nbytes"],
                                  msg.get("type"), msg.get("start"), msg.get("stop"),
                                  msg.get("data"))
 
     def _task_erred(self, address, msg):
-        self.state.task_erred(address, _field(msg, "key", str), msg.get("exception"),
+        self.state.task_erred(address, msg["key"], msg.get("exception"),
                               msg.get("traceback"), msg.get("start"), msg.get("stop"))
 
     def _add_keys(self, address, msg):
-        self.state.add_keys(address, _field(msg, "keys", list))
+        self.state.add_keys(address, msg["keys"])
 
     def _missing_data(self, address, msg):
-        self.state.missing_data(address, _field(msg, "key", str), _field(msg, "dep", str),
-                                _field(msg, "holders", list))
+        self.state.missing_data(address, msg["key"], msg["dep"], msg["holders"])
 
     def _heartbeat(self, address, msg):
         self.state.heartbeat(address, time.monotonic(), msg.get("metrics"))
 
     def _worker_status(self, address, msg):
-        status = _field(msg, "status", str)
+        status = msg["status"]
         if status not in ("running", "paused"):
             raise MalformedMessage(f"unknown worker status {status!r}")
         self.state.worker_status(address, status)
@@ -293,30 +354,31 @@ class Scheduler:
     # -- client messages ----------------------------------------------------------------------
 
     def _update_graph(self, cid, msg):
-        tasks = _field(msg, "tasks", list)
+        tasks = msg["tasks"]
         for t in tasks:
-            if type(t) is not list or len(t) != 7 or type(t[0]) is not str:
-                raise MalformedMessage("update-graph: each task is [key, group, fid, args, "
-                                       "deps, restrictions, retries]")
+            check_task(t)
         functions = msg.get("functions") or {}
-        if not isinstance(functions, dict):
-            raise MalformedMessage("update-graph: functions must be a map")
+        for fid, blob in functions.items():
+            if type(fid) is not str or not isinstance(blob, BLOB):
+                raise MalformedMessage("update-graph: functions map ids to bytes")
         self.state.update_graph(cid, tasks, functions)
 
     def _release_keys(self, cid, msg):
-        self.state.release_keys(cid, _field(msg, "keys", list))
+        self.state.release_keys(cid, msg["keys"])
 
     def _cancel(self, cid, msg):
-        self.state.cancel(cid, _field(msg, "keys", list))
+        self.state.cancel(cid, msg["keys"])
 
     def _who_has(self, cid, msg):
-        self._reply(cid, msg, self.state.who_has(_field(msg, "keys", list)))
+        self._reply(cid, msg, self.state.who_has(msg["keys"]))
 
     def _info(self, cid, msg):
         self._reply(cid, msg, self.info())
 
     def _run(self, cid, msg):
-        targets = msg.get("workers") or list(self.worker_streams)
+        targets = msg.get("workers")
+        if not _is(targets, STR_LIST):
+            targets = list(self.worker_streams)
         targets = [self._resolve(w) for w in targets]
         self._rid += 1
         run = {"rid": self._rid, "cid": cid, "msg": msg, "pending": set(), "results": {}}
@@ -333,7 +395,7 @@ class Scheduler:
 
     def _close_workers(self, cid, msg):
         closed = []
-        for w in _field(msg, "workers", list):
+        for w in msg["workers"]:
             address = self._resolve(w)
             bs = self.worker_streams.get(address)
             if bs is not None:
@@ -342,7 +404,7 @@ class Scheduler:
         self._reply(cid, msg, closed)
 
     def _retire_workers(self, cid, msg):
-        workers = [self._resolve(w) for w in _field(msg, "workers", list)]
+        workers = [self._resolve(w) for w in msg["workers"]]
 
         async def retire():
             try:

@@ -5,7 +5,9 @@ They need the daemons that ci/slurm, ci/sge and ci/pbs start. Jobs are small (1-
 to 1 GB) and polls short (0.5 s), so the whole set takes about a minute per system.
 """
 import logging
+import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -23,11 +25,25 @@ inc = lambda x: x + 1      # noqa: E731
 def still_queued(cluster, ids) -> list:
     """Ids of the cluster's jobs that its batch system still lists as pending or running, asked
     with a command of our own (not the cluster's runner)."""
-    argv = cluster.system.status_argv(list(ids))
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    statuses = cluster.system.parse_status(out.stdout)
-    return sorted(i for i in ids if cluster.system.status_key(i) in statuses
-                  and statuses[cluster.system.status_key(i)].state not in TERMINAL)
+    system = cluster.system
+    out = subprocess.run(system.status_argv(list(ids)), capture_output=True, text=True,
+                         timeout=30)
+    statuses = system.parse_status(out.stdout)
+    return sorted(i for i in ids if system.status_key(i) in statuses
+                  and statuses[system.status_key(i)].state not in TERMINAL)
+
+
+# A user's script that submits two jobs and then exits (atexit) or is interrupted (Ctrl-C).
+USER_SCRIPT = """
+import sys, time, jobqueue
+cluster = getattr(jobqueue, sys.argv[1])(cores=1, memory="500MB", log_directory=sys.argv[2],
+                                         poll_interval=0.5)
+cluster.scale(jobs=2)
+cluster.wait_for_workers(2, timeout=60)
+print(" ".join(cluster.jobs), flush=True)
+if sys.argv[3] == "interrupt":
+    time.sleep(600)                         # Ctrl-C arrives while the user's code runs
+"""
 
 
 def wait_until(predicate, timeout, what):
@@ -143,3 +159,19 @@ class RealSystemTests:
         with Client(cluster) as client:
             assert client.gather(client.map(inc, range(100))) == list(range(1, 101))
         assert "1 running" in repr(cluster)
+
+    @pytest.mark.parametrize("how", ["exit", "interrupt"])
+    def test_exit_and_ctrl_c_cancel_the_jobs(self, service, tmp_path, how):
+        proc = subprocess.Popen([sys.executable, "-c", USER_SCRIPT, self.cluster_cls.__name__,
+                                 str(tmp_path), how], stdout=subprocess.PIPE, text=True)
+        try:
+            ids = proc.stdout.readline().split()
+            assert len(ids) == 2, "the script should print its two job ids"
+            if how == "interrupt":
+                assert len(still_queued(self.cluster_cls, ids)) == 2
+                proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+        finally:
+            proc.kill()
+        wait_until(lambda: not still_queued(self.cluster_cls, ids), 20,
+                   f"{how}: the jobs {ids} should have been cancelled")
