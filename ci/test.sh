@@ -14,5 +14,11 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
 
+# Real batch systems and sshd for the tests that need them (idempotent; ci/README.md).
+bash ci/all.sh
+for f in ci/state/slurm/env.sh ci/state/sge/env.sh; do
+  if [ -f "$f" ]; then . "$f"; fi
+done
+
 export PATH="$root/.venv/bin:$PATH"
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -248,7 +248,8 @@ def substitute(obj, values: dict):
     return obj
 
 
-_SIMPLE = frozenset({int, float, str, bytes, bool, type(None), complex})
+# Types plain pickle handles exactly as cloudpickle would (TaskRef: importable by reference).
+_SIMPLE = frozenset({int, float, str, bytes, bool, type(None), complex, TaskRef})
 
 
 def fast_dumps(obj) -> bytes:
