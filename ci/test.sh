@@ -16,6 +16,8 @@ fi
 
 # Real batch systems and sshd for the tests that need them (idempotent; ci/README.md).
 bash ci/all.sh
+# Headless Chromium for the dashboard test (idempotent).
+bash ci/browser/install.sh
 for f in ci/state/slurm/env.sh ci/state/sge/env.sh; do
   if [ -f "$f" ]; then . "$f"; fi
 done

@@ -23,6 +23,7 @@ def _logging():
 
 
 def cmd_worker(args) -> int:
+    from . import config
     from .config import parse_bytes, parse_timedelta
     from .core.nanny import Nanny
 
@@ -43,7 +44,11 @@ def cmd_worker(args) -> int:
             return 2
     nanny = Nanny(args.scheduler, nworkers=args.nworkers, nthreads=args.nthreads,
                   memory_limit=memory, name=args.name,
-                  death_timeout=parse_timedelta(args.death_timeout), host=host)
+                  death_timeout=parse_timedelta(args.death_timeout), host=host,
+                  lifetime=parse_timedelta(args.lifetime) if args.lifetime else None,
+                  lifetime_stagger=parse_timedelta(args.lifetime_stagger),
+                  pause=config.get("worker.memory.pause", 0.8),
+                  terminate=config.get("worker.memory.terminate", 0.95))
     return nanny.run()
 
 
@@ -63,15 +68,22 @@ def cmd_scheduler(args) -> int:
             path = os.path.expanduser("~/.jobqueue/scheduler.json")
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
 
+    import gc
+
+    # A dedicated scheduler process holds many small long-lived objects (tasks): collect the
+    # young generation less often, and never rescan what was imported at start-up.
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 50)
+
     async def run():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):   # before anyone learns the address
+            loop.add_signal_handler(sig, stop.set)
         s = Scheduler(token, host=args.host, port=args.port, scheduler_file=path)
         await s.start()
         print(f"scheduler at {s.address}" + (f"; address and token in {path}" if path else ""),
               file=sys.stderr, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await s.close()
 
@@ -92,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--nworkers", type=int, default=1, help="worker processes")
     w.add_argument("--memory-limit", default="0", help="per worker process, e.g. 4GB (0: none)")
     w.add_argument("--name", help="worker name (with --nworkers > 1: NAME-0, NAME-1, ...)")
+    w.add_argument("--lifetime", help="retire gracefully after this long, e.g. 55m "
+                   "(set it below the job's walltime)")
+    w.add_argument("--lifetime-stagger", default="0s",
+                   help="leave up to this much earlier, at random, so workers do not all leave "
+                   "at once")
     w.add_argument("--death-timeout", default="60s",
                    help="exit when the scheduler is unreachable this long")
     w.add_argument("--host", help="address to listen on and advertise "

@@ -51,7 +51,8 @@ _BATCH = {
 SCHEMA = {
     "scheduler-address": "str?",
     "scheduler": {"allowed-failures": "int", "worker-ttl": "time?", "port": "int",
-                  "dashboard-address": "str?", "idle-timeout": "time?"},
+                  "dashboard-address": "str?", "dashboard-token-required": "bool?",
+                  "idle-timeout": "time?"},
     "worker": {"death-timeout": "time", "heartbeat-interval": "time",
                "memory": {"pause": "float", "terminate": "float"},
                "lifetime": "time?", "lifetime-stagger": "time"},

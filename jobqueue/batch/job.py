@@ -251,7 +251,13 @@ class JobQueueCluster(Cluster):
         if len(live) < target:
             await self._submit(target - len(live))
         elif len(live) > target:
-            await self._cancel(self._removal_order(live)[:len(live) - target])
+            victims = self._removal_order(live)[:len(live) - target]
+            # Gracefully first: results only their workers hold move to other workers.
+            connected = self.scheduler.state.names
+            names = [n for j in victims for n in j.worker_names() if n in connected]
+            if names:
+                await self.scheduler.retire_workers(names)
+            await self._cancel(victims)
 
     @staticmethod
     def _removal_order(jobs) -> list:
@@ -299,6 +305,8 @@ class JobQueueCluster(Cluster):
         result = await self.runner.run(argv, check=False)
         if not self.system.cancel_ok(result.returncode, result.stdout, result.stderr):
             raise BatchCommandError(argv, result.returncode, result.stdout, result.stderr)
+        for job in jobs:
+            job.stuck = False
         logger.info("%s: cancelled %s", self.name, " ".join(j.job_id for j in jobs))
 
     # -- polling --------------------------------------------------------------------------------
@@ -358,6 +366,7 @@ class JobQueueCluster(Cluster):
                     self._unknown_codes.add(status.native)
                     logger.warning("%s: job %s: %s", self.name, job.job_id, status.reason)
             elif job.missing_since is None:
+                job.stale = False
                 job.missing_since = now       # not listed: once may be a race with submission
             else:
                 gone.append(job)
@@ -367,7 +376,8 @@ class JobQueueCluster(Cluster):
     async def _resolve_gone(self, gone, now):
         """Jobs that left the status output: ask accounting how they ended, if it can say."""
         records = {}
-        queries = {tuple(a) for a in map(self.system.accounting_argv, (j.job_id for j in gone)) if a}
+        queries = {tuple(argv) for argv in (self.system.accounting_argv(j.job_id) for j in gone)
+                   if argv}
         for argv in sorted(queries):
             try:
                 result = await self.runner.run(argv, check=False)
@@ -380,7 +390,8 @@ class JobQueueCluster(Cluster):
                 job.update(record)
             elif job.cancel_requested:
                 job.update(JobStatus(JobState.CANCELLED, "cancelled by this cluster"))
-            elif not self.system.accounting_argv(job.job_id) or now - job.missing_since > GONE_GRACE:
+            elif (not self.system.accounting_argv(job.job_id)
+                  or now - job.missing_since > GONE_GRACE):
                 job.update(JobStatus(JobState.UNKNOWN, f"left the queue (no longer listed by "
                                      f"{self.system.status_command})"))
                 job.gone = True
@@ -426,11 +437,12 @@ class JobQueueCluster(Cluster):
         for job in stuck:
             logger.warning("%s: %s; cancelling it, or it would stay in the queue", self.name,
                            job.summary())
-            job.reported = True
         try:
             await self._cancel(stuck, ended_too=True)
         except BatchCommandError as e:
             logger.warning("%s: could not remove failed jobs: %s", self.name, e)
+        for job in stuck:
+            job.reported = True
 
     def _report(self, job: BatchJob):
         job.reported = True
@@ -510,8 +522,9 @@ class JobQueueCluster(Cluster):
         async def close():
             if self._poller is not None:
                 self._poller.cancel()
-            ours = [j for j in list(self.jobs.values())
-                    if (not j.done or j.stuck) and not j.cancel_requested]
+            # again for jobs cancelled before, in case that was interrupted: cancelling twice
+            # is harmless, a job left in the queue is not
+            ours = [j for j in list(self.jobs.values()) if not j.done or j.stuck]
             try:
                 await self._cancel(ours, ended_too=True)
             except BatchCommandError as e:

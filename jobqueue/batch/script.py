@@ -207,11 +207,12 @@ def skip(text: str, words) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _environment(directory: str) -> jinja2.Environment:
-    search = [directory] if directory == str(PACKAGE_TEMPLATES) else [directory,
-                                                                       str(PACKAGE_TEMPLATES)]
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(search), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-                             autoescape=False)
+    search = [directory]
+    if directory != str(PACKAGE_TEMPLATES):
+        search.append(str(PACKAGE_TEMPLATES))      # so site templates can include worker.sh.j2
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(search),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
     env.filters["q"] = quote
     env.filters["skip"] = skip
     return env

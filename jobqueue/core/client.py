@@ -612,6 +612,13 @@ class Client:
     def scheduler_info(self) -> dict:
         return self._sync(self._request({"op": "scheduler-info"}))
 
+    @property
+    def dashboard_link(self):
+        """The scheduler's dashboard URL (with its token when it needs one), or None."""
+        if self.cluster is not None:
+            return self.cluster.dashboard_link
+        return self.scheduler_info().get("dashboard_link")
+
     def retire_workers(self, workers):
         """Close workers gracefully: results only they hold are copied to others first."""
         return self._sync(self._request({"op": "retire-workers", "workers": list(workers)}))

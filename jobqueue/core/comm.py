@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 MAGIC = b"JQ\x01\x00"
 NONCE = 32
 HANDSHAKE_TIMEOUT = 10.0
+LARGE_WRITE = 1 << 16
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -170,7 +171,17 @@ class Comm:
     def write_nowait(self, messages: list) -> None:
         if self.transport.is_closing():
             raise CommClosedError(f"connection to {self.peer} closed")
-        self.transport.writelines(protocol.dumps(messages))
+        small = []
+        for buf in protocol.dumps(messages):
+            if len(buf) < LARGE_WRITE:
+                small.append(buf)
+                continue
+            if small:  # writelines joins its buffers: fine for small ones only
+                self.transport.writelines(small)
+                small = []
+            self.transport.write(buf)
+        if small:
+            self.transport.writelines(small)
 
     async def write(self, messages: list) -> None:
         self.write_nowait(messages)

@@ -40,7 +40,7 @@ class Child:
 class Nanny:
     def __init__(self, scheduler, nworkers=1, nthreads=1, memory_limit=0, name=None,
                  death_timeout=60.0, terminate=0.95, pause=0.80, host=None,
-                 extra_args=()):
+                 lifetime=None, lifetime_stagger=0.0, extra_args=()):
         self.children = []
         self.terminate = terminate
         self.stopping = False
@@ -52,7 +52,9 @@ class Nanny:
                     "--nthreads", str(nthreads), "--name", wname,
                     "--memory-limit", str(int(memory_limit)),
                     "--death-timeout", str(death_timeout), "--memory-pause", str(pause),
-                    *(["--host", host] if host else []), *extra_args]
+                    *(["--host", host] if host else []),
+                    *(["--lifetime", str(lifetime), "--lifetime-stagger", str(lifetime_stagger)]
+                      if lifetime else []), *extra_args]
             self.children.append(Child(argv, wname, int(memory_limit)))
 
     def run(self) -> int:

@@ -195,8 +195,14 @@ class Decoder:
 
 # -- user data --------------------------------------------------------------------------------
 
+BYTES = b"jq:bytes"  # a header that no pickle stream starts with (pickles start with 0x80)
+
+
 def serialize(obj) -> list:
-    """Pickle *obj* into frames: the pickle stream and its out-of-band buffers (zero copy)."""
+    """Pickle *obj* into frames: the pickle stream and its out-of-band buffers (zero copy).
+    ``bytes`` travel as they are: pickle would copy them into its stream."""
+    if type(obj) is bytes and len(obj) > INLINE_LIMIT:
+        return [BYTES, obj]
     import cloudpickle
 
     buffers = []
@@ -206,6 +212,8 @@ def serialize(obj) -> list:
 
 def deserialize(frames):
     head, *buffers = frames
+    if head == BYTES:
+        return bytes(buffers[0])
     return pickle.loads(head, buffers=buffers)
 
 

@@ -59,6 +59,7 @@ SCHEMAS = {
     "heartbeat": {"metrics": (dict, NONE)},
     "worker-status": {"status": str},
     "run-result": {"status": str},
+    "retire-self": {},
     "update-graph": {"tasks": list, "functions": (dict, NONE)},
     "release-keys": {"keys": STR_LIST},
     "cancel": {"keys": STR_LIST},
@@ -91,15 +92,36 @@ def check_message(msg: dict) -> None:
 
 
 def check_task(task) -> None:
-    if type(task) is not list or len(task) != len(TASK_FIELDS):
+    # Written out (not a loop over TASK_FIELDS): this runs once per task on the hot path.
+    if type(task) is not list or len(task) != 7:
         raise MalformedMessage("update-graph: each task is [key, group, fid, args, "
                                "dependencies, restrictions, retries]")
-    for value, (kind, name) in zip(task, TASK_FIELDS):
-        if not _is(value, kind):
-            raise MalformedMessage(f"update-graph: task field {name!r} has type "
-                                   f"{type(value).__name__}")
-    if task[6] < 0:
+    key, group, fid, args, deps, restrictions, retries = task
+    if not (type(key) is str and type(group) is str and (fid is None or type(fid) is str)
+            and (args is None or type(args) is bytes or type(args) is memoryview)
+            and type(deps) is list and (restrictions is None or type(restrictions) is list)
+            and type(retries) is int and retries >= 0):
+        for value, (kind, name) in zip(task, TASK_FIELDS):
+            if not _is(value, kind):
+                raise MalformedMessage(f"update-graph: task field {name!r} has type "
+                                       f"{type(value).__name__}")
         raise MalformedMessage("update-graph: retries must be >= 0")
+    for d in deps:
+        if type(d) is not str:
+            raise MalformedMessage("update-graph: dependencies must be keys (str)")
+    if restrictions is not None:
+        for r in restrictions:
+            if type(r) is not str:
+                raise MalformedMessage("update-graph: restrictions must be str")
+
+
+def _check_task_finished(msg) -> bool:
+    """The most frequent message, checked inline; the generic check explains failures."""
+    start, stop, data = msg.get("start"), msg.get("stop"), msg.get("data")
+    return (type(msg.get("key")) is str and type(msg.get("nbytes")) is int
+            and (start is None or type(start) is float) and (stop is None or type(stop) is float)
+            and (data is None or type(data) is bytes or type(data) is memoryview)
+            and (msg.get("type") is None or type(msg.get("type")) is str))
 
 
 def _field(msg, name, kind):
@@ -113,12 +135,18 @@ def _field(msg, name, kind):
 class Scheduler:
     def __init__(self, token=None, host: str = "127.0.0.1", port: int = 0,
                  allowed_failures: int = 3, worker_ttl: float = 300.0,
-                 scheduler_file: str | None = None):
+                 scheduler_file: str | None = None, dashboard_address=None):
         self.token = token or secrets.token_urlsafe(32)
         self.host = host
         self.port = port
         self.worker_ttl = worker_ttl
         self.scheduler_file = scheduler_file
+        self.dashboard_address = dashboard_address  # None: no dashboard
+        self.dashboard = None
+        # Set by the cluster that owns this scheduler, read by the dashboard on request:
+        # jobs_provider() -> [{name, id, state, reason, workers, ...}], logs_provider(name) -> text
+        self.jobs_provider = None
+        self.logs_provider = None
         self.state = SchedulerState(allowed_failures=allowed_failures)
         self.worker_streams: dict[str, BatchedSend] = {}
         self.client_streams: dict[str, BatchedSend] = {}
@@ -134,7 +162,7 @@ class Scheduler:
             "task-finished": self._task_finished, "task-erred": self._task_erred,
             "add-keys": self._add_keys, "missing-data": self._missing_data,
             "heartbeat": self._heartbeat, "worker-status": self._worker_status,
-            "run-result": self._run_result,
+            "run-result": self._run_result, "retire-self": self._retire_self,
         }
         self.client_handlers = {
             "update-graph": self._update_graph, "release-keys": self._release_keys,
@@ -160,6 +188,14 @@ class Scheduler:
         if self.scheduler_file:
             write_scheduler_file(self.scheduler_file, self.address, self.token)
         logger.info("scheduler listening at %s", self.address)
+        if self.dashboard_address is not None:
+            from .dashboard import Dashboard
+
+            try:
+                self.dashboard = await Dashboard(self, self.dashboard_address).start()
+            except BaseException:
+                await self.close(close_workers=False)
+                raise
         return self
 
     async def close(self, close_workers: bool = True, timeout: float = 2.0):
@@ -174,6 +210,8 @@ class Scheduler:
                 await asyncio.sleep(0.02)
         for t in self._tasks:
             t.cancel()
+        if self.dashboard is not None:
+            await self.dashboard.stop()
         self.listener.stop()
         for bs in list(self.worker_streams.values()) + list(self.client_streams.values()):
             bs.close()
@@ -244,13 +282,15 @@ class Scheduler:
         logger.info("worker %s (%s, %d threads) joined", address, name, nthreads)
         self._flush()
         handlers = self.worker_handlers
+        task_finished = handlers["task-finished"]
         try:
             while True:
                 for msg in await comm.read():
                     handler = handlers.get(msg["op"])
                     if handler is None:
                         raise MalformedMessage(f"unknown op {msg['op']!r}")
-                    check_message(msg)
+                    if handler is not task_finished or not _check_task_finished(msg):
+                        check_message(msg)
                     handler(address, msg)
                 self._flush()
         except MalformedMessage as e:
@@ -337,6 +377,12 @@ class Scheduler:
         if status not in ("running", "paused"):
             raise MalformedMessage(f"unknown worker status {status!r}")
         self.state.worker_status(address, status)
+
+    def _retire_self(self, address, msg):
+        """The worker reached its lifetime (walltime ahead): retire it gracefully."""
+        task = asyncio.get_running_loop().create_task(self.retire_workers([address]))
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
 
     def _run_result(self, address, msg):
         run = self.runs.get(msg.get("rid"))
@@ -464,6 +510,10 @@ class Scheduler:
 
     # -- queries ------------------------------------------------------------------------------
 
+    @property
+    def dashboard_link(self):
+        return self.dashboard.link if self.dashboard is not None else None
+
     def info(self) -> dict:
         workers = {}
         for ws in self.state.workers.values():
@@ -476,7 +526,8 @@ class Scheduler:
         for ts in self.state.tasks.values():
             counts[ts.state] = counts.get(ts.state, 0) + 1
         return {"address": self.address, "workers": workers, "tasks": counts,
-                "clients": len(self.state.clients), "started": self.started}
+                "clients": len(self.state.clients), "started": self.started,
+                "dashboard_link": self.dashboard_link}
 
 
 def _public_host() -> str:

@@ -165,6 +165,8 @@ class SchedulerState:
         self.duration_avg = None
         self.counter = 0
         self.counts = defaultdict(int)     # monotonic counters for /metrics
+        # (worker, key, group, start, stop, erred) of recent tasks, for the dashboard's task stream
+        self.task_stream = deque(maxlen=10_000)
 
     # -- output -----------------------------------------------------------------------------
 
@@ -281,8 +283,7 @@ class SchedulerState:
         self._set(ts, "processing")
         ts.processing_on = ws
         ws.processing[ts] = None
-        msg = {"op": "compute", "key": ts.key, "fid": ts.fid, "args": ts.args,
-               "priority": ts.priority}
+        msg = {"op": "compute", "key": ts.key, "fid": ts.fid, "args": ts.args}
         if ts.fid is not None and ts.fid not in ws.functions:
             msg["func"] = wrap(self.functions[ts.fid])
             ws.functions.add(ts.fid)
@@ -537,6 +538,7 @@ class SchedulerState:
             group.duration += d
             avg = self.duration_avg
             self.duration_avg = d if avg is None else 0.9 * avg + 0.1 * d
+            self.task_stream.append((address, key, ts.group, start, stop, False))
         group.done += 1
         group.nbytes += nbytes
         if type is not None and len(group.types) < 8:
@@ -565,6 +567,8 @@ class SchedulerState:
         if ts is None or ws is None or ts.state != "processing" or ts.processing_on is not ws:
             return
         self.stimulus = "task-erred"
+        if start is not None and stop is not None:
+            self.task_stream.append((address, key, ts.group, start, stop, True))
         if ts.retries > 0:
             ts.retries -= 1
             self._unassign(ts, cancel=False)

@@ -84,6 +84,29 @@ def route_address(scheduler_address: str) -> str:
             return "127.0.0.1"
 
 
+class ProcessUsage:
+    """This process's RSS and CPU %, from /proc on Linux (psutil elsewhere): an idle worker
+    does not need psutil's memory."""
+
+    def __init__(self):
+        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self.last = (time.monotonic(), sum(os.times()[:2]))
+        self.proc = None
+
+    def read(self) -> tuple[int, float]:
+        try:
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * self.page
+        except OSError:
+            import psutil
+
+            self.proc = self.proc or psutil.Process()
+            rss = self.proc.memory_info().rss
+        now, cpu = time.monotonic(), sum(os.times()[:2])
+        (then, before), self.last = self.last, (now, cpu)
+        return rss, round(100.0 * (cpu - before) / max(now - then, 1e-9), 1)
+
+
 class UnpicklableResult(Exception):
     pass
 
@@ -104,7 +127,8 @@ class WTask:
 class Worker:
     def __init__(self, scheduler_address: str, *, token=None, nthreads: int = 1, name=None,
                  memory_limit: int = 0, host=None, port: int = 0, death_timeout: float = 60.0,
-                 heartbeat_interval: float = 1.0, memory_pause: float = 0.8):
+                 heartbeat_interval: float = 1.0, memory_pause: float = 0.8,
+                 lifetime: float | None = None, lifetime_stagger: float = 0.0):
         self.scheduler_address = scheduler_address
         self.token = token if token is not None else os.environ.get("JOBQUEUE_TOKEN")
         self.nthreads = max(1, int(nthreads))
@@ -114,6 +138,8 @@ class Worker:
         self.death_timeout = death_timeout
         self.heartbeat_interval = heartbeat_interval
         self.memory_pause = memory_pause
+        self.lifetime = lifetime
+        self.lifetime_stagger = lifetime_stagger
         self.name = name
         self.address = None
         self.data: dict = {}
@@ -157,7 +183,18 @@ class Worker:
         await self._connect(self.death_timeout)
         self.status = "running"
         self.loop.create_task(self._heartbeats())
+        if self.lifetime:
+            # Leave before the batch system's walltime kills us: staggered, so that the
+            # workers of one job array do not all leave at once.
+            delay = max(0.0, self.lifetime - random.uniform(0, self.lifetime_stagger))
+            self.loop.call_later(delay, self._retire_self)
         return self
+
+    def _retire_self(self):
+        if self.status == "running" and self.stream is not None:
+            logger.info("worker %s reached its lifetime (%g s): retiring", self.name,
+                        self.lifetime)
+            self.stream.send({"op": "retire-self"})
 
     async def _connect(self, timeout):
         deadline = time.monotonic() + timeout
@@ -512,9 +549,7 @@ class Worker:
     # -- health -------------------------------------------------------------------------------
 
     async def _heartbeats(self):
-        import psutil
-
-        proc = psutil.Process()
+        usage = ProcessUsage()
         parent = os.getppid()
         while self.status == "running":
             await asyncio.sleep(self.heartbeat_interval)
@@ -523,11 +558,7 @@ class Worker:
                              self.name)
                 await self.close(reason="parent died")
                 return
-            try:
-                rss = proc.memory_info().rss
-                cpu = proc.cpu_percent()
-            except psutil.Error:
-                continue
+            rss, cpu = usage.read()
             if self.memory_limit:
                 paused = rss > self.memory_pause * self.memory_limit
                 if paused != self.paused:
@@ -556,6 +587,8 @@ def main(argv=None):
     p.add_argument("--death-timeout", type=float, default=60.0)
     p.add_argument("--heartbeat-interval", type=float, default=1.0)
     p.add_argument("--memory-pause", type=float, default=0.8)
+    p.add_argument("--lifetime", type=float, default=None)
+    p.add_argument("--lifetime-stagger", type=float, default=0.0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -565,7 +598,8 @@ def main(argv=None):
         w = Worker(args.scheduler, nthreads=args.nthreads, name=args.name,
                    memory_limit=args.memory_limit, host=args.host,
                    death_timeout=args.death_timeout, heartbeat_interval=args.heartbeat_interval,
-                   memory_pause=args.memory_pause)
+                   memory_pause=args.memory_pause, lifetime=args.lifetime,
+                   lifetime_stagger=args.lifetime_stagger)
         try:
             await w.start()
         except (CommClosedError, RuntimeError) as e:

@@ -39,18 +39,38 @@ class Job:
     def logs(self) -> str:
         return ""
 
+    def info(self) -> dict:
+        """This job as one row of the dashboard's jobs page."""
+        names = self.worker_names()
+        connected = self.cluster.scheduler.state.names
+        workers = [n for n in names if n in connected]
+        state = _JOB_STATE_WORDS.get(str(self.state), str(self.state))
+        reason = str(getattr(self, "reason", "") or "")
+        if state == "running" and not reason and len(workers) < len(names):
+            reason = "workers starting"
+        return {"name": self.name, "id": str(getattr(self, "job_id", "") or ""), "state": state,
+                "reason": reason, "workers": workers, "expected_workers": len(names),
+                "stale": bool(getattr(self, "stale", False))}
+
     def __repr__(self):
         return f"<{type(self).__name__} {self.name} {self.state}>"
+
+
+_JOB_STATE_WORDS = {"new": "pending", "closed": "finished"}  # to the one JobState vocabulary
+_FROM_CONFIG = "from config"  # dashboard_address default: config key scheduler.dashboard-address
 
 
 class Cluster:
     """Base of LocalCluster, SSHCluster and the batch clusters."""
 
     workers_per_job = 1
+    threads_per_job = 1
     kind = "cluster"
+    _adaptive = None
 
     def __init__(self, *, host="127.0.0.1", scheduler_port=0, token=None, name=None,
-                 allowed_failures=None, worker_ttl=None, scheduler_file=None):
+                 allowed_failures=None, worker_ttl=None, scheduler_file=None,
+                 dashboard_address=_FROM_CONFIG):
         from .. import config
 
         self.token = token or secrets.token_urlsafe(32)
@@ -58,16 +78,24 @@ class Cluster:
         self.jobs: dict[str, Job] = {}
         self._job_counter = 0
         self.status = "starting"
-        self.scheduler = Scheduler(
-            self.token, host=host, port=scheduler_port,
+        self.scheduler = self._new_scheduler(
+            host=host, port=scheduler_port,
             allowed_failures=allowed_failures if allowed_failures is not None
             else config.get("scheduler.allowed-failures", 3),
             worker_ttl=worker_ttl if worker_ttl is not None
             else config.get("scheduler.worker-ttl", 300.0),
-            scheduler_file=scheduler_file)
+            scheduler_file=scheduler_file,
+            dashboard_address=config.get("scheduler.dashboard-address", None)
+            if dashboard_address is _FROM_CONFIG else dashboard_address)
+        self.scheduler.jobs_provider = self._dashboard_jobs
+        self.scheduler.logs_provider = self._dashboard_log
         self._sync(self.scheduler.start())
         self.status = "running"
         _clusters.add(self)
+
+    def _new_scheduler(self, **options):
+        """The scheduler this cluster owns, in this process (SSHCluster may start it elsewhere)."""
+        return Scheduler(self.token, **options)
 
     def _sync(self, coro, timeout=None):
         return loop_mod.sync(coro, timeout)
@@ -80,7 +108,8 @@ class Cluster:
 
     @property
     def dashboard_link(self):
-        return None
+        """The dashboard's URL (with the token when it needs one), or None without a dashboard."""
+        return self.scheduler.dashboard_link
 
     @property
     def workers(self) -> dict:
@@ -103,12 +132,59 @@ class Cluster:
         raise TypeError("scale() needs n (workers) or jobs=")
 
     def scale(self, n=None, jobs=None, cores=None, memory=None, wait=True):
-        """Ask for *n* workers (or *jobs* jobs, or enough for *cores*/*memory*)."""
+        """Ask for *n* workers (or *jobs* jobs, or enough for *cores*/*memory*).
+
+        A manual scale() turns adaptive scaling off: the size you ask for is the size you get.
+        """
+        self._stop_adaptive("scale() was called")
         target = self._jobs_for(n, jobs, cores, memory)
         self._sync(self._scale_to(target, wait=wait))
 
+    def live_jobs(self) -> list:
+        """Jobs starting or running that the cluster has not asked to stop."""
+        return [j for j in self.jobs.values() if j.state not in ("closed", "closing")]
+
+    async def _add_jobs(self, count: int):
+        await self._scale_to(len(self.live_jobs()) + count, wait=False)
+
+    def adapt(self, minimum=None, maximum=None, minimum_jobs=None, maximum_jobs=None,
+              target_duration=None, wait_count=None, interval=None):
+        """Follow the load between bounds given in workers (minimum/maximum) or jobs.
+
+        Every ``interval`` the adaptive policy sizes the cluster so that the queued and running
+        work would take about ``target_duration``; jobs still pending in the batch queue count
+        as capacity; scaling down needs ``wait_count`` agreeing rounds and moves results off
+        the workers before their jobs end. ``scale()`` turns it off again.
+        """
+        from .. import config
+        from .adaptive import Adaptive, Policy
+
+        def jobs(workers):
+            return None if workers is None else -(-int(workers) // self.workers_per_job)
+
+        lo = minimum_jobs if minimum_jobs is not None else jobs(minimum)
+        hi = maximum_jobs if maximum_jobs is not None else jobs(maximum)
+        policy = Policy(
+            minimum_jobs=int(lo or 0),
+            maximum_jobs=hi if hi is not None else float("inf"),
+            target_duration=config.parse_timedelta(
+                target_duration or config.get("adaptive.target-duration", "5s")),
+            wait_count=int(wait_count or config.get("adaptive.wait-count", 3)),
+            max_jobs=getattr(self, "max_jobs", None))
+        interval = config.parse_timedelta(interval or config.get("adaptive.interval", "1s"))
+        self._stop_adaptive("adapt() was called again")
+        self._adaptive = Adaptive(self, policy, interval)
+        loop_mod.get_loop().call_soon_threadsafe(self._adaptive.start)
+        return self._adaptive
+
+    def _stop_adaptive(self, why):
+        adaptive, self._adaptive = self._adaptive, None
+        if adaptive is not None:
+            logger.info("%s: adaptive scaling off: %s", self.name, why)
+            loop_mod.get_loop().call_soon_threadsafe(adaptive.stop)
+
     async def _scale_to(self, target: int, wait=True):
-        live = [j for j in self.jobs.values() if j.state not in ("closed", "closing")]
+        live = self.live_jobs()
         if len(live) < target:
             new = []
             for _ in range(target - len(live)):
@@ -169,6 +245,20 @@ class Cluster:
 
     # -- logs, repr, close --------------------------------------------------------------------
 
+    def _all_jobs(self) -> list:
+        return list(self.jobs.values()) + list(getattr(self, "_closed_jobs", []))[-100:]
+
+    def _dashboard_jobs(self) -> list:
+        """The dashboard's jobs page (registered as the scheduler's jobs_provider)."""
+        return [job.info() for job in self._all_jobs()]
+
+    def _dashboard_log(self, name):
+        """One job's log for the dashboard (the scheduler's logs_provider); None: no such job."""
+        for job in self._all_jobs():
+            if job.name == name:
+                return job.logs()
+        return None
+
     def get_logs(self) -> dict:
         """``{name: text}`` for the scheduler and every job."""
         logs = {"scheduler": self.scheduler.log.text()}
@@ -180,6 +270,7 @@ class Cluster:
         if self.status in ("closing", "closed"):
             return
         self.status = "closing"
+        self._stop_adaptive("the cluster is closing")
 
         async def close():
             await asyncio.gather(*(self._close_job(j) for j in list(self.jobs.values())),
@@ -219,6 +310,10 @@ class Cluster:
                        for k, v in [("scheduler", self.scheduler_address), ("workers", n),
                                     ("threads", threads), ("memory", format_bytes(memory)),
                                     ("status", self.status)])
+        link = html.escape(self.dashboard_link or "")
+        if link:
+            rows += (f"<tr><th style='text-align:left'>dashboard</th>"
+                     f"<td><a href='{link}' target='_blank'>{link}</a></td></tr>")
         return f"<div><b>{type(self).__name__}</b> {html.escape(self.name)}<table>{rows}</table></div>"
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tempfile
 
-from .cluster import Cluster, Job
+from .cluster import _FROM_CONFIG, Cluster, Job
 
 
 def _cpu_count() -> int:
@@ -80,6 +80,15 @@ class ProcessJob(Job):
         except OSError:
             return ""
 
+    def info(self) -> dict:
+        row = super().info()
+        if self.proc is not None:
+            row["id"] = str(self.proc.pid)
+            code = self.proc.poll()
+            if code is not None and self.state not in ("closing", "closed"):
+                row["state"], row["reason"] = "failed", f"exited with code {code}"
+        return row
+
 
 class ThreadJob(Job):
     """A worker inside this process, on the cluster's event loop (``processes=False``)."""
@@ -115,7 +124,7 @@ class LocalCluster(Cluster):
     kind = "local"
 
     def __init__(self, n_workers=None, threads_per_worker=None, processes=True,
-                 memory_limit="auto", scheduler_port=0, dashboard_address=None,
+                 memory_limit="auto", scheduler_port=0, dashboard_address=_FROM_CONFIG,
                  host="127.0.0.1", death_timeout=60.0, local_directory=None, **kwargs):
         from ..config import parse_bytes
 
@@ -127,7 +136,7 @@ class LocalCluster(Cluster):
             n_workers = max(1, cores // threads_per_worker)
         elif threads_per_worker is None:
             threads_per_worker = max(1, cores // max(n_workers, 1))
-        self.threads_per_worker = int(threads_per_worker)
+        self.threads_per_worker = self.threads_per_job = int(threads_per_worker)
         self.processes = processes
         if memory_limit in ("auto", None):
             memory_limit = _total_memory() // max(n_workers, 1)
@@ -140,7 +149,8 @@ class LocalCluster(Cluster):
         self.dashboard_address = dashboard_address
         self.local_directory = local_directory or tempfile.mkdtemp(prefix="jobqueue-local-")
         self._closed_jobs = []
-        super().__init__(host=host, scheduler_port=scheduler_port, **kwargs)
+        super().__init__(host=host, scheduler_port=scheduler_port,
+                         dashboard_address=dashboard_address, **kwargs)
         try:
             self.scale(n_workers)
         except BaseException:

@@ -29,8 +29,12 @@ def still_queued(cluster, ids) -> list:
     out = subprocess.run(system.status_argv(list(ids)), capture_output=True, text=True,
                          timeout=30)
     statuses = system.parse_status(out.stdout)
-    return sorted(i for i in ids if system.status_key(i) in statuses
-                  and statuses[system.status_key(i)].state not in TERMINAL)
+    queued = []
+    for job_id in ids:
+        status = statuses.get(system.status_key(job_id))
+        if status is not None and (status.state not in TERMINAL or status.cancel):
+            queued.append(job_id)      # pending, running, or failed but kept (Eqw)
+    return sorted(queued)
 
 
 # A user's script that submits two jobs and then exits (atexit) or is interrupted (Ctrl-C).

@@ -28,6 +28,17 @@ def wrappers_work() -> bool:
     return out.returncode == 0
 
 
+@pytest.fixture(scope="module")
+def available():
+    needs_service(wrappers_work(), "the PBS-compatible commands (ci/pbs/start.sh)")
+
+
+@pytest.fixture
+def service(available, monkeypatch):
+    # The wrappers come first on PATH, before Grid Engine's qsub, as ci/state/pbs/env.sh does.
+    monkeypatch.setenv("PATH", f"{PBS_BIN}:{os.environ['PATH']}")
+
+
 class TestPBS(RealSystemTests):
     cluster_cls = PBSCluster
     cancel_command = "qdel"
@@ -35,12 +46,3 @@ class TestPBS(RealSystemTests):
     bad_queue_says = "invalid partition specified: nosuch"
     arrays = False
     cancelled_state = JobState.FINISHED
-
-    @pytest.fixture(scope="class")
-    def available(self):
-        needs_service(wrappers_work(), "the PBS-compatible commands (ci/pbs/start.sh)")
-
-    @pytest.fixture
-    def service(self, available, monkeypatch):
-        # The wrappers come first on PATH, before Grid Engine's qsub, as ci/state/pbs/env.sh does.
-        monkeypatch.setenv("PATH", f"{PBS_BIN}:{os.environ['PATH']}")

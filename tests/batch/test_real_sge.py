@@ -23,15 +23,16 @@ def grid_engine_running() -> bool:
     return out.returncode == 0 and "all.q@" in out.stdout
 
 
+@pytest.fixture(scope="module")
+def service():
+    needs_service(grid_engine_running(), "Grid Engine (ci/sge/start.sh)")
+
+
 class TestSGE(RealSystemTests):
     cluster_cls = SGECluster
     cancel_command = "qdel"
     bad_queue = "nosuch.q"
     bad_queue_says = 'job requests unknown queue "nosuch.q"'
-
-    @pytest.fixture(scope="class")
-    def service(self):
-        needs_service(grid_engine_running(), "Grid Engine (ci/sge/start.sh)")
 
     def test_unwritable_log_directory_is_reported_and_removed(self, make, tmp_path):
         # Grid Engine leaves such a job in the error state Eqw forever: the cluster says why

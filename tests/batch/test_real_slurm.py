@@ -19,15 +19,16 @@ def slurm_running() -> bool:
     return "is UP" in out.stdout
 
 
+@pytest.fixture(scope="module")
+def service():
+    needs_service(slurm_running(), "SLURM (ci/slurm/start.sh)")
+
+
 class TestSLURM(RealSystemTests):
     cluster_cls = SLURMCluster
     cancel_command = "scancel"
     bad_queue = "nosuch"
     bad_queue_says = "invalid partition specified: nosuch"
-
-    @pytest.fixture(scope="class")
-    def service(self):
-        needs_service(slurm_running(), "SLURM (ci/slurm/start.sh)")
 
     def test_failed_poll_keeps_states_marked_stale(self, make):
         cluster = make()
@@ -45,3 +46,14 @@ class TestSLURM(RealSystemTests):
         assert job.state == "running" and "(stale)" in repr(job)
         del cluster.system                       # back to the class's adapter
         wait_until(lambda: not job.stale, 70, "a good poll should clear stale")
+
+
+    def test_processes_and_interface(self, make):
+        cluster = make(cores=2, memory="1GB", processes=2, interface="lo")
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        cluster.scale(jobs=1)
+        cluster.wait_for_workers(2, timeout=60)
+        job = list(cluster.jobs.values())[0]
+        assert job.workers == {f"{job.name}-0", f"{job.name}-1"}
+        assert all(a.startswith("tcp://127.0.0.1:") for a in cluster.workers)
+        assert "--interface lo" in cluster.job_script()

@@ -261,6 +261,16 @@ def test_site_template_can_include_the_worker_part(isolated_config, tmp_path):
     assert worker_argv(text)[:4] == ["/opt/conda/bin/python3", "-m", "jobqueue", "worker"]
 
 
+def test_the_readme_site_template_renders(isolated_config, tmp_path):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    template = tmp_path / "slurm-site.sh.j2"
+    template.write_text(readme.split("```jinja\n")[1].split("```")[0])
+    text = render("slurm", cores=2, memory="1GB", template=str(template))
+    assert "--qos=jobqueue" in directives(text, "#SBATCH")
+    assert "--mem=954M" in directives(text, "#SBATCH")
+    assert worker_argv(text)[2:4] == ["jobqueue", "worker"]
+
+
 def test_template_from_the_config_file(isolated_config, tmp_path):
     template = tmp_path / "site.sh.j2"
     template.write_text("#!/bin/sh\necho {{ job_name }}\n")

@@ -1,0 +1,232 @@
+"""The scheduler at cluster scale: many light fake workers, a million tasks.
+
+    python benchmarks/scale.py                     # 1,000 workers; 10k, 100k, 1M map; 100k graph
+    python benchmarks/scale.py --quick             # 200 workers; 10k and 100k
+    python benchmarks/scale.py --compare-dask      # also: scheduler CPU per task, jobqueue vs
+                                                   # dask.distributed, 2 real workers, 100k map
+
+The scheduler runs as its own process (`jobqueue scheduler`), so its CPU time and memory are
+measured alone (psutil). Fake workers speak the real protocol over real sockets, many per
+process on one event loop: they register, and answer every `compute` at once with
+`task-finished` (batched per read), doing no work. The client (this process) submits and waits.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# -- fake workers (run in child processes) ------------------------------------------------------
+
+async def fake_worker(address, token, name, counters):
+    from jobqueue.core.comm import connect
+
+    comm = await connect(address, token, timeout=60)
+    await comm.write([{"op": "register-worker", "address": f"tcp://fake-{name}:1",
+                       "name": name, "nthreads": 1, "memory_limit": 0}])
+    (reply,) = await comm.read()
+    assert reply["op"] == "welcome", reply
+    counters["registered"] += 1
+    while True:
+        try:
+            msgs = await comm.read()
+        except Exception:
+            return
+        now = time.time()
+        done = [{"op": "task-finished", "key": m["key"], "nbytes": 28, "type": "int",
+                 "start": now, "stop": now} for m in msgs if m["op"] == "compute"]
+        if done:
+            comm.write_nowait(done)
+            counters["tasks"] += len(done)
+
+
+def run_fake_workers(address, n, prefix):
+    token = os.environ["JOBQUEUE_TOKEN"]
+
+    async def main():
+        counters = {"registered": 0, "tasks": 0}
+        tasks = [asyncio.ensure_future(fake_worker(address, token, f"{prefix}-{i}", counters))
+                 for i in range(n)]
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+
+
+# -- measurement --------------------------------------------------------------------------------
+
+def start_scheduler(tmp):
+    sched_file = os.path.join(tmp, "scheduler.json")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_")}
+    proc = subprocess.Popen([sys.executable, "-m", "jobqueue", "scheduler", "--host",
+                             "127.0.0.1", "--port", "0", "--scheduler-file", sched_file],
+                            env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while not os.path.exists(sched_file):
+        if time.time() > deadline:
+            raise RuntimeError("the scheduler did not start")
+        time.sleep(0.05)
+    time.sleep(0.1)
+    with open(sched_file) as f:
+        info = json.load(f)
+    return proc, sched_file, info
+
+
+def cpu(proc):
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def wait_all(futures):
+    from jobqueue import wait
+
+    wait(futures)
+
+
+def run_map(client, sproc, n):
+    c0, r0, t0 = cpu(sproc), sproc.memory_info().rss, time.perf_counter()
+    futures = client.map(abs, range(n), key=f"abs-{n}")
+    held_rss = None
+    wait_all(futures)
+    wall = time.perf_counter() - t0
+    c1 = cpu(sproc)
+    del futures
+    time.sleep(0.5)
+    c2 = cpu(sproc)
+    return {"tasks": n, "wall_s": round(wall, 2), "tasks_per_s": round(n / wall),
+            "sched_cpu_us_per_task": round((c2 - c0) / n * 1e6, 1),
+            "sched_cpu_us_per_task_until_done": round((c1 - c0) / n * 1e6, 1)}
+
+
+def queued_memory(client, sproc, n):
+    """Scheduler RSS per task waiting in its queue: tasks submitted while no worker can run them
+    (restricted to a worker that does not exist)."""
+    import gc
+
+    r0 = sproc.memory_info().rss
+    futures = client.map(abs, range(n), key=f"held-{n}", workers=["nobody"])
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        info = client.scheduler_info()
+        if info["tasks"].get("no-worker", 0) >= n:
+            break
+        time.sleep(0.2)
+    r1 = sproc.memory_info().rss
+    del futures
+    gc.collect()
+    return round((r1 - r0) / n, 1)
+
+
+def run_graph(client, sproc, n):
+    """n tasks with dependencies: pairs (x_i, y_i = f(x_i, x_{i+1}))."""
+    c0, t0 = cpu(sproc), time.perf_counter()
+    half = n // 2
+    xs = client.map(abs, range(half), key=f"gx-{n}")
+    ys = client.map(max, xs, xs[1:] + xs[:1], key=f"gy-{n}")
+    del xs
+    wait_all(ys)
+    wall = time.perf_counter() - t0
+    del ys
+    time.sleep(0.5)
+    c1 = cpu(sproc)
+    return {"tasks": n, "wall_s": round(wall, 2), "tasks_per_s": round(n / wall),
+            "sched_cpu_us_per_task": round((c1 - c0) / n * 1e6, 1)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workers", type=int, default=1000)
+    p.add_argument("--processes", type=int, default=4, help="fake-worker processes")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--profile", metavar="FILE",
+                   help="py-spy raw profile of the scheduler during the maps (needs py-spy)")
+    p.add_argument("--fake-workers", nargs=3, metavar=("ADDRESS", "N", "PREFIX"),
+                   help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.fake_workers:
+        address, n, prefix = args.fake_workers
+        return run_fake_workers(address, int(n), prefix)
+
+    from jobqueue import Client
+
+    nworkers = 200 if args.quick else args.workers
+    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    results = {"workers": nworkers}
+    with tempfile.TemporaryDirectory() as tmp:
+        sproc, sched_file, info = start_scheduler(tmp)
+        sp = psutil.Process(sproc.pid)
+        fakes = []
+        try:
+            env = dict(os.environ, JOBQUEUE_TOKEN=info["token"])
+            with Client(scheduler_file=sched_file) as client:
+                rss0 = sp.memory_info().rss
+                t0 = time.perf_counter()
+                per = -(-nworkers // args.processes)
+                for i in range(args.processes):
+                    n = min(per, nworkers - i * per)
+                    if n > 0:
+                        fakes.append(subprocess.Popen(
+                            [sys.executable, __file__, "--fake-workers", info["address"],
+                             str(n), f"fake{i}"], env=env))
+                while len(client.scheduler_info()["workers"]) < nworkers:
+                    if time.perf_counter() - t0 > 120:
+                        raise RuntimeError("fake workers did not register within 120 s")
+                    time.sleep(0.05)
+                results["register_s"] = round(time.perf_counter() - t0, 2)
+                results["sched_rss_mb_with_workers"] = round(sp.memory_info().rss / 2**20, 1)
+                results["sched_rss_kb_per_worker"] = round(
+                    (sp.memory_info().rss - rss0) / nworkers / 1024, 1)
+                # first, on a fresh heap: RSS growth per task held in the scheduler's queue
+                results["queued_bytes_per_task"] = queued_memory(
+                    client, sp, 100_000 if args.quick else 1_000_000)
+                run_map(client, sp, 2000)  # warm up
+                profiler = None
+                if args.profile:  # sample the scheduler process while the maps run
+                    profiler = subprocess.Popen(["py-spy", "record", "--pid", str(sproc.pid),
+                                                 "-f", "raw", "-r", "250", "-o", args.profile],
+                                                stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.DEVNULL)
+                    time.sleep(1)
+                results["map"] = [run_map(client, sp, n) for n in sizes]
+                if profiler is not None:
+                    profiler.send_signal(2)
+                    profiler.wait(30)
+                results["graph"] = run_graph(client, sp, 100_000)
+        finally:
+            for f in fakes:
+                f.kill()
+            sproc.kill()
+    print_table(results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+def print_table(r):
+    print(f"\nscheduler at scale: {r['workers']} fake workers")
+    print(f"  {r['workers']} workers registered in {r['register_s']} s "
+          f"(scheduler RSS {r['sched_rss_mb_with_workers']} MB, "
+          f"{r['sched_rss_kb_per_worker']} kB per worker)")
+    print(f"  {'workload':<22}{'tasks':>10}{'wall s':>9}{'tasks/s':>10}{'sched CPU us/task':>20}")
+    for m in r["map"]:
+        print(f"  {'map':<22}{m['tasks']:>10}{m['wall_s']:>9}{m['tasks_per_s']:>10}"
+              f"{m['sched_cpu_us_per_task']:>20}")
+    g = r["graph"]
+    print(f"  {'graph (deps)':<22}{g['tasks']:>10}{g['wall_s']:>9}{g['tasks_per_s']:>10}"
+          f"{g['sched_cpu_us_per_task']:>20}")
+    print(f"  scheduler memory per task waiting in its queue: {r['queued_bytes_per_task']} bytes")
+
+
+if __name__ == "__main__":
+    main()

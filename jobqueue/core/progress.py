@@ -1,0 +1,159 @@
+"""``progress(futures)``: a progress bar for futures, in a terminal or in Jupyter.
+
+In a terminal it blocks until every future is done, redrawing one plain-text line on stderr
+(``\\r``), and ends the line when all are done. In a Jupyter kernel it shows an HTML bar that is
+updated in place from a background thread and returns at once, so the notebook stays usable.
+It only reads the futures' states: it asks the scheduler nothing.
+"""
+from __future__ import annotations
+
+import html
+import sys
+import threading
+import time
+
+from .client import ERROR, FINISHED, PENDING, _collect
+
+
+def progress(*futures, notebook=None, interval: float = 0.1, file=None, width: int = 40):
+    """Show how many of *futures* (Futures, or lists/dicts of them) are done.
+
+    ``notebook``: None picks HTML inside a Jupyter kernel and text elsewhere. ``file``: where the
+    text goes (default ``sys.stderr``).
+    """
+    flat: list = []
+    _collect(futures, flat)
+    if notebook is None:
+        notebook = _in_kernel()
+    if notebook:
+        _notebook_bar(flat, max(interval, 0.2))
+    else:
+        _terminal_bar(flat, interval, file or sys.stderr, width)
+
+
+class _Count:
+    __slots__ = ("total", "done", "erred", "started")
+
+    def __init__(self, futures):
+        self.total = len(futures)
+        self.started = time.monotonic()
+        self.done = self.erred = 0
+
+    def update(self, futures) -> bool:
+        """Count again; True when every future is done."""
+        done = erred = 0
+        for f in futures:
+            status = f.status
+            if status != PENDING:
+                done += 1
+                if status != FINISHED:
+                    erred += 1  # erred, cancelled, or lost with the scheduler
+        self.done, self.erred = done, erred
+        return done == self.total
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _wait(futures, seconds):
+    """Sleep up to *seconds*, waking early when the futures' client hears from the scheduler."""
+    client = futures[0].client if futures else None
+    cond = getattr(client, "_cond", None)
+    if cond is None:
+        time.sleep(seconds)
+        return
+    with cond:
+        cond.wait(seconds)
+
+
+# -- terminal -----------------------------------------------------------------------------------
+
+
+def text_line(count: _Count, width: int = 40) -> str:
+    """``[##########          ]  50% | 10/20 done | 1 failed | 2.3 s``: ASCII, for any terminal."""
+    fraction = count.done / count.total if count.total else 1.0
+    filled = int(round(fraction * width))
+    parts = [f"[{'#' * filled}{' ' * (width - filled)}] {fraction:4.0%}",
+             f"{count.done:,}/{count.total:,} done"]
+    if count.erred:
+        parts.append(f"{count.erred:,} failed")
+    parts.append(_seconds(count.elapsed))
+    return " | ".join(parts)
+
+
+def _terminal_bar(futures, interval, file, width):
+    tty = hasattr(file, "isatty") and file.isatty()
+    every = interval if tty else max(interval, 1.0)  # captured output: fewer redraws
+    count = _Count(futures)
+    last = ""
+    try:
+        while True:
+            finished = count.update(futures)
+            line = text_line(count, width)
+            if line != last:
+                file.write("\r" + line.ljust(len(last)))
+                file.flush()
+                last = line
+            if finished:
+                break
+            _wait(futures, every)
+    finally:
+        file.write("\n")
+        file.flush()
+
+
+def _seconds(s: float) -> str:
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60):02d} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+
+
+# -- Jupyter ------------------------------------------------------------------------------------
+
+
+def _in_kernel() -> bool:
+    """Inside a Jupyter kernel? Checked without importing IPython when nothing did yet."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:
+        return False
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def html_bar(count: _Count) -> str:
+    total = count.total or 1
+    ok = 100 * (count.done - count.erred) / total
+    bad = 100 * count.erred / total
+    failed = f" · <span style='color:#d9443a'>{count.erred:,} failed</span>" if count.erred else ""
+    return (
+        "<div style='font:13px system-ui,sans-serif;display:flex;align-items:center;gap:10px'>"
+        "<div style='width:320px;height:14px;border-radius:4px;overflow:hidden;display:flex;"
+        "background:#e3e6ea'>"
+        f"<div style='width:{ok:.2f}%;background:#3aa35b'></div>"
+        f"<div style='width:{bad:.2f}%;background:#d9443a'></div></div>"
+        f"<span><b>{count.done:,}</b> / {count.total:,} done{failed} · "
+        f"{html.escape(_seconds(count.elapsed))}</span></div>")
+
+
+def _notebook_bar(futures, interval):
+    from IPython.display import HTML, display
+
+    count = _Count(futures)
+    count.update(futures)
+    handle = display(HTML(html_bar(count)), display_id=True)
+
+    def run():
+        while True:
+            finished = count.update(futures)
+            handle.update(HTML(html_bar(count)))
+            if finished:
+                return
+            _wait(futures, interval)
+
+    threading.Thread(target=run, name="jobqueue-progress", daemon=True).start()

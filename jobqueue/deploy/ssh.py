@@ -1,0 +1,611 @@
+"""SSHCluster: the scheduler on the first host, one worker job on each of the others, over ssh.
+
+Every remote process is started by the system's OpenSSH client with ``BatchMode=yes``, so the
+user's ``~/.ssh/config``, agent and ProxyJump apply as they set them up, and nothing ever waits
+for a password. At the far end runs :mod:`jobqueue.deploy.ssh_remote`: it reads the cluster's
+token from the session's stdin (a remote command line is visible to every user in ``ps``) and
+keeps stdin open as a lifeline. When it closes (``close()``, or this process or its ssh client
+died) the remote command is stopped, so no remote process outlives the cluster; a worker that
+loses the scheduler also exits after ``death_timeout`` (30 s unless ``worker_options`` say).
+
+Where the scheduler runs:
+
+- The first host is this machine (``localhost``, its host name or one of its addresses): in this
+  process, as for every other cluster, listening on the address that routes from here to the
+  worker hosts (``scheduler_options`` ``host=`` or ``interface=`` choose another).
+- Any other host: ``jobqueue scheduler`` runs there over ssh (:class:`RemoteScheduler`),
+  listening on the address ssh reached it by (or ``host=``/``interface=``), and this process
+  talks to it as a client. That address must be reachable from here and from the workers.
+
+Workers listen on and advertise the address that routes from their host to the scheduler, or
+that of ``worker_options`` ``interface=`` (``host=``).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from ..core import loop as loop_mod
+from ..core.comm import CommClosedError, connect
+from ..core.protocol import ProtocolError
+from .cluster import Cluster, Job
+
+logger = logging.getLogger("jobqueue.ssh")
+
+REMOTE_MODULE = "jobqueue.deploy.ssh_remote"
+# connect_options -> ssh flags; also "options" ({"Key": value} -> -o Key=value) and "ssh_args".
+CONNECT_FLAGS = {"config_file": "-F", "port": "-p", "username": "-l", "identity_file": "-i"}
+CONNECT_KEYS = (*CONNECT_FLAGS, "known_hosts", "connect_timeout", "options", "ssh_args")
+CONNECT_DEFAULTS = {"connect_timeout": 10}
+CONNECT_ALIASES = {"user": "username", "client_keys": "identity_file"}
+WORKER_DEFAULTS = {"nthreads": "auto", "nworkers": 1, "memory_limit": "auto",
+                   "death_timeout": 30.0, "interface": None, "host": None}
+WORKER_ALIASES = {"n_workers": "nworkers", "processes": "nworkers", "threads": "nthreads"}
+SCHEDULER_KEYS = ("host", "port", "interface")
+SCHEDULER_ADDRESS = re.compile(r"scheduler at (tcp://[^\s;]+)")
+STOP_GRACE = 8.0     # after a hang-up, how long the remote side gets before ssh is killed
+
+
+# -- options: plain functions, no I/O ----------------------------------------------------------
+
+def _options(given, allowed, what: str, aliases=None) -> dict:
+    """``given`` with Python names (config files use dashes), unknown keys refused."""
+    import difflib
+
+    out = {}
+    for key, value in (given or {}).items():
+        name = str(key).replace("-", "_")
+        name = (aliases or {}).get(name, name)
+        if name not in allowed:
+            close = difflib.get_close_matches(name, list(allowed), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+            raise ValueError(f"SSHCluster {what}: unknown option {key!r}; {hint}")
+        out[name] = value
+    return out
+
+
+def worker_settings(options) -> dict:
+    """``worker_options`` checked and completed with the defaults."""
+    from ..config import parse_bytes, parse_timedelta
+
+    o = {**WORKER_DEFAULTS, **_options(options, WORKER_DEFAULTS, "worker_options",
+                                       WORKER_ALIASES)}
+    try:
+        if o["nthreads"] != "auto":
+            o["nthreads"] = _positive(o["nthreads"], "nthreads")
+        o["nworkers"] = _positive(o["nworkers"], "nworkers")
+        if o["memory_limit"] not in ("auto", None):
+            o["memory_limit"] = parse_bytes(o["memory_limit"])
+        o["memory_limit"] = o["memory_limit"] or 0
+        o["death_timeout"] = parse_timedelta(o["death_timeout"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"SSHCluster worker_options: {e}") from None
+    if not o["death_timeout"] or o["death_timeout"] <= 0:
+        raise ValueError("SSHCluster worker_options: death_timeout must be positive: a remote "
+                         "worker that lost the scheduler must exit")
+    return o
+
+
+def _positive(value, name) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1 (or 'auto'), got {value!r}")
+    return value
+
+
+def check_host(host) -> str:
+    if not isinstance(host, str) or not host or host.startswith("-") or \
+            any(c.isspace() for c in host):
+        raise ValueError(f"SSHCluster: bad host {host!r}: give a host name or address as ssh "
+                         "takes it (e.g. 'node1', 'alice@node1', '10.0.0.5')")
+    return host
+
+
+def ssh_argv(host: str, options: dict) -> list:
+    """The ssh command line up to the remote command. BatchMode comes first, so neither
+    options nor config can turn password prompts back on (for ssh the first value wins)."""
+    argv = ["ssh", "-T", "-o", "BatchMode=yes"]
+    for key, flag in CONNECT_FLAGS.items():
+        values = options.get(key)
+        if values is None or values == "":
+            continue
+        for value in ([values] if isinstance(values, (str, int)) else values):
+            value = str(value)
+            argv += [flag, os.path.expanduser(value) if key.endswith("_file") else value]
+    if options.get("known_hosts"):
+        argv += ["-o", f"UserKnownHostsFile={os.path.expanduser(options['known_hosts'])}"]
+    if options.get("connect_timeout") is not None:
+        argv += ["-o", f"ConnectTimeout={int(options['connect_timeout'])}"]
+    for key, value in (options.get("options") or {}).items():
+        argv += ["-o", f"{key}={value}"]
+    argv += [str(a) for a in options.get("ssh_args") or ()]
+    return argv + ["--", host]
+
+
+def remote_command(python: str, role: str, args) -> str:
+    """What the remote login shell runs: the remote half, no token in sight."""
+    return " ".join(["exec", shlex.quote(python), "-m", REMOTE_MODULE, role,
+                     *(shlex.quote(str(a)) for a in args)])
+
+
+def describe_exit(host: str, code: int, output: str, python: str, argv) -> str:
+    """Why a session ended, naming the host and quoting what ssh and the remote side said."""
+    said = "\n  ".join(output.strip().splitlines()[-15:]) or "(no output)"
+    if code == 255:
+        what = f"ssh could not run a command on {host!r} (exit code 255)"
+    elif code == 127:
+        what = f"the remote python {python!r} was not found on {host!r} (exit code 127)"
+    else:
+        what = f"the remote command on {host!r} exited with code {code}"
+    hint = ""
+    if "No module named" in output:
+        hint = f"\ninstall jobqueue for {python} on {host!r}, or pass remote_python="
+    elif code == 255:
+        hint = f"\ncheck that `{shlex.join(argv[:-1])} true` works"
+    return f"{what}:\n  {said}{hint}\ncommand: {shlex.join(argv)}"
+
+
+# -- where things listen ----------------------------------------------------------------------
+
+def _bare(host: str) -> str:
+    return host.rpartition("@")[2]
+
+
+def _is_loopback(host: str) -> bool:
+    host = _bare(host)
+    return host in ("localhost", "::1") or host.startswith("127.") or host.endswith(".localhost")
+
+
+def is_this_machine(host: str) -> bool:
+    """Whether ``host`` names this machine, without asking DNS."""
+    import psutil
+
+    host = _bare(host)
+    if _is_loopback(host) or host in (socket.gethostname(), socket.gethostname().split(".")[0]):
+        return True
+    return any(a.address.split("%")[0] == host
+               for addresses in psutil.net_if_addrs().values() for a in addresses)
+
+
+def route_source(host: str) -> str | None:
+    """The local address that routes to ``host`` (no packet is sent), or None."""
+    try:
+        info = socket.getaddrinfo(_bare(host), 22, socket.AF_INET, socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(info[0][4])
+            return s.getsockname()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def local_scheduler_host(first: str, worker_hosts, options: dict) -> str:
+    """The address an in-process scheduler listens on: given, an interface's, the first host's
+    own address, loopback when every worker is here, else the one that routes to the workers."""
+    from ..batch.network import interface_address, public_address
+
+    if options.get("host"):
+        return options["host"]
+    if options.get("interface"):
+        try:
+            return interface_address(options["interface"])
+        except ValueError as e:
+            raise ValueError(f"SSHCluster scheduler_options interface: {e}") from None
+    if not _is_loopback(first) and _bare(first) not in (socket.gethostname(),
+                                                      socket.gethostname().split(".")[0]):
+        return _bare(first)        # the user named one of this machine's addresses
+    remote = [h for h in worker_hosts if not _is_loopback(h)]
+    if not remote:
+        return "127.0.0.1"
+    for host in remote:
+        address = route_source(host)
+        if address and not address.startswith("127."):
+            return address
+    return public_address()
+
+
+# -- one ssh session --------------------------------------------------------------------------
+
+class SSHSession:
+    """One ssh process running the remote half. The token goes on its stdin, which then stays
+    open as the remote command's lifeline; everything it prints (ssh's own errors and the
+    remote logs) goes to ``log_path``."""
+
+    def __init__(self, host: str, argv: list, log_path: str, python: str):
+        self.host = host
+        self.argv = argv
+        self.log_path = log_path
+        self.python = python
+        self.proc = None
+
+    def start(self, token: str):
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self.proc.stdin.write(token.encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass    # ssh already exited: problem() says why
+
+    def text(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def problem(self) -> str | None:
+        """Why the session ended, if it did."""
+        code = self.proc.poll() if self.proc is not None else None
+        if code is None:
+            return None
+        return describe_exit(self.host, code, self.text(), self.python, self.argv)
+
+    def hangup(self):
+        """Close the lifeline: the remote side stops its command."""
+        if self.proc is not None and self.proc.stdin and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+
+    async def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    async def stop(self, timeout: float = 5.0):
+        """Let the session end on its own for ``timeout`` s, then hang up, then kill ssh."""
+        if self.proc is None:
+            return
+        if not await self.wait(timeout):
+            self.hangup()
+            if not await self.wait(STOP_GRACE):
+                logger.warning("ssh session on %s did not end after hang-up; killing ssh "
+                               "(the remote side stops on its own)", self.host)
+                self.proc.terminate()
+                if not await self.wait(2.0):
+                    self.proc.kill()
+        self.hangup()
+        self.proc.wait()
+
+
+# -- jobs and the remote scheduler ------------------------------------------------------------
+
+class SSHJob(Job):
+    """``jobqueue worker`` (a nanny and its worker processes) on one host, in one ssh session."""
+
+    def __init__(self, cluster, name, index: int):
+        super().__init__(cluster, name)
+        self.index = index
+        self.host = cluster.worker_hosts[index]
+        self.session = cluster.session(index + 1, "worker", self.worker_args(),
+                                       os.path.join(cluster.log_directory, f"{name}.log"))
+
+    def worker_args(self) -> list:
+        c, o = self.cluster, self.cluster.worker_options
+        args = [c.scheduler_address, "--nthreads", o["nthreads"], "--nworkers", o["nworkers"],
+                "--memory-limit", o["memory_limit"], "--name", self.name,
+                "--death-timeout", f"{o['death_timeout']:g}"]
+        for key in ("interface", "host"):
+            if o[key]:
+                args += [f"--{key}", o[key]]
+        return args
+
+    def worker_names(self) -> list:
+        n = self.cluster.worker_options["nworkers"]
+        return [self.name] if n == 1 else [f"{self.name}-{i}" for i in range(n)]
+
+    async def start(self):
+        self.session.start(self.cluster.token)
+        self.state = "running"
+
+    def problem(self):
+        return self.session.problem()
+
+    async def close(self):
+        asked = await self.cluster.ask_workers_to_close(self.worker_names())
+        await self.session.stop(timeout=5.0 if asked else 0.0)
+
+    def logs(self) -> str:
+        return self.session.text()
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    address: str
+    name: str
+    nthreads: int
+    memory_limit: int
+
+
+class Snapshot:
+    """The part of a scheduler's state the Cluster base reads, from one ``scheduler-info``."""
+
+    def __init__(self, info: dict | None = None):
+        self.workers = {a: WorkerInfo(a, w["name"], w["nthreads"], w["memory_limit"])
+                        for a, w in ((info or {}).get("workers") or {}).items()}
+        self.names = {w.name: w for w in self.workers.values()}
+
+
+class RemoteScheduler:
+    """``jobqueue scheduler`` on the first host, started over ssh; this process talks to it as
+    a client. Offers what the Cluster base uses of an in-process Scheduler: ``address``,
+    ``state.workers``/``state.names`` (refreshed in the background), ``info()``, ``log.text()``,
+    ``retire_workers()``, ``start()`` and ``close()``. No dashboard (yet) for a remote one."""
+
+    dashboard_link = None
+
+    def __init__(self, cluster, port: int = 0, scheduler_file=None, poll: float = 0.1):
+        self.cluster = cluster
+        self.host = cluster.scheduler_host
+        self.token = cluster.token
+        self.scheduler_file = scheduler_file
+        self.poll = poll
+        args = ["--port", port]
+        for key in ("host", "interface"):
+            if cluster.scheduler_options.get(key):
+                args += [f"--{key}", cluster.scheduler_options[key]]
+        self.session = cluster.session(0, "scheduler", args,
+                                       os.path.join(cluster.log_directory, "scheduler.log"))
+        self.log = self.session
+        self.state = Snapshot()
+        self._info: dict = {"address": None, "workers": {}}
+        self.address = None
+        self.status = "init"
+        self.comm = None
+        self._lock = None
+        self._rid = 0
+        self._poller = None
+
+    async def start(self, timeout: float = 30.0):
+        self._lock = asyncio.Lock()
+        self.session.start(self.token)
+        try:
+            self.address = await self._wait_for_address(timeout)
+            self.comm = await connect(self.address, self.token)
+            await self.comm.write([{"op": "register-client", "id": f"{self.cluster.name}-ssh"}])
+            (reply,) = await self.comm.read()
+            if reply.get("op") != "welcome":
+                raise RuntimeError(f"the scheduler at {self.address} refused this cluster: "
+                                   f"{reply.get('message')}")
+            await self.refresh()
+        except BaseException:
+            if self.comm is not None:
+                self.comm.abort()
+            await self.session.stop(timeout=0.0)
+            raise
+        if self.scheduler_file:
+            from ..core.scheduler import write_scheduler_file
+
+            write_scheduler_file(self.scheduler_file, self.address, self.token)
+        self._poller = asyncio.get_running_loop().create_task(self._poll())
+        self.status = "running"
+        logger.info("scheduler on %s at %s", self.host, self.address)
+        return self
+
+    async def _wait_for_address(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = SCHEDULER_ADDRESS.search(self.session.text())
+            if found:
+                return found.group(1)
+            problem = self.session.problem()
+            if problem:
+                raise RuntimeError(f"the scheduler on {self.host!r} failed to start: {problem}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the scheduler on {self.host!r} did not report its address "
+                                   f"within {timeout:g} s; its output:\n{self.session.text()}")
+            await asyncio.sleep(0.02)
+
+    async def _request(self, op: str, **fields):
+        async with self._lock:
+            self._rid += 1
+            rid = self._rid
+            await self.comm.write([{"op": op, "rid": rid, **fields}])
+            while True:
+                for msg in await self.comm.read():
+                    if msg.get("op") == "reply" and msg.get("rid") == rid:
+                        if msg.get("error"):
+                            raise RuntimeError(f"scheduler at {self.address}: {msg['error']}")
+                        return msg.get("result")
+
+    async def refresh(self):
+        self._info = await self._request("scheduler-info")
+        self.state = Snapshot(self._info)
+
+    def _interval(self) -> float:
+        """Often while the cluster waits for workers to arrive; seldom otherwise (the
+        scheduler's answer grows with its workers and tasks)."""
+        waiting = any(n not in self.state.names for j in list(self.cluster.jobs.values())
+                      for n in j.worker_names())
+        return self.poll if waiting else max(self.poll, 1.0)
+
+    async def _poll(self):
+        while self.status == "running":
+            await asyncio.sleep(self._interval())
+            try:
+                await self.refresh()
+            except (CommClosedError, ProtocolError, OSError) as e:
+                if self.status == "running":
+                    logger.error("lost the scheduler on %s at %s: %s\n%s", self.host,
+                                 self.address, e, self.session.problem() or "")
+                    self.status = "lost"
+                return
+
+    def info(self) -> dict:
+        """The last ``scheduler-info``; asked afresh when called outside the event loop."""
+        if self.status == "running" and not loop_mod.in_loop_thread():
+            try:
+                loop_mod.sync(self.refresh(), 10.0)
+            except (CommClosedError, ProtocolError, OSError, TimeoutError) as e:
+                logger.warning("scheduler on %s did not answer: %s", self.host, e)
+        return self._info
+
+    async def retire_workers(self, workers) -> list:
+        return await self._request("retire-workers", workers=list(workers))
+
+    async def close_workers(self, workers) -> list:
+        return await self._request("close-workers", workers=list(workers))
+
+    async def close(self):
+        if self.status == "closed":
+            return
+        self.status = "closing"
+        if self._poller is not None:
+            self._poller.cancel()
+        if self.comm is not None:
+            try:
+                await self.comm.write([{"op": "close-client"}])
+            except CommClosedError:
+                pass
+            self.comm.abort()
+        await self.session.stop(timeout=0.0)  # hang up: the scheduler closes its workers, exits
+        if self.scheduler_file:
+            try:
+                os.unlink(self.scheduler_file)
+            except OSError:
+                pass
+        self.status = "closed"
+
+
+# -- the cluster ------------------------------------------------------------------------------
+
+class SSHCluster(Cluster):
+    """A scheduler on ``hosts[0]`` and one ``jobqueue worker`` per other host, over ssh.
+
+    ``connect_options``: ``username``, ``port``, ``config_file`` (-F), ``identity_file`` (-i),
+    ``known_hosts``, ``connect_timeout`` (10 s), ``options`` ({"Key": value} -> -o Key=value),
+    ``ssh_args`` (a list appended as is); one dict for all hosts or a list with one per host.
+    ``worker_options``: ``nthreads`` and ``memory_limit`` (default "auto": the host's cores and
+    memory), ``nworkers`` (processes per host, 1), ``death_timeout`` (30 s), ``interface`` or
+    ``host`` (what the workers listen on). ``scheduler_options``: ``port``, ``host``,
+    ``interface``. ``remote_python``: the python on the hosts (default: this one's path), or a
+    list with one per host. Defaults come from the ``ssh`` config section; other keyword
+    arguments go to :class:`~jobqueue.deploy.cluster.Cluster` (``name``, ``token``, ...).
+    """
+
+    kind = "ssh"
+
+    def __init__(self, hosts, connect_options=None, worker_options=None, scheduler_options=None,
+                 remote_python=None, *, profile=None, log_directory=None, **kwargs):
+        from .. import config
+
+        if isinstance(hosts, str) or len(hosts) < 2:
+            raise ValueError(f"SSHCluster needs a list of at least two hosts, the scheduler's "
+                             f"first, then the workers', e.g. ['localhost', 'node1'], "
+                             f"got {hosts!r}")
+        self.hosts = [check_host(h) for h in hosts]
+        self.scheduler_host, self.worker_hosts = self.hosts[0], self.hosts[1:]
+        per_host = [isinstance(x, (list, tuple)) for x in (connect_options, remote_python)]
+        settings = config.resolve("ssh", {
+            "connect_options": None if per_host[0] else connect_options,
+            "remote_python": None if per_host[1] else remote_python,
+            "worker_options": worker_options, "scheduler_options": scheduler_options},
+            profile=profile)
+        self.connect_options = self._per_host(
+            connect_options if per_host[0] else None, settings["connect_options"])
+        self.remote_python = self._per_host_python(
+            remote_python if per_host[1] else None, settings["remote_python"])
+        self.worker_options = worker_settings(settings["worker_options"])
+        self.scheduler_options = _options(settings["scheduler_options"], SCHEDULER_KEYS,
+                                          "scheduler_options")
+        self.workers_per_job = self.worker_options["nworkers"]
+        self.log_directory = log_directory or tempfile.mkdtemp(prefix="jobqueue-ssh-")
+        os.makedirs(self.log_directory, exist_ok=True)
+        self._closed_jobs = []
+        self.local_scheduler = is_this_machine(self.scheduler_host)
+        host = (local_scheduler_host(self.scheduler_host, self.worker_hosts,
+                                     self.scheduler_options)
+                if self.local_scheduler else self.scheduler_host)
+        super().__init__(host=host, scheduler_port=int(self.scheduler_options.get("port") or 0),
+                         **kwargs)
+        try:
+            self.scale(jobs=len(self.worker_hosts))
+        except BaseException:
+            self.close()
+            raise
+
+    def _per_host(self, given, configured) -> list:
+        base = {**CONNECT_DEFAULTS,
+                **_options(configured, CONNECT_KEYS, "connect_options", CONNECT_ALIASES)}
+        if given is None:
+            return [base] * len(self.hosts)
+        if len(given) != len(self.hosts):
+            raise ValueError(f"SSHCluster connect_options: a list needs one dict per host "
+                             f"({len(self.hosts)}), got {len(given)}")
+        return [{**base, **_options(g, CONNECT_KEYS, "connect_options", CONNECT_ALIASES)}
+                for g in given]
+
+    def _per_host_python(self, given, configured) -> list:
+        if given is None:
+            return [configured or sys.executable] * len(self.hosts)
+        if len(given) != len(self.hosts):
+            raise ValueError(f"SSHCluster remote_python: a list needs one path per host "
+                             f"({len(self.hosts)}), got {len(given)}")
+        return [str(p) for p in given]
+
+    def session(self, index: int, role: str, args, log_path: str) -> SSHSession:
+        """An ssh session to ``hosts[index]`` running the remote half with ``role`` and args."""
+        host, python = self.hosts[index], self.remote_python[index]
+        argv = ssh_argv(host, self.connect_options[index])
+        return SSHSession(host, argv + [remote_command(python, role, args)], log_path, python)
+
+    def _new_scheduler(self, **options):
+        if self.local_scheduler:
+            return super()._new_scheduler(**options)
+        return RemoteScheduler(self, port=options["port"],
+                               scheduler_file=options.get("scheduler_file"))
+
+    def new_job(self, name) -> Job:
+        live = collections.Counter(j.index for j in self.jobs.values()
+                                   if j.state not in ("closing", "closed"))
+        index = min(range(len(self.worker_hosts)), key=lambda i: live[i])
+        return SSHJob(self, name, index)
+
+    async def ask_workers_to_close(self, names) -> bool:
+        """Ask the scheduler to close these workers; False if none of them is connected."""
+        s = self.scheduler
+        connected = [n for n in names if n in s.state.names]
+        if not connected:
+            return False
+        if isinstance(s, RemoteScheduler):
+            if s.status != "running":
+                return False
+            try:
+                await s.close_workers(connected)
+            except (CommClosedError, ProtocolError, RuntimeError) as e:
+                logger.warning("could not ask the scheduler to close %s: %s", connected, e)
+                return False
+            return True
+        for name in connected:
+            bs = s.worker_streams.get(s.state.names[name].address)
+            if bs is not None:
+                bs.send({"op": "close", "reason": "cluster scaled down or closed"})
+        return True
+
+    async def _wait_for_jobs(self, jobs, timeout=60.0):
+        try:
+            await super()._wait_for_jobs(jobs, timeout)
+        except TimeoutError as e:
+            arrived = self.scheduler.state.names
+            said = [f"{j.name} on {j.host!r}:\n  " + "\n  ".join(
+                        j.logs().strip().splitlines()[-10:] or ["(no output yet)"])
+                    for j in jobs if any(n not in arrived for n in j.worker_names())]
+            raise TimeoutError(f"{e}; their ssh sessions said:\n" + "\n".join(said)) from None
+
+    async def _close_job(self, job):
+        await super()._close_job(job)
+        self._closed_jobs.append(job)
