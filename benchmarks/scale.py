@@ -31,16 +31,31 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 async def fake_worker(address, token, name, counters):
     from jobqueue.core.comm import connect
 
-    comm = await connect(address, token, timeout=60)
+    for attempt in range(20):  # as real workers do: retry while the scheduler is swamped
+        try:
+            comm = await connect(address, token, timeout=60)
+            break
+        except OSError:
+            await asyncio.sleep(0.1 * (attempt + 1))
+    else:
+        raise RuntimeError(f"fake worker {name} could not connect")
     await comm.write([{"op": "register-worker", "address": f"tcp://fake-{name}:1",
                        "name": name, "nthreads": 1, "memory_limit": 0}])
     (reply,) = await comm.read()
     assert reply["op"] == "welcome", reply
     counters["registered"] += 1
+
+    async def heartbeats():  # or the scheduler removes us after worker-ttl
+        while True:
+            await asyncio.sleep(10)
+            comm.write_nowait([{"op": "heartbeat", "metrics": {}}])
+
+    beat = asyncio.ensure_future(heartbeats())
     while True:
         try:
             msgs = await comm.read()
         except Exception:
+            beat.cancel()
             return
         now = time.time()
         done = [{"op": "task-finished", "key": m["key"], "nbytes": 28, "type": "int",

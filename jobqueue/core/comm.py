@@ -277,7 +277,8 @@ class Listener:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(lambda: _ServerProtocol(self),
-                                               host or None, port, reuse_address=True)
+                                               host or None, port, reuse_address=True,
+                                               backlog=4096)  # 1,000 workers arrive at once
         self.port = self.server.sockets[0].getsockname()[1]
         return self.port
 

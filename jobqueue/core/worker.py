@@ -248,6 +248,11 @@ class Worker:
                 return
             logger.warning("lost the scheduler at %s (%s); reconnecting for up to %g s",
                            self.scheduler_address, e, self.death_timeout)
+        except Exception:
+            if self.status != "running":
+                return
+            logger.exception("error handling a message from the scheduler; reconnecting")
+            comm.abort()
         self._reset()
         try:
             await self._connect(self.death_timeout)

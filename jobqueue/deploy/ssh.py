@@ -45,8 +45,11 @@ logger = logging.getLogger("jobqueue.ssh")
 REMOTE_MODULE = "jobqueue.deploy.ssh_remote"
 # connect_options -> ssh flags; also "options" ({"Key": value} -> -o Key=value) and "ssh_args".
 CONNECT_FLAGS = {"config_file": "-F", "port": "-p", "username": "-l", "identity_file": "-i"}
-CONNECT_KEYS = (*CONNECT_FLAGS, "known_hosts", "connect_timeout", "options", "ssh_args")
-CONNECT_DEFAULTS = {"connect_timeout": 10}
+CONNECT_KEYS = (*CONNECT_FLAGS, "known_hosts", "connect_timeout", "server_alive_interval",
+                "options", "ssh_args")
+# A vanished host ends its session after 4 unanswered keepalives: the job shows as failed, and
+# an ssh client orphaned by a killed cluster process does not wait for it forever.
+CONNECT_DEFAULTS = {"connect_timeout": 10, "server_alive_interval": 15}
 CONNECT_ALIASES = {"user": "username", "client_keys": "identity_file"}
 WORKER_DEFAULTS = {"nthreads": "auto", "nworkers": 1, "memory_limit": "auto",
                    "death_timeout": 30.0, "interface": None, "host": None}
@@ -125,6 +128,9 @@ def ssh_argv(host: str, options: dict) -> list:
         argv += ["-o", f"UserKnownHostsFile={os.path.expanduser(options['known_hosts'])}"]
     if options.get("connect_timeout") is not None:
         argv += ["-o", f"ConnectTimeout={int(options['connect_timeout'])}"]
+    if options.get("server_alive_interval") is not None:
+        argv += ["-o", f"ServerAliveInterval={int(options['server_alive_interval'])}",
+                 "-o", "ServerAliveCountMax=4"]
     for key, value in (options.get("options") or {}).items():
         argv += ["-o", f"{key}={value}"]
     argv += [str(a) for a in options.get("ssh_args") or ()]
@@ -487,7 +493,8 @@ class SSHCluster(Cluster):
     """A scheduler on ``hosts[0]`` and one ``jobqueue worker`` per other host, over ssh.
 
     ``connect_options``: ``username``, ``port``, ``config_file`` (-F), ``identity_file`` (-i),
-    ``known_hosts``, ``connect_timeout`` (10 s), ``options`` ({"Key": value} -> -o Key=value),
+    ``known_hosts``, ``connect_timeout`` (10 s), ``server_alive_interval`` (15 s; None: as
+    ssh_config says), ``options`` ({"Key": value} -> -o Key=value),
     ``ssh_args`` (a list appended as is); one dict for all hosts or a list with one per host.
     ``worker_options``: ``nthreads`` and ``memory_limit`` (default "auto": the host's cores and
     memory), ``nworkers`` (processes per host, 1), ``death_timeout`` (30 s), ``interface`` or

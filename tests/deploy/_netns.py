@@ -17,6 +17,7 @@ whose owner died are cleaned up by the next claim.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -89,6 +90,12 @@ class Hosts:
                  if os.path.exists(f"/run/netns/{self.name(i)}")]
         with ThreadPoolExecutor(max(1, len(names))) as pool:
             list(pool.map(lambda name: _run("bash", stop, name, check=False), names))
+        for i in range(self.n):     # what a failed test left behind: a namespace outlives
+            for pid in self.pids(i):  # its mount point while any process is in it
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         for i in range(self.n):
             _run("ip", "netns", "del", self.name(i), check=False)
             _run("ip", "link", "del", f"jq{self.slot}v{i}", check=False)
@@ -97,6 +104,8 @@ class Hosts:
         _run("ip", "link", "del", self.bridge, check=False)
 
     def pids(self, i: int) -> list:
+        if not os.path.exists(f"/run/netns/{self.name(i)}"):
+            return []
         out = _run("ip", "netns", "pids", self.name(i), check=False)
         return [int(p) for p in out.stdout.split()]
 
