@@ -50,6 +50,7 @@ class BatchJob(Job):
         self.stale = False
         self.raw_id = ""
         self.submitted = time.time()
+        self.started = None          # when it was first seen running (time.time())
         self.workers: set = set()
         self.ever_connected: set = set()
         self.cancel_requested = False
@@ -63,6 +64,13 @@ class BatchJob(Job):
         """The job has ended (or left the queue): it will bring no more workers."""
         return self.state.terminal or self.gone
 
+    @property
+    def ends_at(self):
+        """When the batch system will end it (start + walltime), if known: adaptive scaling
+        replaces jobs before that."""
+        walltime = self.cluster.settings.get("walltime")
+        return self.started + walltime if self.started and walltime else None
+
     def worker_names(self) -> list:
         n = self.cluster.processes
         return [self.name] if n == 1 else [f"{self.name}-{i}" for i in range(n)]
@@ -72,6 +80,8 @@ class BatchJob(Job):
         self.missing_since = None
         self.state, self.reason, self.native = status.state, status.reason, status.native
         self.stuck = status.cancel
+        if self.state is JobState.RUNNING and self.started is None:
+            self.started = time.time()
         if status.raw_id and status.state is not JobState.PENDING:
             self.raw_id = status.raw_id
 
@@ -156,7 +166,8 @@ class JobQueueCluster(Cluster):
     walltime, job_name, job_extra_directives, job_directives_skip, job_script_prologue,
     worker_extra_args, interface, local_directory, log_directory, python, shebang,
     death_timeout, submit_command_extra, cancel_command_extra, template, job_array,
-    poll_interval, max_jobs. ``profile="name"`` applies a named set of overrides first.
+    poll_interval, max_jobs. ``profile="name"`` (or ``config_name="name"``) applies a named
+    set of overrides first.
     Everything is checked here: a wrong name or value raises ConfigError saying where it came
     from and what is allowed.
     """
@@ -164,15 +175,22 @@ class JobQueueCluster(Cluster):
     system: BatchSystem = None
     command_timeout = 60.0
 
-    def __init__(self, *, profile=None, name=None, **settings):
+    def __init__(self, *, profile=None, name=None, config_name=None, **settings):
         if self.system is None:
             raise TypeError("JobQueueCluster is a base class: use SLURMCluster, PBSCluster or "
                             "SGECluster")
+        if config_name is not None:                  # dask-jobqueue's name for a profile
+            if profile not in (None, config_name):
+                raise TypeError("give profile or config_name (two names for one thing), "
+                                "not both")
+            profile = config_name
         self.kind = self.system.name
         self.settings = script_mod.settings(self.system.name, settings, profile)
         s = self.settings
         self.processes, self.threads = script_mod.split_cores(s["cores"], s.get("processes"))
         self.workers_per_job = self.processes
+        self.threads_per_job = self.processes * self.threads
+        self.max_jobs = s.get("max_jobs")
         self.job_name = s["job_name"]
         self.log_directory = os.path.abspath(s.get("log_directory") or os.getcwd())
         self.python = s.get("python") or sys.executable
@@ -231,7 +249,8 @@ class JobQueueCluster(Cluster):
         """Have *jobs* jobs queued or running (or enough for *n* workers, *cores*, *memory*).
 
         Returns once the jobs are submitted or cancelled; ``wait=True`` then waits for their
-        workers (see wait_for_workers)."""
+        workers (see wait_for_workers). It turns adaptive scaling off."""
+        self._stop_adaptive("scale() was called")
         target = self._jobs_for(n, jobs, cores, memory)
         self._sync(self._scale_to(target))
         if wait:
@@ -251,13 +270,16 @@ class JobQueueCluster(Cluster):
         if len(live) < target:
             await self._submit(target - len(live))
         elif len(live) > target:
-            victims = self._removal_order(live)[:len(live) - target]
-            # Gracefully first: results only their workers hold move to other workers.
-            connected = self.scheduler.state.names
-            names = [n for j in victims for n in j.worker_names() if n in connected]
-            if names:
-                await self.scheduler.retire_workers(names)
-            await self._cancel(victims)
+            await self.retire_jobs(self._removal_order(live)[:len(live) - target])
+
+    async def retire_jobs(self, jobs):
+        """Scale down gracefully: results that only these jobs' workers hold move to other
+        workers, then the jobs are cancelled with one command (they stay in ``jobs``)."""
+        connected = self.scheduler.state.names
+        names = [n for j in jobs for n in j.worker_names() if n in connected]
+        if names:
+            await self.scheduler.retire_workers(names)
+        await self._cancel(jobs)
 
     @staticmethod
     def _removal_order(jobs) -> list:
@@ -409,6 +431,7 @@ class JobQueueCluster(Cluster):
             job.ever_connected |= job.workers
             if job.workers and job.state is JobState.PENDING:
                 job.state, job.reason = JobState.RUNNING, ""
+                job.started = job.started or time.time()
 
     async def _after_poll(self):
         """Cancel jobs stuck in an error state; report ended jobs; close their workers."""
@@ -518,6 +541,7 @@ class JobQueueCluster(Cluster):
         if self.status in ("closing", "closed"):
             return
         self.status = "closing"
+        self._stop_adaptive("the cluster is closing")
 
         async def close():
             if self._poller is not None:

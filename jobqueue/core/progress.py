@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from .client import ERROR, FINISHED, PENDING, _collect
+from .client import FINISHED, PENDING, _collect
 
 
 def progress(*futures, notebook=None, interval: float = 0.1, file=None, width: int = 40):

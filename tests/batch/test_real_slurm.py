@@ -6,7 +6,7 @@ import pytest
 
 from _realsystem import RealSystemTests, wait_until
 from conftest import needs_service
-from jobqueue import SLURMCluster
+from jobqueue import Client, SLURMCluster
 from jobqueue.batch.slurm import Slurm
 
 pytestmark = pytest.mark.slurm
@@ -57,3 +57,15 @@ class TestSLURM(RealSystemTests):
         assert job.workers == {f"{job.name}-0", f"{job.name}-1"}
         assert all(a.startswith("tcp://127.0.0.1:") for a in cluster.workers)
         assert "--interface lo" in cluster.job_script()
+
+    def test_adapt_submits_for_the_load_and_cancels_idle_jobs(self, make):
+        cluster = make()
+        cluster.adapt(minimum_jobs=0, maximum_jobs=3, interval="0.5s", wait_count=2,
+                      target_duration="1s")
+        with Client(cluster) as client:
+            slow = lambda x: (__import__("time").sleep(0.5), x)[1]     # noqa: E731
+            assert sum(client.gather(client.map(slow, range(30)))) == sum(range(30))
+        assert cluster.runner.calls["sbatch"] >= 1
+        wait_until(lambda: not cluster.live_jobs(), 30, "idle jobs should be cancelled")
+        wait_until(lambda: not cluster.workers, 30, "their workers should leave")
+        assert all(j.cancel_requested for j in cluster.jobs.values())

@@ -114,13 +114,33 @@ def test_dashboard_in_chromium_matches_scheduler(tmp_path):
                 if view in ("workers", "jobs"):
                     assert n == 2
                 time.sleep(0.5)
-                print(f"dashboard screenshot: {browser.screenshot(tmp_path / f'dashboard-{view}.png')}")
+                shot = browser.screenshot(tmp_path / f"dashboard-{view}.png")
+                print(f"dashboard screenshot: {shot}")
             assert "running" in browser.evaluate("document.querySelector('#jobs-table').innerText")
             # the page follows the computation: release the blocked tasks and watch it count
             browser.evaluate("document.querySelector('nav a[data-nav=\"status\"]').click()")
             gate.touch()
             client.gather(held)
-            browser.wait_for(f"Number({metric.format('done')}) === 310", what="310 done on the page")
+            browser.wait_for(f"Number({metric.format('done')}) === 310",
+                             what="310 done on the page")
+            assert browser.errors == []
+
+
+@pytest.mark.browser
+def test_dashboard_link_with_token_opens_in_chromium(tmp_path, token_required):
+    needs_service(os.access(CHROMIUM, os.X_OK), f"headless chromium ({CHROMIUM})")
+    with LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as cluster:
+        link = cluster.dashboard_link
+        assert "?token=" in link
+        with Browser(tmp_path / "chromium") as browser:
+            browser.open(link.split("?")[0])          # without the token: refused
+            browser.wait_for("document.body.innerText.startsWith('403 Forbidden')")
+            browser.open(link)                        # the link: the cookie takes over
+            browser.wait_for("document.body.dataset.ready === 'true'", what="page with data")
+            assert browser.evaluate("location.search") == ""
+            assert browser.evaluate("document.querySelector('[data-metric=\"workers\"]')"
+                                    ".dataset.value") == "1"
+            assert browser.evaluate("document.cookie") == ""   # HttpOnly: scripts cannot read it
             assert browser.errors == []
 
 
@@ -239,8 +259,8 @@ def test_token_mode_refuses_without_token_and_reveals_nothing(token_required):
         port = str(urlsplit(link).port)
         secrets_ = [token, cluster.token, cluster.scheduler_address, cluster.name,
                     *cluster.scheduler.state.names, "inc"]
-        wrong = [{}, {"Authorization": "Bearer nope"}, {"Cookie": f"jobqueue-dashboard-{port}=nope"},
-                 {"Authorization": f"Basic {token}"}]
+        wrong = [{}, {"Authorization": "Bearer nope"},
+                 {"Cookie": f"jobqueue-dashboard-{port}=nope"}, {"Authorization": f"Basic {token}"}]
         for route in ROUTES:
             for headers in wrong:
                 for path in (route, route + ("&" if "?" in route else "?") + "token=nope"):
@@ -251,7 +271,7 @@ def test_token_mode_refuses_without_token_and_reveals_nothing(token_required):
                     assert not any(s in body for s in secrets_)
         # the link's ?token= sets a cookie, and pages drop the token from the address bar
         status, h, _ = get(link, f"/workers?token={token}&x=1")
-        assert status == 302 and h["Location"] == "/workers?x=1"
+        assert status == 302 and h["Location"] == "workers?x=1"
         cookie = h["Set-Cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
         for route in ROUTES:

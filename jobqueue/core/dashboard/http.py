@@ -74,11 +74,11 @@ class Guarded(tornado.web.RequestHandler):
 
 class PageHandler(Guarded):
     def on_token_in_query(self):
-        rest = [(k, v) for k, vs in self.request.query_arguments.items() if k != "token"
-                for v in vs]
-        target = self.request.path + (f"?{urlencode([(k, v.decode()) for k, v in rest])}"
-                                      if rest else "")
-        self.redirect(target)
+        rest = [(k, v.decode()) for k, vs in self.request.query_arguments.items()
+                if k != "token" for v in vs]
+        # relative, so that it stays under a proxy's prefix (/proxy/8787/workers)
+        target = self.request.path.rsplit("/", 1)[-1] or "./"
+        self.redirect(target + (f"?{urlencode(rest)}" if rest else ""))
 
     def get(self, page=None):
         if page is None:
