@@ -123,22 +123,44 @@ def run_map(client, sproc, n):
 
 
 def queued_memory(client, sproc, n):
-    """Scheduler RSS per task waiting in its queue: tasks submitted while no worker can run them
-    (restricted to a worker that does not exist)."""
-    import gc
-
+    """Scheduler RSS growth per task waiting in its queue: submitted while no worker is
+    connected, so every task sits in the scheduler's queue (state "queued")."""
     r0 = sproc.memory_info().rss
-    futures = client.map(abs, range(n), key=f"held-{n}", workers=["nobody"])
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        info = client.scheduler_info()
-        if info["tasks"].get("no-worker", 0) >= n:
-            break
+    futures = client.map(abs, range(n), key=f"held-{n}")
+    deadline = time.time() + 300
+    while client.scheduler_info()["tasks"].get("queued", 0) < n:
+        if time.time() > deadline:
+            raise RuntimeError("the tasks did not reach the scheduler's queue")
         time.sleep(0.2)
     r1 = sproc.memory_info().rss
     del futures
-    gc.collect()
+    while client.scheduler_info()["tasks"] and time.time() < deadline:
+        time.sleep(0.2)  # forgotten again before the workers arrive
     return round((r1 - r0) / n, 1)
+
+
+def state_bytes_per_queued_task(n=200_000):
+    """Bytes the scheduler's state retains per queued task (tracemalloc, in this process):
+    what RSS growth would show without the transient buffers of decoding the message."""
+    import gc
+    import tracemalloc
+
+    from jobqueue.core.scheduler_state import SchedulerState
+
+    s = SchedulerState()
+    s.add_client("c")
+    rows = [[f"abs-{n}-0123abcd-{i}", "abs", "f0123456789abcdef012", b"\x80\x05\x95\x0c" * 6,
+             [], None, 0] for i in range(n)]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    s.update_graph("c", rows, {"f0123456789abcdef012": b"F"})
+    del rows
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert sum(t.state == "queued" for t in s.tasks.values()) == n
+    return round((after - before) / n, 1)
 
 
 def run_graph(client, sproc, n):
@@ -177,7 +199,7 @@ def main():
 
     nworkers = 200 if args.quick else args.workers
     sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
-    results = {"workers": nworkers}
+    results = {"workers": nworkers, "state_bytes_per_queued_task": state_bytes_per_queued_task()}
     with tempfile.TemporaryDirectory() as tmp:
         sproc, sched_file, info = start_scheduler(tmp)
         sp = psutil.Process(sproc.pid)
@@ -185,6 +207,9 @@ def main():
         try:
             env = dict(os.environ, JOBQUEUE_TOKEN=info["token"])
             with Client(scheduler_file=sched_file) as client:
+                # first, on a fresh scheduler with no workers: memory per queued task
+                results["queued_bytes_per_task"] = queued_memory(
+                    client, sp, 100_000 if args.quick else 1_000_000)
                 rss0 = sp.memory_info().rss
                 t0 = time.perf_counter()
                 per = -(-nworkers // args.processes)
@@ -202,9 +227,6 @@ def main():
                 results["sched_rss_mb_with_workers"] = round(sp.memory_info().rss / 2**20, 1)
                 results["sched_rss_kb_per_worker"] = round(
                     (sp.memory_info().rss - rss0) / nworkers / 1024, 1)
-                # first, on a fresh heap: RSS growth per task held in the scheduler's queue
-                results["queued_bytes_per_task"] = queued_memory(
-                    client, sp, 100_000 if args.quick else 1_000_000)
                 run_map(client, sp, 2000)  # warm up
                 profiler = None
                 if args.profile:  # sample the scheduler process while the maps run
@@ -240,7 +262,9 @@ def print_table(r):
     g = r["graph"]
     print(f"  {'graph (deps)':<22}{g['tasks']:>10}{g['wall_s']:>9}{g['tasks_per_s']:>10}"
           f"{g['sched_cpu_us_per_task']:>20}")
-    print(f"  scheduler memory per task waiting in its queue: {r['queued_bytes_per_task']} bytes")
+    print(f"  scheduler memory per task waiting in its queue: {r['queued_bytes_per_task']} bytes "
+          f"of RSS growth (incl. decoding the message), {r['state_bytes_per_queued_task']} "
+          f"bytes retained by the state (tracemalloc)")
 
 
 if __name__ == "__main__":

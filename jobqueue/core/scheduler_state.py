@@ -248,26 +248,31 @@ class SchedulerState:
 
     def _decide_worker(self, ts):
         """The running worker holding most of the task's input bytes; ties: least occupied."""
+        allowed = None
         if ts.restrictions is not None:
-            candidates = [ws for ws in (self.workers.get(a) or self.names.get(a)
-                                        for a in ts.restrictions)
-                          if ws is not None and ws.status == "running"]
-        else:
-            candidates = None
+            allowed = [ws for ws in (self.workers.get(a) or self.names.get(a)
+                                     for a in ts.restrictions)
+                       if ws is not None and ws.status == "running"]
         if ts.dependencies:
-            score: dict = defaultdict(int)
+            score: dict = {}
             for d in ts.dependencies:
+                nb = d.nbytes + 1
                 for ws in d.who_has:
-                    if ws.status == "running":
-                        score[ws] += d.nbytes + 1
-            pool = [ws for ws in candidates if ws in score] if candidates is not None else list(score)
-            if pool:
-                return max(pool, key=lambda ws: (score[ws], -len(ws.processing) / ws.nthreads))
-        if candidates is None:
-            candidates = [ws for ws in self.workers.values() if ws.status == "running"]
-        if not candidates:
+                    score[ws] = score.get(ws, 0) + nb
+            best, best_score, best_occ = None, -1, 0.0
+            for ws, sc in score.items():
+                if ws.status != "running" or (allowed is not None and ws not in allowed):
+                    continue
+                occ = len(ws.processing) / ws.nthreads
+                if sc > best_score or (sc == best_score and occ < best_occ):
+                    best, best_score, best_occ = ws, sc, occ
+            if best is not None:
+                return best
+        if allowed is None:
+            allowed = [ws for ws in self.workers.values() if ws.status == "running"]
+        if not allowed:
             return None
-        return min(candidates, key=lambda ws: len(ws.processing) / ws.nthreads)
+        return min(allowed, key=lambda ws: len(ws.processing) / ws.nthreads)
 
     def _capacity(self, ws):
         if ws.status != "running":
