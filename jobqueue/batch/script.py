@@ -44,6 +44,8 @@ token_file            file holding the cluster's token (mode 0600, read by the j
 scheduler_address     tcp://host:port the workers connect to
 python                interpreter that runs the worker
 death_timeout         seconds a worker waits for an unreachable scheduler before exiting
+lifetime              seconds before a worker retires itself (walltime less a margin), or None
+lifetime_stagger      seconds of random spread on lifetime
 interface             network interface the workers listen on, or None
 worker_extra_args     list of extra arguments to `jobqueue worker`
 """
@@ -165,6 +167,22 @@ def _mib(nbytes: int) -> int:
     return max(1, math.ceil(nbytes / 2 ** 20))
 
 
+def worker_lifetime(walltime) -> dict:
+    """How long workers stay before retiring themselves: config worker.lifetime, or, for a job
+    with a walltime, the walltime less a margin (10%, between 30 s and 10 min) to move results
+    and start replacements; staggered over half the margin so workers do not leave together."""
+    from .. import config
+
+    lifetime = config.get("worker.lifetime", None)
+    stagger = config.get("worker.lifetime-stagger", 0.0) or 0.0
+    if lifetime is None and walltime:
+        margin = min(max(0.1 * walltime, 30.0), 600.0)
+        lifetime, stagger = max(walltime - margin, 0.5 * walltime), margin / 2
+    if not lifetime:
+        return {"lifetime": None, "lifetime_stagger": None}
+    return {"lifetime": f"{lifetime:g}", "lifetime_stagger": f"{stagger:g}"}
+
+
 def context(settings: dict, *, scheduler_address: str, token_file: str, python: str,
             log_directory: str, death_timeout: float) -> dict:
     """The variables a template sees (see CONTEXT_DOC), from checked settings."""
@@ -188,6 +206,7 @@ def context(settings: dict, *, scheduler_address: str, token_file: str, python: 
         "log_directory": log_directory, "local_directory": s.get("local_directory"),
         "token_file": token_file, "scheduler_address": scheduler_address, "python": python,
         "death_timeout": f"{death_timeout:g}", "interface": s.get("interface"),
+        **worker_lifetime(walltime),
         "worker_extra_args": list(s.get("worker_extra_args") or ()),
     }
 

@@ -153,7 +153,20 @@ def test_worker_command_carries_each_setting(isolated_config, kind):
     options = dict(zip(argv[5::2], argv[6::2]))
     assert options == {"--nthreads": "4", "--nworkers": "2", "--memory-limit": "16000000000",
                        "--name": "jobqueue-worker-ID", "--death-timeout": "120",
-                       "--interface": "ib0", "--host": "10.0.0.9"}
+                       "--interface": "ib0", "--host": "10.0.0.9",
+                       # default walltime 30 min: retire 10% (3 min) early, spread over 90 s
+                       "--lifetime": "1620", "--lifetime-stagger": "90"}
+
+
+@pytest.mark.parametrize("walltime,lifetime,stagger", [
+    ("00:02:00", "90", "15"),      # margin at least 30 s
+    ("01:00:00", "3240", "180"),   # 10%
+    ("24:00:00", "85800", "300"),  # margin at most 10 min
+])
+def test_workers_retire_before_walltime(isolated_config, walltime, lifetime, stagger):
+    options = dict(zip(*(lambda a: (a[5::2], a[6::2]))(worker_argv(
+        render("slurm", cores=1, memory="1GB", walltime=walltime)))))
+    assert (options["--lifetime"], options["--lifetime-stagger"]) == (lifetime, stagger)
 
 
 @pytest.mark.parametrize("kind", SYSTEMS)

@@ -27,4 +27,4 @@ fi
 export JOBQUEUE_TOKEN
 exec /opt/conda/bin/python3 -m jobqueue worker tcp://10.1.2.3:8786 \
     --nthreads 2 --nworkers 2 --memory-limit 8000000000 \
-    --name "jobqueue-worker-${JOBQUEUE_JOB_ID}" --death-timeout 60
+    --name "jobqueue-worker-${JOBQUEUE_JOB_ID}" --death-timeout 60 --lifetime 1620 --lifetime-stagger 90

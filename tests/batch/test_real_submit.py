@@ -1,0 +1,181 @@
+"""`jobqueue submit` against the real SLURM that ci/slurm/start.sh runs.
+
+Each test gives its jobs a name of their own, so `squeue -n NAME` shows exactly its jobs (other
+tests may share the batch system), and checks that none are left when the command is done.
+"""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from _realsystem import wait_until
+from conftest import needs_service
+
+pytestmark = pytest.mark.slurm
+
+SWEEP = str(Path(__file__).resolve().parents[2] / "examples" / "parameter_sweep.py")
+
+
+def slurm_running() -> bool:
+    if not shutil.which("sbatch"):
+        return False
+    out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
+    return "is UP" in out.stdout
+
+
+@pytest.fixture(scope="module")
+def service():
+    needs_service(slurm_running(), "SLURM (ci/slurm/start.sh)")
+
+
+@pytest.fixture
+def name(service):
+    """A job name of this test's own; no job by that name may be left in the queue after it."""
+    name = f"jqt-{uuid.uuid4().hex[:8]}"
+    yield name
+    left = queued(name)
+    if left:
+        subprocess.run(["scancel", "-n", name], capture_output=True)
+    assert not left, f"jobs {left} were left in the queue"
+
+
+def queued(name: str) -> list:
+    """Ids of the jobs named name that squeue lists (pending, running, completing)."""
+    out = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i %T"], capture_output=True,
+                         text=True, timeout=30, check=True)
+    return [line.split()[0] for line in out.stdout.splitlines()
+            if line.split()[1] not in ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT")]
+
+
+def command(tmp_path, name, *extra) -> list:
+    return [sys.executable, "-m", "jobqueue", "submit", "--cluster", "slurm", "--cores", "1",
+            "--memory", "500MB", "--walltime", "10m", "--poll-interval", "0.5", "--job-name",
+            name, "--log-directory", str(tmp_path / "logs"), *extra]
+
+
+def environment(tmp_path) -> dict:
+    """This environment without JOBQUEUE_* variables, and a home of the test's own (the
+    scheduler file goes there; the token file too, on the filesystem the jobs share)."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_")}
+    env["HOME"] = str(home)
+    return env
+
+
+def test_submit_runs_the_sweep_and_leaves_no_jobs(tmp_path, name):
+    started = time.monotonic()
+    out = subprocess.run(command(tmp_path, name, "--jobs", "2", SWEEP, "--angles", "9"),
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env=environment(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "parameter sweep: 36 runs, best angle without drag 45.0 degrees" in out.stdout
+    err = out.stderr
+    ids = re.search(r"submitted 2 jobs \((\d+_0) (\d+_1)\)", err).groups()
+    assert "dashboard: " in err
+    assert "parameter_sweep.py exited with code 0" in err
+    assert re.search(r"jobs of slurm-\w+: 2 cancelled", err)
+    # one worker may have done it all before the other job started (a busy batch system)
+    assert any(f"{job_id}: running, 1/1 workers -> cancelled" in err for job_id in ids), err
+    assert all(re.search(rf"{job_id}: \w+.*-> cancelled", err) for job_id in ids), err
+    wait_until(lambda: not queued(name), 30, "the jobs should leave the queue")
+    print(f"submit --jobs 2 with the sweep: {time.monotonic() - started:.1f} s")
+
+
+def test_sigint_mid_way_cancels_every_job(tmp_path, name):
+    proc = subprocess.Popen(command(tmp_path, name, "--jobs", "2", SWEEP, "--angles", "60",
+                                    "--drags", "50", "--dt", "1e-4"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, env=environment(tmp_path))
+    try:
+        line = proc.stdout.readline()            # the first result is in: mid-way
+        assert line.startswith("progress: 1/3000 runs"), line
+        assert len(queued(name)) == 2
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "SIGINT: stopping the script, then cancelling every job" in err
+    assert "parameter sweep:" not in out
+    assert re.search(r"jobs of slurm-\w+: 2 cancelled", err)
+    wait_until(lambda: not queued(name), 30, "the jobs should leave the queue")
+
+
+def test_sigterm_before_the_workers_start_cancels_every_job(tmp_path, name):
+    proc = subprocess.Popen(command(tmp_path, name, "--jobs", "2", SWEEP),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, env=environment(tmp_path))
+    try:
+        wait_until(lambda: len(queued(name)) == 2, 30, "two jobs should be submitted")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    wait_until(lambda: not queued(name), 30, "the jobs should leave the queue")
+
+
+def test_rejected_submission_exits_1_with_sbatchs_message(tmp_path, name):
+    script = tmp_path / "s.py"
+    script.write_text("open('ran', 'w')\n")
+    out = subprocess.run(command(tmp_path, name, "--queue", "nosuch", str(script)),
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env=environment(tmp_path))
+    assert out.returncode == 1
+    assert "sbatch --parsable" in out.stderr
+    assert "invalid partition specified: nosuch" in out.stderr
+    assert not (tmp_path / "ran").exists()
+
+
+def test_jobs_that_fail_stop_the_script(tmp_path, name):
+    out = subprocess.run(command(tmp_path, name, "--jobs", "2", "--python", "/nonexistent/python",
+                                 SWEEP), capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env=environment(tmp_path))
+    assert out.returncode == 1, out.stderr
+    assert "all 2 jobs ended before any of their workers connected; stopping the script" \
+        in out.stderr
+    assert "/nonexistent/python" in out.stderr          # the log tail says why
+    wait_until(lambda: not queued(name), 30, "the jobs should leave the queue")
+
+
+def test_adapt_scales_with_the_load_and_cancels_at_the_end(tmp_path, name):
+    out = subprocess.run(command(tmp_path, name, "--adapt", "0:2", SWEEP, "--angles", "20",
+                                 "--drags", "10", "--dt", "2e-4"),
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env=environment(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "parameter sweep: 200 runs" in out.stdout
+    assert "adaptive: between 0 and 2 jobs" in out.stderr
+    assert re.search(r"jobs of slurm-\w+: [12] cancelled", out.stderr), out.stderr
+    wait_until(lambda: not queued(name), 30, "the jobs should leave the queue")
+
+
+def test_detach_runs_to_completion_as_a_batch_job(tmp_path, name):
+    out = subprocess.run(command(tmp_path, name, "--jobs", "2", "--detach", "--driver-memory",
+                                 "500MB", "--driver-walltime", "10m", SWEEP, "--angles", "9"),
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                         env=environment(tmp_path))
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.strip()
+    assert job_id.isdigit(), out.stdout
+    log = Path(re.search(r"its output: (\S+)", out.stderr).group(1))
+    assert log == tmp_path / "logs" / f"{name}-driver-{job_id}.out"
+    assert f"stop it:    scancel {job_id}" in out.stderr
+    driver = f"{name}-driver"
+    wait_until(lambda: not queued(driver), 240, f"the driver job {job_id} should finish")
+    text = log.read_text()
+    assert "parameter sweep: 36 runs, best angle without drag 45.0 degrees" in text, text
+    assert "parameter_sweep.py exited with code 0" in text
+    assert re.search(r"jobs of slurm-\w+: 2 cancelled", text), text
+    state = subprocess.run(["sacct", "-n", "-X", "-j", job_id, "-o", "State"],
+                           capture_output=True, text=True).stdout
+    assert "COMPLETED" in state or state.strip() == "", state     # sacct may not keep records
+    wait_until(lambda: not queued(name), 30, "the worker jobs should leave the queue")
