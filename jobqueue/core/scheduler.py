@@ -419,7 +419,13 @@ class Scheduler:
         self._reply(cid, msg, self.state.who_has(msg["keys"]))
 
     def _info(self, cid, msg):
-        self._reply(cid, msg, self.info())
+        info = self.info()
+        if self.jobs_provider is not None:      # the owning cluster's jobs, for `jobqueue info`
+            try:
+                info["jobs"] = [dict(job) for job in self.jobs_provider()]
+            except Exception:
+                logger.exception("listing the cluster's jobs failed")
+        self._reply(cid, msg, info)
 
     def _run(self, cid, msg):
         targets = msg.get("workers")
