@@ -285,9 +285,21 @@ if qconf -sp smp >/dev/null 2>&1; then q qconf -Mp "$CONF/pe_smp"; else q qconf 
 if qconf -se "$HOST" >/dev/null 2>&1; then q qconf -Me "$CONF/exechost"; else q qconf -Ae "$CONF/exechost"; fi
 if qconf -sq all.q >/dev/null 2>&1; then q qconf -Mq "$CONF/queue_all.q"; else q qconf -Aq "$CONF/queue_all.q"; fi
 
+# ---------------------------------------------------------------- leftovers
+# Jobs live in Debian's spool across restarts; an earlier run's jobs (or one stuck deleting
+# after its execd was killed) would take slots or put the queue in error. This queue belongs
+# to the test machine: clear it before the execd starts.
+if [ -n "$(qstat -u '*' 2>/dev/null)" ]; then
+    log "removing leftover jobs from the queue"
+    qdel -f -u '*' >/dev/null 2>&1 || true
+fi
+rm -rf /var/spool/gridengine/execd/*/active_jobs/* 2>/dev/null || true
+
 # ---------------------------------------------------------------- execd
 log "starting sge_execd"
 /usr/sbin/sge_execd || die "sge_execd failed to start"
+sleep 1
+qmod -cq all.q >/dev/null 2>&1 || true   # clear an error state left by a killed job
 if ! wait_until 30 queue_ready; then
     qstat -f >&2 || true
     tail_logs "$QMASTER_SPOOL/messages" /var/spool/gridengine/execd/*/messages
