@@ -53,11 +53,15 @@ def wait_until(predicate, timeout=20.0, what="condition"):
 
 
 def get(url, path, headers=None):
-    """(status, headers, body) without following redirects."""
+    """(status, headers, body) without following redirects; the link's token, if it carries
+    one, goes along as a Bearer header unless *headers* are given."""
     parts = urlsplit(url)
+    if headers is None:
+        token = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p).get("token")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     try:
-        conn.request("GET", path, headers=headers or {})
+        conn.request("GET", path, headers=headers)
         r = conn.getresponse()
         return r.status, dict(r.getheaders()), r.read().decode()
     finally:
@@ -418,8 +422,10 @@ def test_busy_port_falls_back_to_a_free_one():
 def test_dashboard_default_from_config_and_none():
     with LocalCluster(n_workers=1, processes=False) as cluster:
         link = cluster.dashboard_link
-        assert link.startswith("http://127.0.0.1:") and link.endswith("/status")
-        assert "token" not in link
+        # on a shared login node other users reach 127.0.0.1 too: the token is asked by default
+        assert link.startswith("http://127.0.0.1:") and "/status?token=" in link
+        assert get(link, "/api/summary", headers={})[0] == 403
+        assert get(link, "/api/summary")[0] == 200
         assert Client(cluster).dashboard_link == link
     with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
         assert cluster.dashboard_link is None
