@@ -223,9 +223,9 @@ def test_metrics_parse_and_match_scheduler():
         assert one("jobqueue_jobs", state="running") == 1
 
 
-def test_metrics_optional_prometheus_client_parser():
-    """When prometheus_client happens to be installed, its parser agrees (not a dependency)."""
-    parser = pytest.importorskip("prometheus_client.parser")
+def test_metrics_parse_with_prometheus_client():
+    """Prometheus's own parser (a test-only dependency) reads /metrics the same way."""
+    from prometheus_client import parser
     state = SchedulerState()
     state.add_worker("tcp://w:1", "w", 2, 100)
     scheduler = types.SimpleNamespace(state=state, started=time.time(), address="tcp://s:1",
