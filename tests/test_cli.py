@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -306,7 +305,6 @@ def test_info_errors(env, capsys, monkeypatch):
 
 
 def test_submit_local_runs_monte_carlo(tmp_path):
-    started = time.monotonic()
     out = submit(tmp_path, "--cluster", "local", "--jobs", "2", "--cores", "1", "--memory",
                  "1GB", str(EXAMPLES / "monte_carlo.py"), "--batches", "8", "--samples", "20000")
     assert out.returncode == 0, out.stderr
@@ -321,7 +319,6 @@ def test_submit_local_runs_monte_carlo(tmp_path):
     assert re.search(r"jobs of local-\w+: 2 finished", err)
     assert "jobqueue submit" not in out.stdout            # the command's messages: stderr only
     assert list((tmp_path / "home" / ".jobqueue").glob("*.json")) == []   # scheduler file gone
-    assert time.monotonic() - started < 60
 
 
 def test_submit_passes_the_scripts_exit_code_and_arguments(tmp_path):
