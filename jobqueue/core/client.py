@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import loop as loop_mod
 from . import protocol
-from .comm import BatchedSend, CommClosedError, connect
+from .comm import BatchedSend, CommClosedError, PeerPool, connect
 from .errors import CancelledError, SchedulerError
 from .protocol import TaskRef
 
@@ -217,7 +217,7 @@ class Client:
         self._function_cache: dict = {}
         self._rid = itertools.count(1)
         self._replies: dict = {}
-        self._peers: dict = {}
+        self._peers = PeerPool(token)
         self._callback_pool = None
         self.status = "connecting"
         self._loop = loop_mod.get_loop()
@@ -462,7 +462,7 @@ class Client:
                     by_worker.setdefault(holders[0], []).append(key)
             for address, ks in by_worker.items():
                 try:
-                    out.update(await self._get_data(address, ks))
+                    out.update(await self._peers.get_data(address, ks))
                 except (CommClosedError, OSError, protocol.ProtocolError) as e:
                     logger.info("could not fetch from %s (%s); asking the scheduler again",
                                 address, e)
@@ -473,16 +473,6 @@ class Client:
                                        f"(lost, and not recomputed within {timeout:g} s)")
                 await asyncio.sleep(0.1)
         return out
-
-    async def _get_data(self, address, keys):
-        comm = self._peers.pop(address, None)
-        if comm is None or comm.closed:
-            comm = await connect(address, self.token)
-        reply = await comm.request({"op": "get-data", "keys": keys})
-        self._peers[address] = comm
-        if reply.get("errors"):
-            raise TypeError("; ".join(reply["errors"].values()))
-        return {k: protocol.deserialize(frames) for k, frames in reply["data"].items()}
 
     def _add_callback(self, future, fn):
         st = future._state
@@ -652,8 +642,7 @@ class Client:
                 await asyncio.sleep(0.01)
             self._reader.cancel()
             self._stream.close()
-            for comm in self._peers.values():
-                comm.abort()
+            self._peers.close()
 
         try:
             self._sync(shutdown(), 10)

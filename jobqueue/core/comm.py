@@ -25,7 +25,7 @@ import socket
 from collections import deque
 
 from . import protocol
-from .errors import AuthenticationError, CommClosedError
+from .errors import AuthenticationError, CommClosedError, UnpicklableResult
 
 logger = logging.getLogger(__name__)
 
@@ -382,3 +382,27 @@ class BatchedSend:
         self.closed = True
         self.buffer = []
         self.comm.abort()
+
+
+class PeerPool:
+    """Connections to workers' data servers, reused between requests (workers and clients)."""
+
+    def __init__(self, token):
+        self.token = token
+        self.comms: dict = {}
+
+    async def get_data(self, address: str, keys: list) -> dict:
+        """``{key: value}`` of the results *address* holds; a key it no longer holds is absent."""
+        comm = self.comms.pop(address, None)
+        if comm is None or comm.closed:
+            comm = await connect(address, self.token)
+        reply = await comm.request({"op": "get-data", "keys": keys})
+        self.comms[address] = comm
+        if reply.get("errors"):
+            raise UnpicklableResult("; ".join(reply["errors"].values()))
+        return {k: protocol.deserialize(frames) for k, frames in reply["data"].items()}
+
+    def close(self) -> None:
+        for comm in self.comms.values():
+            comm.abort()
+        self.comms.clear()

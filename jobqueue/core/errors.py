@@ -34,3 +34,7 @@ class TaskLostError(Exception):
 
 class SchedulerError(Exception):
     """The scheduler refused a request; the message says why."""
+
+
+class UnpicklableResult(TypeError):
+    """A worker holds a result it cannot pickle, so it cannot send it anywhere."""

@@ -21,8 +21,10 @@ import traceback
 from collections import deque
 
 from . import protocol
-from .comm import BatchedSend, CommClosedError, Listener, connect, format_address, parse_address
-from .protocol import Raw, TaskRef, substitute
+from .comm import (BatchedSend, CommClosedError, Listener, PeerPool, connect, format_address,
+                   parse_address)
+from .errors import UnpicklableResult
+from .protocol import Raw, substitute
 
 logger = logging.getLogger("jobqueue.worker")
 
@@ -107,10 +109,6 @@ class ProcessUsage:
         return rss, round(100.0 * (cpu - before) / max(now - then, 1e-9), 1)
 
 
-class UnpicklableResult(Exception):
-    pass
-
-
 class WTask:
     __slots__ = ("key", "fid", "args", "deps", "want", "state", "missing")
 
@@ -160,7 +158,7 @@ class Worker:
         self._wake = False
         self._threads: list = []
         self._fn_lock = threading.Lock()
-        self._peers: dict = {}
+        self.peers = PeerPool(self.token)
         self._closed = None
         self.loop = None
         self.executed = 0
@@ -278,8 +276,7 @@ class Worker:
             self.stream.close()
         if self.listener is not None:
             self.listener.stop()
-        for comm in self._peers.values():
-            comm.abort()
+        self.peers.close()
         for _ in self._threads:
             self._work.put(None)
         self.status = "closed"
@@ -376,7 +373,7 @@ class Worker:
 
     async def _gather_from(self, holder, keys):
         try:
-            values = await self.get_data(holder, keys)
+            values = await self.peers.get_data(holder, keys)
         except UnpicklableResult as e:
             for key in keys:
                 for t in self.fetching.pop(key, ()):
@@ -420,16 +417,6 @@ class Worker:
                 self.tasks.pop(t.key, None)
                 self.stream.send({"op": "missing-data", "key": t.key, "dep": dep,
                                   "holders": holders})
-
-    async def get_data(self, address, keys) -> dict:
-        comm = self._peers.pop(address, None)
-        if comm is None or comm.closed:
-            comm = await connect(address, self.token)
-        reply = await comm.request({"op": "get-data", "keys": keys})
-        self._peers[address] = comm
-        if reply.get("errors"):
-            raise UnpicklableResult("; ".join(reply["errors"].values()))
-        return {k: protocol.deserialize(frames) for k, frames in reply["data"].items()}
 
     async def _serve(self, comm):
         """Data server: peers and clients ask for results."""
