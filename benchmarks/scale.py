@@ -81,6 +81,8 @@ def run_fake_workers(address, n, prefix):
 
 def start_scheduler(tmp):
     sched_file = os.path.join(tmp, "scheduler.json")
+    if os.path.exists(sched_file):  # left by an earlier scheduler of this run
+        os.unlink(sched_file)
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_")}
     proc = subprocess.Popen([sys.executable, "-m", "jobqueue", "scheduler", "--host",
                              "127.0.0.1", "--port", "0", "--scheduler-file", sched_file],
@@ -207,9 +209,6 @@ def main():
         try:
             env = dict(os.environ, JOBQUEUE_TOKEN=info["token"])
             with Client(scheduler_file=sched_file) as client:
-                # first, on a fresh scheduler with no workers: memory per queued task
-                results["queued_bytes_per_task"] = queued_memory(
-                    client, sp, 100_000 if args.quick else 1_000_000)
                 t0 = time.perf_counter()
                 per = -(-nworkers // args.processes)
                 for i in range(args.processes):
@@ -240,6 +239,14 @@ def main():
         finally:
             for f in fakes:
                 f.kill()
+            sproc.kill()
+        # on a scheduler of its own, with no workers: memory per task waiting in its queue
+        sproc, sched_file, info = start_scheduler(tmp)
+        try:
+            with Client(scheduler_file=sched_file) as client:
+                results["queued_bytes_per_task"] = queued_memory(
+                    client, psutil.Process(sproc.pid), 100_000 if args.quick else 1_000_000)
+        finally:
             sproc.kill()
     print_table(results)
     if args.json:
