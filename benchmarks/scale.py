@@ -110,9 +110,8 @@ def wait_all(futures):
 
 
 def run_map(client, sproc, n):
-    c0, r0, t0 = cpu(sproc), sproc.memory_info().rss, time.perf_counter()
+    c0, t0 = cpu(sproc), time.perf_counter()
     futures = client.map(abs, range(n), key=f"abs-{n}")
-    held_rss = None
     wait_all(futures)
     wall = time.perf_counter() - t0
     c1 = cpu(sproc)
