@@ -308,24 +308,22 @@ def _formatted(sub, name, help, examples_key=None, **kwargs):
                           formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
-def _size(text):
-    from .config import parse_bytes
+def _checked_by(parser_name):
+    """An argparse type that keeps the text but refuses what config.<parser_name> refuses."""
+    def check(text):
+        from . import config
 
-    try:
-        parse_bytes(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
+        try:
+            getattr(config, parser_name)(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+
+    return check
 
 
-def _duration(text):
-    from .config import parse_timedelta
-
-    try:
-        parse_timedelta(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
+_size = _checked_by("parse_bytes")
+_duration = _checked_by("parse_timedelta")
 
 
 def _positive_int(text):

@@ -1,6 +1,10 @@
 import os
+import textwrap
+from pathlib import Path
 
 import pytest
+
+from jobqueue import config
 
 
 @pytest.fixture(scope="module")
@@ -26,3 +30,25 @@ def needs_service(available: bool, what: str):
     if os.environ.get("CI") == "true":
         pytest.fail(f"{what} is not available, and CI=true: .ci/run must start it")
     pytest.skip(f"{what} is not available (start it with the script under ci/)")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """An isolated configuration: empty site and user directories, no JOBQUEUE_* variables."""
+    for name in list(os.environ):
+        if name.startswith("JOBQUEUE_"):
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    (home / ".config" / "jobqueue").mkdir(parents=True)
+    (tmp_path / "etc").mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setattr(config, "SITE_DIRS", [str(tmp_path / "etc")])
+    config.refresh()
+    yield tmp_path
+    config.refresh()
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path

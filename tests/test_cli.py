@@ -9,10 +9,11 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+
+from conftest import write  # the env fixture comes from conftest.py too
 
 from jobqueue import config
 from jobqueue.cli import main
@@ -23,26 +24,6 @@ COMMANDS = [[], ["submit"], ["script"], ["config"], ["config", "show"], ["config
             ["info"], ["worker"], ["scheduler"]]
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    """An isolated configuration and home directory, no JOBQUEUE_* variables."""
-    for name in list(os.environ):
-        if name.startswith("JOBQUEUE_"):
-            monkeypatch.delenv(name)
-    home = tmp_path / "home"
-    (home / ".config" / "jobqueue").mkdir(parents=True)
-    (tmp_path / "etc").mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setattr(config, "SITE_DIRS", [str(tmp_path / "etc")])
-    config.refresh()
-    yield tmp_path
-    config.refresh()
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 def run(capsys, *argv):

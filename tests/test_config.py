@@ -1,6 +1,5 @@
 """Tests for jobqueue.config: layers, environment, profiles, validation messages, units."""
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -8,30 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import write  # the env fixture comes from conftest.py too
+
 from jobqueue import config
 from jobqueue.config import ConfigError
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    """An isolated configuration: empty site and user directories, no JOBQUEUE_* variables."""
-    for name in list(os.environ):
-        if name.startswith("JOBQUEUE_"):
-            monkeypatch.delenv(name)
-    home = tmp_path / "home"
-    (home / ".config" / "jobqueue").mkdir(parents=True)
-    (tmp_path / "etc").mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setattr(config, "SITE_DIRS", [str(tmp_path / "etc")])
-    config.refresh()
-    yield tmp_path
-    config.refresh()
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 def user_file(root: Path, name="user.yaml") -> Path:
