@@ -182,6 +182,7 @@ class Scheduler:
         port = await self.listener.start(self.host, self.port)
         host = self.host if self.host not in ("", "0.0.0.0") else _public_host()
         self.address = format_address(host, port)
+        self.listener.serve_in_process(self.address)
         self.status = "running"
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._check_workers()))

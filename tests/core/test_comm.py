@@ -132,3 +132,44 @@ def test_protocol_round_trip_and_limits():
         protocol.parse_prefix(struct.pack("<QI", 1 << 40, 1))
     with pytest.raises(protocol.ProtocolError):
         protocol.loads(nframes, wire[12:12 + size - 1])
+
+
+def test_in_process_pipe_speaks_the_same_protocol():
+    """A client in the scheduler's own process and loop gets an in-memory pipe: same handshake,
+    framing and large frames as TCP, a wrong token is refused, a close reaches the other end."""
+    from jobqueue.core.comm import Listener
+    from jobqueue.core.errors import CommClosedError
+
+    async def main():
+        served = []
+
+        async def handler(comm):
+            served.append(comm)
+            while True:
+                msgs = await comm.read()
+                comm.write_nowait([{"op": "echo", "n": len(msgs), "data": protocol.Raw(
+                    bytes(msgs[0]["data"]))}])
+
+        listener = Listener(b"t" * 32, handler)
+        port = await listener.start("127.0.0.1", 0)
+        address = f"tcp://127.0.0.1:{port}"
+        listener.serve_in_process(address)
+        with pytest.raises(AuthenticationError):
+            await connect(address, b"x" * 32)
+        assert listener.rejected == 1
+        comm = await connect(address, b"t" * 32)
+        assert comm.transport.get_extra_info("socket") is None  # no socket involved
+        big = os.urandom(3 << 20)
+        data = bytearray(big)
+        comm.write_nowait([{"op": "x", "data": protocol.Raw(data)}, {"op": "y"}])
+        data[:] = bytes(len(data))  # what was written was taken as it was then
+        (reply,) = await comm.read()
+        assert reply["n"] == 2 and bytes(reply["data"]) == big
+        served[0].abort()
+        with pytest.raises(CommClosedError):
+            await comm.read()
+        listener.stop()
+        with pytest.raises(CommClosedError, match="could not connect"):
+            await connect(address, b"t" * 32)  # no stale in-process entry left behind
+
+    asyncio.run(main())
