@@ -7,7 +7,8 @@
     python benchmarks/compare.py --json out.json  # also write every figure as JSON
 
 Each (workload, system) pair runs in its own subprocess (benchmarks/runner.py) with that
-system's interpreter: jobqueue with this one, dask with benchmarks/.venv-dask/bin/python.
+system's interpreter: jobqueue with benchmarks/.venv-jobqueue/bin/python (this checkout, a
+regular install refreshed at every run), dask with benchmarks/.venv-dask/bin/python.
 Workloads alternate between the systems so that a change in machine load hits both.
 Both use LocalCluster(n_workers=2, threads_per_worker=1, processes=True), no dashboard.
 See benchmarks/README.md for what each figure measures.
@@ -28,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RUNNER = os.path.join(HERE, "runner.py")
 DEFAULT_DASK_PYTHON = os.path.join(HERE, ".venv-dask", "bin", "python")
+DEFAULT_JOBQUEUE_PYTHON = os.path.join(HERE, ".venv-jobqueue", "bin", "python")
 SYSTEMS = ["jobqueue", "dask"]
 WORKLOADS = ["start", "roundtrip", "map", "tree", "transfer", "rss"]
 
@@ -314,6 +316,32 @@ def git_info():
     return rev, [line[3:] for line in (dirty or "").splitlines()]
 
 
+def ensure_jobqueue(args):
+    """An interpreter with this checkout installed the way users install it: a regular install,
+    as dask is in its venv. An editable install (pip install -e) puts its import hook, and what
+    the hook imports, into every process: about 0.5 MB more per idle worker here."""
+    python = args.jobqueue_python
+    if python != DEFAULT_JOBQUEUE_PYTHON:
+        return python
+    venv = os.path.dirname(os.path.dirname(python))
+    pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    try:
+        if not os.path.exists(python):
+            if args.no_setup:
+                raise SystemExit(f"compare.py: no {venv}; run without --no-setup, or pass "
+                                 "--jobqueue-python")
+            print(f"creating {venv} (once) ...", flush=True)
+            subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=300)
+            subprocess.run(pip + [REPO, "psutil"], check=True, timeout=900)
+        else:  # the code of this checkout as it is now, uncommitted changes included
+            subprocess.run(pip + ["--no-deps", "--force-reinstall", REPO], check=True,
+                           timeout=900)
+    except (subprocess.SubprocessError, OSError) as e:
+        raise SystemExit(f"compare.py: installing this checkout into {venv} failed: {e}; "
+                         "pass --jobqueue-python to use another interpreter")
+    return python
+
+
 def ensure_dask(args):
     python = args.dask_python
     if not os.path.exists(python):
@@ -346,8 +374,11 @@ def main(argv=None):
     ap.add_argument("--dask-python", default=DEFAULT_DASK_PYTHON,
                     help="interpreter with dask.distributed (default: benchmarks/.venv-dask, "
                     "created by benchmarks/setup.sh when missing)")
+    ap.add_argument("--jobqueue-python", default=DEFAULT_JOBQUEUE_PYTHON,
+                    help="interpreter with jobqueue (default: benchmarks/.venv-jobqueue, this "
+                    "checkout installed there, not editable, at every run)")
     ap.add_argument("--no-setup", action="store_true",
-                    help="fail instead of creating benchmarks/.venv-dask")
+                    help="fail instead of creating benchmarks/.venv-dask or .venv-jobqueue")
     ap.add_argument("--timeout-scale", type=float, default=1.0,
                     help="multiply every per-workload time limit by this")
     ap.add_argument("--wait-idle", type=float, default=0, metavar="S",
@@ -380,7 +411,8 @@ def main(argv=None):
     except ImportError:
         raise SystemExit("compare.py needs psutil in this interpreter (a jobqueue dependency): "
                          "pip install -e .")
-    pythons = {"jobqueue": sys.executable, "dask": args.dask_python}
+    pythons = {"jobqueue": ensure_jobqueue(args) if "jobqueue" in systems else sys.executable,
+               "dask": args.dask_python}
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "quick": args.quick,
             "host": platform.node(), "platform": platform.platform(),
             "cpus": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0))
@@ -388,12 +420,12 @@ def main(argv=None):
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "python": platform.python_version(), "interpreters": {}, "versions": {}}
     try:
-        jq_version, jq_path = probe(sys.executable, "jobqueue",
+        jq_version, jq_path = probe(pythons["jobqueue"], "jobqueue",
                                     {"PYTHONPATH": os.pathsep.join(
                                         p for p in [HERE, os.environ.get("PYTHONPATH")] if p)})
     except Exception as e:
-        raise SystemExit(f"compare.py: 'import jobqueue' fails under {sys.executable}:\n{e}\n"
-                         f"install it with: {sys.executable} -m pip install -e {REPO}")
+        raise SystemExit(f"compare.py: 'import jobqueue' fails under {pythons['jobqueue']}:"
+                         f"\n{e}\ninstall it with: {pythons['jobqueue']} -m pip install {REPO}")
     meta["versions"]["jobqueue"] = jq_version
     meta["jobqueue_path"] = jq_path
     rev, dirty = git_info()

@@ -12,7 +12,6 @@ import logging
 import os
 import pickle
 import queue
-import random
 import socket
 import sys
 import threading
@@ -73,6 +72,39 @@ def format_traceback(exc: BaseException) -> str:
     if tb is not None and tb.tb_next is not None:
         tb = tb.tb_next  # skip the worker's own frame
     return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+async def _in_thread(func):
+    """func() on a thread of its own that ends with it (the loop's default executor would keep
+    an idle thread, and its memory, for the worker's whole life)."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def run():
+        try:
+            result = func()
+        except BaseException as e:
+            loop.call_soon_threadsafe(_settle, fut, None, e)
+        else:
+            loop.call_soon_threadsafe(_settle, fut, result, None)
+
+    threading.Thread(target=run, name="jobqueue-run", daemon=True).start()
+    return await fut
+
+
+def _settle(fut, result, exc):
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+def _random():
+    import random  # on first use: an idle worker does without it (memory)
+
+    return random
 
 
 def route_address(scheduler_address: str) -> str:
@@ -184,7 +216,7 @@ class Worker:
         if self.lifetime:
             # Leave before the batch system's walltime kills us: staggered, so that the
             # workers of one job array do not all leave at once.
-            delay = max(0.0, self.lifetime - random.uniform(0, self.lifetime_stagger))
+            delay = max(0.0, self.lifetime - _random().uniform(0, self.lifetime_stagger))
             self.loop.call_later(delay, self._retire_self)
         return self
 
@@ -332,9 +364,11 @@ class Worker:
         async def run():
             try:
                 func = pickle.loads(msg["func"])
-                result = await self.loop.run_in_executor(None, func)
+                result = await _in_thread(func)
                 reply = {"status": "ok", "result": protocol.wrap(protocol.fast_dumps(result))}
-            except Exception as e:
+            except asyncio.CancelledError:
+                raise
+            except BaseException as e:  # SystemExit from func ends the call, not the worker
                 reply = {"status": "error", "exception": dumps_exception(e),
                          "traceback": format_traceback(e)}
             reply.update(op="run-result", rid=msg["rid"])

@@ -200,3 +200,16 @@ def test_connect_with_environment(cluster, monkeypatch):
     with Client() as c:
         assert c.cluster is None
         assert c.submit(operator.mul, 6, 7).result() == 42
+
+
+def test_run_reports_errors_and_the_workers_survive(client):
+    def boom():
+        raise ValueError("boom on a worker")
+
+    with pytest.raises(ValueError, match="boom on a worker") as info:
+        client.run(boom)
+    assert "boom" in str(info.value.__cause__)  # the remote traceback
+    with pytest.raises(SystemExit):
+        client.run(sys.exit, 3)
+    pids = client.run(os.getpid)
+    assert len(pids) == len(client.scheduler_info()["workers"]) == 2
