@@ -243,18 +243,20 @@ class Client:
     async def _read(self):
         handlers = {"key-in-memory": self._on_memory, "task-erred": self._on_erred,
                     "cancelled": self._on_cancelled, "reply": self._on_reply}
+
+        def on_batch(msgs):
+            fire = []
+            for msg in msgs:
+                st = handlers[msg["op"]](msg)
+                if st is not None and st.callbacks:
+                    fire.append(st)
+            with self._cond:
+                self._cond.notify_all()
+            for st in fire:
+                self._fire_callbacks(st)
+
         try:
-            while True:
-                msgs = await self._comm.read()
-                fire = []
-                for msg in msgs:
-                    st = handlers[msg["op"]](msg)
-                    if st is not None and st.callbacks:
-                        fire.append(st)
-                with self._cond:
-                    self._cond.notify_all()
-                for st in fire:
-                    self._fire_callbacks(st)
+            await self._comm.dispatch(on_batch)
         except (CommClosedError, protocol.ProtocolError) as e:
             if self.status == "running":
                 logger.error("lost the connection to the scheduler at %s: %s", self.address, e)

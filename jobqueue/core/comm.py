@@ -75,6 +75,10 @@ class _Protocol(asyncio.BufferedProtocol):
         self.error = None
         self.paused = False
         self.drain_waiter = None
+        self.handler = None      # dispatch mode: called with each batch as it is decoded
+        self.handled = None      # future: dispatch mode ended (handler stopped, raised, or lost)
+        self.dispatching = False
+        self.deferred = False    # the pipe's end: dispatch from the loop, never re-entrantly
 
     def connection_made(self, transport):
         self.transport = transport
@@ -98,7 +102,35 @@ class _Protocol(asyncio.BufferedProtocol):
             except protocol.ProtocolError as e:
                 self.error = e
                 self.transport.abort()
+            if self.handler is not None:
+                if self.deferred:
+                    asyncio.get_running_loop().call_soon(self.dispatch)
+                else:
+                    self.dispatch()
+                return
         self._wake()
+
+    def dispatch(self):
+        """Hand every decoded batch to the handler, in order, and never re-entrantly."""
+        if self.dispatching:
+            return
+        self.dispatching = True
+        try:
+            while self.batches and self.handler is not None:
+                if self.handler(self.batches.popleft()):
+                    self._end_dispatch(None)
+        except BaseException as e:
+            self._end_dispatch(e)
+        finally:
+            self.dispatching = False
+
+    def _end_dispatch(self, exc):
+        self.handler = None
+        if not self.handled.done():
+            if exc is None:
+                self.handled.set_result(None)
+            else:
+                self.handled.set_exception(exc)
 
     def eof_received(self):
         return False
@@ -106,6 +138,10 @@ class _Protocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc):
         if self.error is None:
             self.error = CommClosedError(f"connection closed{f': {exc}' if exc else ''}")
+        if self.handler is not None:
+            self.dispatch()  # what arrived before the end, then the end
+            if self.handler is not None:
+                self._end_dispatch(self.error)
         self._wake()
         if self.drain_waiter is not None and not self.drain_waiter.done():
             self.drain_waiter.set_result(None)
@@ -171,6 +207,24 @@ class Comm:
                 raise CommClosedError(f"connection to {self.peer} closed") from p.error
             await self._wait()
         return p.batches.popleft()
+
+    async def dispatch(self, handler) -> None:
+        """Call ``handler(batch)`` for each batch as it arrives, straight from the protocol (no
+        task wake-up per batch, unlike ``read()``). Returns when the handler returns a true
+        value; raises what the handler raised, or CommClosedError/ProtocolError when the
+        connection ends."""
+        p = self.proto
+        p.handled = asyncio.get_running_loop().create_future()
+        p.handler = handler
+        p.dispatch()  # what arrived already
+        if p.handler is not None and p.error is not None:
+            p._end_dispatch(p.error)
+        try:
+            await p.handled
+        except CommClosedError as e:
+            raise CommClosedError(f"connection to {self.peer} closed") from e
+        finally:
+            p.handler = None
 
     def write_nowait(self, messages: list) -> None:
         if self.transport.is_closing():
@@ -360,6 +414,7 @@ class Listener:
     def pipe(self, max_body):
         """(transport, protocol) of the client end of a new in-memory connection."""
         client, server = _Protocol(max_body), _ServerProtocol(self)
+        client.deferred = server.deferred = True
         ct, st = _PipeTransport(self.loop, client), _PipeTransport(self.loop, server)
         ct.other, st.other = st, ct
         server.connection_made(st)

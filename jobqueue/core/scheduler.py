@@ -284,16 +284,19 @@ class Scheduler:
         self._flush()
         handlers = self.worker_handlers
         task_finished = handlers["task-finished"]
+
+        def on_batch(msgs):
+            for msg in msgs:
+                handler = handlers.get(msg["op"])
+                if handler is None:
+                    raise MalformedMessage(f"unknown op {msg['op']!r}")
+                if handler is not task_finished or not _check_task_finished(msg):
+                    check_message(msg)
+                handler(address, msg)
+            self._flush()
+
         try:
-            while True:
-                for msg in await comm.read():
-                    handler = handlers.get(msg["op"])
-                    if handler is None:
-                        raise MalformedMessage(f"unknown op {msg['op']!r}")
-                    if handler is not task_finished or not _check_task_finished(msg):
-                        check_message(msg)
-                    handler(address, msg)
-                self._flush()
+            await comm.dispatch(on_batch)
         except MalformedMessage as e:
             logger.warning("closing worker %s: %s", address, e)
         except (CommClosedError, protocol.ProtocolError) as e:
@@ -326,18 +329,21 @@ class Scheduler:
         bs = BatchedSend(comm)
         self.client_streams[cid] = bs
         handlers = self.client_handlers
+
+        def on_batch(msgs):
+            for msg in msgs:
+                op = msg["op"]
+                if op == "close-client":
+                    return True
+                handler = handlers.get(op)
+                if handler is None:
+                    raise MalformedMessage(f"unknown op {op!r}")
+                check_message(msg)
+                handler(cid, msg)
+            self._flush()
+
         try:
-            while True:
-                for msg in await comm.read():
-                    op = msg["op"]
-                    if op == "close-client":
-                        return
-                    handler = handlers.get(op)
-                    if handler is None:
-                        raise MalformedMessage(f"unknown op {op!r}")
-                    check_message(msg)
-                    handler(cid, msg)
-                self._flush()
+            await comm.dispatch(on_batch)
         except MalformedMessage as e:
             logger.warning("closing client %s: %s", cid, e)
         except (CommClosedError, protocol.ProtocolError) as e:

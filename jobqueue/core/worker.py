@@ -264,15 +264,18 @@ class Worker:
         handlers = {"compute": self._compute, "free-keys": self._free_keys,
                     "run": self._run, "close": self._close_msg,
                     "acquire-replicas": self._acquire_replicas}
+
+        def on_batch(msgs):
+            for msg in msgs:
+                handler = handlers.get(msg["op"])
+                if handler is None:
+                    logger.warning("unknown message from scheduler: %s", msg["op"])
+                else:
+                    handler(msg)
+            self._pump()
+
         try:
-            while True:
-                for msg in await comm.read():
-                    handler = handlers.get(msg["op"])
-                    if handler is None:
-                        logger.warning("unknown message from scheduler: %s", msg["op"])
-                    else:
-                        handler(msg)
-                self._pump()
+            await comm.dispatch(on_batch)
         except (CommClosedError, protocol.ProtocolError) as e:
             if self.status != "running":
                 return
@@ -401,7 +404,7 @@ class Worker:
             if not holders:
                 self.loop.call_soon(self._fetch_failed, dep, [])
                 continue
-            todo.setdefault(random.choice(holders), []).append(dep)
+            todo.setdefault(_random().choice(holders), []).append(dep)
         for holder, keys in todo.items():
             self.loop.create_task(self._gather_from(holder, keys))
 
