@@ -1,6 +1,5 @@
 """Adaptive scaling and walltime on the real SLURM that ci/slurm/start.sh runs."""
 import json
-import os
 import shutil
 import subprocess
 import time

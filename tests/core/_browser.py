@@ -54,7 +54,10 @@ class Browser:
 
     def __exit__(self, *exc):
         if self.ws is not None:
-            self.ws.close()
+            async def close():  # inside our loop: tornado looks for the running one
+                self.ws.close()
+
+            self.loop.run_until_complete(close())
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -143,7 +143,6 @@ def test_unpicklable_argument_fails_at_submit(client):
 def test_results_freed_on_workers(client):
     futures = client.map(inc, range(100))
     client.gather(futures)
-    key = futures[0].key
     del futures
     deadline = time.time() + 5
     while time.time() < deadline:

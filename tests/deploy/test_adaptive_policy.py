@@ -1,7 +1,7 @@
 """Table-driven tests of the pure adaptive policy: snapshot in, decision out."""
 import pytest
 
-from jobqueue.deploy.adaptive import (AdaptState, Decision, JobLoad, Policy, Snapshot, decide,
+from jobqueue.deploy.adaptive import (AdaptState, JobLoad, Policy, Snapshot, decide,
                                       target_jobs)
 
 
