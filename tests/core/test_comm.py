@@ -173,3 +173,55 @@ def test_in_process_pipe_speaks_the_same_protocol():
             await connect(address, b"t" * 32)  # no stale in-process entry left behind
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+def test_dispatch_hands_over_batches_in_order_then_stops_or_raises(in_process):
+    """Comm.dispatch: batches reach the handler in order; a true return ends dispatching and
+    read() carries on from the next batch; an exception in the handler is raised to the caller."""
+    from jobqueue.core.comm import Listener
+    from jobqueue.core.errors import CommClosedError
+
+    async def main():
+        seen, outcome = [], []
+
+        async def handler(comm):
+            await comm.dispatch(lambda msgs: seen.extend(m["op"] for m in msgs) or
+                                msgs[-1]["op"] == "stop")
+            (after,) = await comm.read()
+            comm.write_nowait([{"op": "got", "what": after["op"]}])
+
+            def fails(msgs):
+                raise ValueError(msgs[0]["op"])
+
+            try:
+                await comm.dispatch(fails)
+            except ValueError as e:
+                outcome.append(str(e))
+            comm.write_nowait([{"op": "done"}])
+            try:
+                await comm.dispatch(lambda msgs: None)
+            except CommClosedError:
+                outcome.append("closed")
+
+        listener = Listener(b"t" * 32, handler)
+        port = await listener.start("127.0.0.1", 0)
+        address = f"tcp://127.0.0.1:{port}"
+        if in_process:
+            listener.serve_in_process(address)
+        comm = await connect(address, b"t" * 32)
+        for op in ["a", "b", "stop", "after"]:
+            comm.write_nowait([{"op": op}])
+        assert (await comm.read())[0] == {"op": "got", "what": "after"}
+        comm.write_nowait([{"op": "bad"}])
+        assert (await comm.read())[0]["op"] == "done"
+        comm.abort()
+        for _ in range(100):
+            if len(outcome) == 2:
+                break
+            await asyncio.sleep(0.01)
+        listener.stop()
+        assert seen == ["a", "b", "stop"]
+        assert outcome == ["bad", "closed"]
+
+    asyncio.run(main())
