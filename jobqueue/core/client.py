@@ -28,6 +28,9 @@ logger = logging.getLogger("jobqueue.client")
 
 PENDING, FINISHED, ERROR, CANCELLED, LOST = "pending", "finished", "error", "cancelled", "lost"
 _NOTHING = object()
+# Tasks per update-graph message, each part its own batch: the scheduler schedules the first
+# part while the rest is on its way, and never holds a million decoded rows at once.
+GRAPH_PART = 10_000
 
 
 class RemoteTraceback(Exception):
@@ -318,11 +321,17 @@ class Client:
         """Queue a message, or tasks for the next update-graph; thread-safe, flushed once."""
         with self._lock:
             box = self._outbox
-            if tasks is not None:
-                if box and box[-1]["op"] == "update-graph":
-                    box[-1]["tasks"].extend(tasks)
+            i = 0
+            while tasks is not None and i < len(tasks):  # in parts of at most GRAPH_PART
+                if box and box[-1]["op"] == "update-graph" and \
+                        len(box[-1]["tasks"]) < GRAPH_PART:
+                    part = box[-1]["tasks"]
                 else:
-                    box.append({"op": "update-graph", "tasks": tasks, "functions": {}})
+                    part = []
+                    box.append({"op": "update-graph", "tasks": part, "functions": {}})
+                n = GRAPH_PART - len(part)
+                part.extend(tasks[i:i + n])
+                i += n
             if msg is not None:
                 if msg["op"] == "release-keys" and box and box[-1]["op"] == "release-keys":
                     box[-1]["keys"].extend(msg["keys"])
@@ -341,7 +350,12 @@ class Client:
             box, self._outbox = self._outbox, []
             self._flush_scheduled = False
         if box and self.status in ("running", "connecting"):
-            self._stream.send_many(box)
+            batches = [[]]  # a full part of a graph ends a batch
+            for msg in box:
+                batches[-1].append(msg)
+                if msg["op"] == "update-graph" and len(msg["tasks"]) >= GRAPH_PART:
+                    batches.append([])
+            self._stream.send_batches(batches)
 
     def _function_id(self, func, cache: bool):
         """Pickle *func* (once per client when importable) and queue its bytes for the scheduler."""

@@ -475,6 +475,7 @@ class BatchedSend:
     def __init__(self, comm: Comm):
         self.comm = comm
         self.buffer: list = []
+        self._cuts: list = []  # where in buffer a new batch starts
         self._busy = False
         self.closed = False
         self.messages_sent = 0
@@ -484,9 +485,17 @@ class BatchedSend:
         self.send_many(messages)
 
     def send_many(self, messages) -> None:
+        self.send_batches((messages,))
+
+    def send_batches(self, batches) -> None:
+        """Each list of messages in *batches* goes as a batch of its own: the receiver decodes
+        and handles one part before the next (a client's large graph, in parts)."""
         if self.closed:
             return
-        self.buffer.extend(messages)
+        for i, messages in enumerate(batches):
+            if i and self.buffer:
+                self._cuts.append(len(self.buffer))
+            self.buffer.extend(messages)
         if not self._busy:
             self._busy = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -503,17 +512,21 @@ class BatchedSend:
         self._write()
 
     def _write(self):
-        batch, self.buffer = self.buffer, []
-        if not batch:
-            return
-        try:
-            self.comm.write_nowait(batch)
-        except (CommClosedError, OSError) as e:
-            logger.debug("batched send to %s stopped: %s", self.comm.peer, e)
-            self.close()
-            return
-        self.messages_sent += len(batch)
-        self.batches_sent += 1
+        buffer, self.buffer = self.buffer, []
+        cuts, self._cuts = self._cuts, []
+        start = 0
+        for end in (*cuts, len(buffer)):
+            if end == start:
+                continue
+            try:
+                self.comm.write_nowait(buffer[start:end] if cuts else buffer)
+            except (CommClosedError, OSError) as e:
+                logger.debug("batched send to %s stopped: %s", self.comm.peer, e)
+                self.close()
+                return
+            self.messages_sent += end - start
+            self.batches_sent += 1
+            start = end
 
     async def _drain_then_flush(self):
         try:
@@ -529,7 +542,7 @@ class BatchedSend:
 
     def close(self) -> None:
         self.closed = True
-        self.buffer = []
+        self.buffer, self._cuts = [], []
         self.comm.abort()
 
 

@@ -49,8 +49,9 @@ class InvalidTransition(AssertionError):
 
 
 class _EmptySet(frozenset):
-    """The shared empty set of tasks without dependencies, dependents or waiters: most tasks
-    of a big map have none, and not allocating 4 sets each keeps the garbage collector idle.
+    """The shared empty set of tasks without dependencies, dependents, waiters or holders:
+    most tasks of a big map have none until they finish, and not allocating 5 sets each keeps
+    memory per queued task small and the garbage collector idle.
     Code that adds to one of these sets first replaces EMPTY by a set of its own."""
 
     __slots__ = ()
@@ -79,7 +80,7 @@ class TaskState:
         self.dependents = EMPTY
         self.waiting_on = EMPTY
         self.waiters = EMPTY
-        self.who_has: set = set()
+        self.who_has = EMPTY  # becomes a set with the first worker that holds the result
         self.processing_on = None
         self.nbytes = 0
         self.type = None
@@ -179,6 +180,15 @@ class SchedulerState:
     def _to_clients(self, ts, msg):
         for cs in ts.who_wants:
             self.client_out[cs.id].append(msg)
+
+    def _hold(self, ts, ws):
+        """Worker *ws* holds the result of *ts* (not yet recorded)."""
+        if ts.who_has is EMPTY:
+            ts.who_has = {ws}
+        else:
+            ts.who_has.add(ws)
+        ws.has_what.add(ts)
+        ws.nbytes += ts.nbytes
 
     def _free(self, ws, keys):
         out = self.worker_out[ws.address]
@@ -350,7 +360,7 @@ class SchedulerState:
                     ws.has_what.discard(t)
                     ws.nbytes -= t.nbytes
                     self._free(ws, [t.key])
-                t.who_has.clear()
+                t.who_has = EMPTY
             elif state == "processing":
                 self._unassign(t)
             elif state == "no-worker":
@@ -378,7 +388,7 @@ class SchedulerState:
                     ws.has_what.discard(t)
                     ws.nbytes -= t.nbytes
                     self._free(ws, [t.key])
-                t.who_has.clear()
+                t.who_has = EMPTY
             self._unassign(t)
             self.unrunnable.discard(t)
             self._set(t, "forgotten")
@@ -521,9 +531,7 @@ class SchedulerState:
         if ts is None or ts.state != "processing" or ts.processing_on is not ws:
             if ts is not None and ts.state == "memory":
                 if ws not in ts.who_has:
-                    ts.who_has.add(ws)
-                    ws.has_what.add(ts)
-                    ws.nbytes += ts.nbytes
+                    self._hold(ts, ws)
             else:
                 self._free(ws, [key])
             return
@@ -531,9 +539,7 @@ class SchedulerState:
         del ws.processing[ts]
         ts.nbytes = nbytes
         ts.type = type
-        ts.who_has.add(ws)
-        ws.has_what.add(ts)
-        ws.nbytes += nbytes
+        self._hold(ts, ws)
         self._set(ts, "memory")
         self.counts["tasks-finished"] += 1
         group = self.groups[ts.group]
@@ -594,9 +600,7 @@ class SchedulerState:
             ts = self.tasks.get(key)
             if ts is not None and ts.state == "memory":
                 if ws not in ts.who_has:
-                    ts.who_has.add(ws)
-                    ws.has_what.add(ts)
-                    ws.nbytes += ts.nbytes
+                    self._hold(ts, ws)
             else:
                 unknown.append(key)
         if unknown:

@@ -225,3 +225,32 @@ def test_dispatch_hands_over_batches_in_order_then_stops_or_raises(in_process):
         assert outcome == ["bad", "closed"]
 
     asyncio.run(main())
+
+
+def test_batched_send_keeps_the_parts_it_is_given():
+    """send_batches: each part arrives as a batch of its own, in order, after what was queued."""
+    from jobqueue.core.comm import BatchedSend, Listener
+
+    async def main():
+        got = []
+
+        async def handler(comm):
+            while True:
+                got.append([m["op"] for m in await comm.read()])
+
+        listener = Listener(b"t" * 32, handler)
+        port = await listener.start("127.0.0.1", 0)
+        comm = await connect(f"tcp://127.0.0.1:{port}", b"t" * 32)
+        bs = BatchedSend(comm)
+        bs.send({"op": "first"})            # written at once
+        bs.send({"op": "queued"})           # waits for the end of this loop iteration
+        bs.send_batches([[{"op": "a"}], [{"op": "b"}, {"op": "c"}], [{"op": "d"}]])
+        for _ in range(200):
+            if sum(map(len, got)) == 6:
+                break
+            await asyncio.sleep(0.01)
+        bs.close()
+        listener.stop()
+        assert got == [["first"], ["queued", "a"], ["b", "c"], ["d"]]
+
+    asyncio.run(main())
