@@ -119,12 +119,16 @@ class Decoder:
     Pure: no sockets. The TCP comm lets the kernel write straight into :meth:`get_buffer` and
     then calls :meth:`buffer_updated`; tests and fuzzers call :meth:`feed`. A batch larger than
     half the scratch buffer is received into a buffer of its own, so a 64 MB payload is copied
-    once, from the socket into its final place.
+    once, from the socket into its final place. The scratch buffer starts small and doubles,
+    up to *chunk*, each time a read fills it: a scheduler keeps one per worker connection, and
+    a thousand idle ones of 64 KB would be 64 MB.
     """
 
-    def __init__(self, max_body: int = DEFAULT_MAX_BODY, chunk: int = 1 << 16):
+    def __init__(self, max_body: int = DEFAULT_MAX_BODY, chunk: int = 1 << 16,
+                 initial: int = 1 << 12):
         self.max_body = max_body
-        self.buf = bytearray(chunk)
+        self.chunk = chunk
+        self.buf = bytearray(min(initial, chunk))
         self.start = 0
         self.end = 0
         self.large = None  # [body, nframes, filled]
@@ -133,12 +137,12 @@ class Decoder:
         if self.large is not None:
             body, _, filled = self.large
             return memoryview(body)[filled:]
-        if self.end == len(self.buf):
+        if self.end == len(self.buf):  # the last read filled it
             n = self.end - self.start
             if self.start:
                 self.buf[:n] = self.buf[self.start:self.end]
                 self.start, self.end = 0, n
-            if n == len(self.buf):
+            if n == len(self.buf) or len(self.buf) < self.chunk:
                 self.buf.extend(bytes(len(self.buf)))
         return memoryview(self.buf)[self.end:]
 

@@ -254,3 +254,27 @@ def test_batched_send_keeps_the_parts_it_is_given():
         assert got == [["first"], ["queued", "a"], ["b", "c"], ["d"]]
 
     asyncio.run(main())
+
+
+def test_decoder_reassembles_any_split_and_keeps_idle_buffers_small():
+    import random
+
+    rng = random.Random(7)
+    batches = [[{"op": "m", "i": i, "pad": "x" * rng.choice([0, 10, 3000, 40_000]),
+                 "data": protocol.Raw(os.urandom(rng.choice([70_000, 300_000])))}
+                if i % 5 == 0 else {"op": "m", "i": i, "pad": "x" * rng.choice([0, 10, 3000])}]
+               for i in range(60)]
+    wire = b"".join(b"".join(bytes(b) for b in protocol.dumps(batch)) for batch in batches)
+    d = protocol.Decoder()
+    assert len(d.buf) == 4096  # an idle connection holds 4 KB, not 64
+    out, pos = [], 0
+    while pos < len(wire):
+        n = rng.choice([1, 7, 100, 4096, 65536, 1 << 20])
+        out.extend(d.feed(wire[pos:pos + n]))
+        pos += n
+    assert len(out) == len(batches)
+    for got, sent in zip(out, batches):
+        assert got[0]["i"] == sent[0]["i"] and got[0]["pad"] == sent[0]["pad"]
+        if "data" in sent[0]:
+            assert bytes(got[0]["data"]) == sent[0]["data"].data
+    assert len(d.buf) <= 1 << 16  # grew for the busy stream, up to its chunk size
