@@ -254,7 +254,7 @@ class SchedulerState:
             self._set(ts, "no-worker")
             self.unrunnable.add(ts)
         else:
-            self._compute(ts, ws)
+            self._assign(ts, ws)
 
     def _decide_worker(self, ts):
         """The running worker holding most of the task's input bytes; ties: least occupied."""
@@ -307,6 +307,10 @@ class SchedulerState:
         if ts.who_wants:
             msg["want"] = True
         self.worker_out[ws.address].append(msg)
+
+    def _assign(self, ts, ws):
+        """_compute, for a task placed on *ws* by its inputs or restrictions (not by _fill)."""
+        self._compute(ts, ws)
         if ws in self.idle and len(ws.processing) >= self._capacity(ws):
             del self.idle[ws]
 
@@ -334,7 +338,7 @@ class SchedulerState:
             ws = self._decide_worker(ts)
             if ws is not None:
                 self.unrunnable.discard(ts)
-                self._compute(ts, ws)
+                self._assign(ts, ws)
 
     def _unassign(self, ts, cancel=True):
         ws = ts.processing_on
