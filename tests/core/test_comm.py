@@ -278,3 +278,36 @@ def test_decoder_reassembles_any_split_and_keeps_idle_buffers_small():
         if "data" in sent[0]:
             assert bytes(got[0]["data"]) == sent[0]["data"].data
     assert len(d.buf) <= 1 << 16  # grew for the busy stream, up to its chunk size
+
+
+def test_large_write_goes_in_slices_and_arrives_whole():
+    """write() sends a large frame slice by slice as the socket drains; meanwhile nothing else
+    may be written on that comm, and the reader gets the batch intact."""
+    from jobqueue.core.comm import Listener
+
+    async def main():
+        accepted = asyncio.get_running_loop().create_future()
+
+        async def handler(comm):
+            accepted.set_result(comm)
+            await asyncio.sleep(60)
+
+        listener = Listener(b"t" * 32, handler)
+        port = await listener.start("127.0.0.1", 0)
+        comm = await connect(f"tcp://127.0.0.1:{port}", b"t" * 32)
+        peer = await accepted
+        big = os.urandom(24 << 20)
+        comm.transport.pause_reading()  # the socket fills up: the write waits for it to drain
+        writing = asyncio.ensure_future(peer.write([{"op": "big", "data": protocol.Raw(big)}]))
+        await asyncio.sleep(0.2)
+        assert not writing.done()
+        with pytest.raises(RuntimeError, match="under way"):
+            peer.write_nowait([{"op": "interleaved"}])
+        comm.transport.resume_reading()
+        (msg,) = await comm.read()
+        await writing
+        assert bytes(msg["data"]) == big
+        listener.stop()
+        comm.abort()
+
+    asyncio.run(main())
