@@ -300,7 +300,7 @@ def probe(python, module, env_extra=None):
             f"{module}.__file__]))")
     env = dict(os.environ, **(env_extra or {}))
     r = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120,
-                       env=env)
+                       env=env, cwd=HERE)  # as the runners: not the checkout's own jobqueue/
     if r.returncode != 0:
         raise RuntimeError(r.stderr.strip()[-1500:] or f"exit code {r.returncode}")
     return json.loads(r.stdout.strip().splitlines()[-1])
