@@ -97,15 +97,19 @@ def start_scheduler(tmp):
     proc = subprocess.Popen([sys.executable, "-m", "jobqueue", "scheduler", "--host",
                              "127.0.0.1", "--port", "0", "--scheduler-file", sched_file],
                             env=env, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while not os.path.exists(sched_file):
-        if time.time() > deadline:
-            raise RuntimeError("the scheduler did not start")
+    return proc, sched_file, read_scheduler_file(sched_file, proc, 30, "the scheduler")
+
+
+def read_scheduler_file(path, proc, timeout, what):
+    """The scheduler file's contents, once the scheduler process *proc* has written it."""
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        if time.time() > deadline or proc.poll() is not None:
+            raise RuntimeError(f"{what} did not start")
         time.sleep(0.05)
-    time.sleep(0.1)
-    with open(sched_file) as f:
-        info = json.load(f)
-    return proc, sched_file, info
+    time.sleep(0.2)  # written in full
+    with open(path) as f:
+        return json.load(f)
 
 
 def cpu(proc):

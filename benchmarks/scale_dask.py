@@ -31,6 +31,8 @@ import uuid
 
 import psutil
 
+from scale import cpu, fakes_cpu, read_scheduler_file  # the same measuring on both sides
+
 # -- fake workers (run in child processes) ------------------------------------------------------
 
 INT_TYPE = pickle.dumps(int)  # what a real worker sends as the type of an int result
@@ -201,30 +203,8 @@ def start_scheduler(tmp, log_path):
                                  "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                                  "--scheduler-file", sched_file],
                                 env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while not os.path.exists(sched_file):
-        if time.time() > deadline or proc.poll() is not None:
-            raise RuntimeError(f"the dask scheduler did not start; see {log_path}")
-        time.sleep(0.05)
-    time.sleep(0.2)
-    with open(sched_file) as f:
-        info = json.load(f)
+    info = read_scheduler_file(sched_file, proc, 60, f"the dask scheduler (log: {log_path})")
     return proc, sched_file, info
-
-
-def cpu(proc):
-    t = proc.cpu_times()
-    return t.user + t.system
-
-
-def tree_cpu(procs):
-    total = 0.0
-    for p in procs:
-        try:
-            total += cpu(psutil.Process(p.pid))
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 # run on the scheduler with client.run_on_scheduler (pickled by value)
@@ -451,7 +431,7 @@ def main():
                 time.sleep(5)
                 results["sched_idle_cpu_pct"] = round((cpu(sp) - c0) / 5 * 100, 1)
                 run_map(client, sp, 2000, budget)  # warm up
-                f0 = tree_cpu(fakes)
+                f0 = fakes_cpu(fakes)
                 for n in sizes:
                     if not budget.fits(f"map of {n:,} tasks", n):
                         continue
@@ -464,7 +444,7 @@ def main():
                     results["graph"]["tasks"] if results["graph"] else 0)
                 if ran:
                     results["fake_worker_cpu_us_per_task"] = round(
-                        (tree_cpu(fakes) - f0) / ran * 1e6, 1)
+                        (fakes_cpu(fakes) - f0) / ran * 1e6, 1)
                 results["workers_at_end"] = client.scheduler_info(n_workers=0)["n_workers"]
         finally:
             for f in fakes:
