@@ -330,8 +330,9 @@ class _PipeTransport(asyncio.Transport):
     """One end of an in-memory connection between two protocols on one event loop.
 
     Written bytes go straight into the other end's protocol, which only decodes them and wakes
-    its reader, so nothing runs re-entrantly. There is no flow control: both ends live in one
-    process, which already holds whatever is sent."""
+    its reader or schedules its handler (both ends are ``deferred``): no handler runs inside
+    another's write. There is no flow control: both ends live in one process, which already
+    holds whatever is sent."""
 
     def __init__(self, loop, proto):
         super().__init__()
