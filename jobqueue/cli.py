@@ -117,7 +117,16 @@ def cmd_scheduler(args) -> int:
 
     from .core.scheduler import Scheduler
 
+    from . import config
+
     _logging()
+    allowed_failures = args.allowed_failures if args.allowed_failures is not None \
+        else config.get("scheduler.allowed-failures", 3)
+    if args.worker_ttl is None:
+        worker_ttl = config.get("scheduler.worker-ttl", 300.0)
+    else:
+        worker_ttl = None if args.worker_ttl == "never" else \
+            config.parse_timedelta(args.worker_ttl)
     token = os.environ.get("JOBQUEUE_TOKEN")
     path = args.scheduler_file
     if not token:
@@ -138,7 +147,8 @@ def cmd_scheduler(args) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):   # before anyone learns the address
             loop.add_signal_handler(sig, stop.set)
-        s = Scheduler(token, host=args.host, port=args.port, scheduler_file=path)
+        s = Scheduler(token, host=args.host, port=args.port, scheduler_file=path,
+                      allowed_failures=allowed_failures, worker_ttl=worker_ttl)
         await s.start()
         print(f"scheduler at {s.address}" + (f"; address and token in {path}" if path else ""),
               file=sys.stderr, flush=True)
@@ -269,6 +279,11 @@ def format_info(info: dict) -> str:
              f"dashboard  {info.get('dashboard_link') or '(none)'}",
              f"clients    {max(0, int(info.get('clients', 1)) - 1)} (besides this one)",
              f"workers    {len(workers)}, {threads} threads, {format_bytes(memory)}"]
+    settings = info.get("settings")
+    if settings:
+        ttl = settings.get("worker_ttl")
+        lines.append(f"settings   allowed-failures {settings.get('allowed_failures')}, "
+                     f"worker-ttl {'never' if ttl is None else f'{ttl:g} s'}")
     rows = [(w.get("name", ""), address, str(w.get("nthreads", "")),
              format_bytes(w.get("memory_limit", 0)), str(w.get("processing", 0)),
              str(w.get("stored", 0)))
@@ -326,14 +341,26 @@ _size = _checked_by("parse_bytes")
 _duration = _checked_by("parse_timedelta")
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def _duration_or_never(text):
+    return text if text == "never" else _duration(text)
+
+
+def _whole_number(minimum):
+    """An argparse type: a whole number of at least *minimum*."""
+    def check(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return check
+
+
+_count = _whole_number(0)
+_positive_int = _whole_number(1)
 
 
 def add_cluster_options(p, batch_only=False):
@@ -456,6 +483,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="0.0.0.0")
     s.add_argument("--port", type=int, default=8786, help="0: any free port")
     s.add_argument("--scheduler-file", help="write address and token here (mode 0600)")
+    s.add_argument("--allowed-failures", type=_count, metavar="N",
+                   help="a task on more than N workers that died fails with KilledWorker "
+                   "(default: config scheduler.allowed-failures)")
+    s.add_argument("--worker-ttl", type=_duration_or_never, metavar="TIME",
+                   help="remove a worker silent for this long, e.g. 5m, or 'never' "
+                   "(default: config scheduler.worker-ttl)")
     s.set_defaults(func=cmd_scheduler)
     return p
 

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -430,3 +431,69 @@ def test_submit_over_ssh(tmp_path):
     assert "from 4000 samples in 4 tasks on 1 workers" in out.stdout
     assert "SSHCluster ssh-" in out.stderr and re.search(r"jobs of ssh-\w+: 1 finished",
                                                          out.stderr)
+
+
+def _start_scheduler(tmp_path, *flags, **env_extra):
+    sched_file = tmp_path / "scheduler.json"
+    proc = subprocess.Popen([sys.executable, "-m", "jobqueue", "scheduler", "--host", "127.0.0.1",
+                             "--port", "0", "--scheduler-file", str(sched_file), *flags],
+                            env=subprocess_env(tmp_path, **env_extra), stderr=subprocess.PIPE,
+                            text=True)
+    for _ in range(300):
+        if sched_file.exists() and sched_file.stat().st_size:
+            return proc, sched_file
+        if proc.poll() is not None:
+            raise AssertionError(f"jobqueue scheduler exited: {proc.stderr.read()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("jobqueue scheduler did not write its scheduler file")
+
+
+def test_standalone_scheduler_takes_settings_from_config_and_flags(tmp_path):
+    """`jobqueue scheduler` honours scheduler.allowed-failures and scheduler.worker-ttl from the
+    site's YAML (a silent worker is removed after worker-ttl), and its flags override them."""
+    import asyncio
+
+    from jobqueue import Client
+    from jobqueue.core.comm import connect
+
+    site = write(tmp_path / "site.yaml", """\
+        scheduler:
+          allowed-failures: 5
+          worker-ttl: 2s
+        """)
+    proc, sched_file = _start_scheduler(tmp_path, JOBQUEUE_CONFIG=str(site))
+    try:
+        with Client(scheduler_file=str(sched_file)) as client:
+            info = client.scheduler_info()
+            assert info["settings"] == {"allowed_failures": 5, "worker_ttl": 2.0}
+
+            async def silent_worker():  # registers, then never sends a heartbeat
+                token = json.loads(sched_file.read_text())["token"]
+                comm = await connect(info["address"], token)
+                await comm.write([{"op": "register-worker", "address": "tcp://silent:1",
+                                   "name": "silent", "nthreads": 1, "memory_limit": 0}])
+                assert (await comm.read())[0]["op"] == "welcome"
+                for _ in range(300):
+                    if "tcp://silent:1" not in client.scheduler_info()["workers"]:
+                        return True
+                    await asyncio.sleep(0.1)
+                return False
+
+            assert asyncio.run(silent_worker()), "the silent worker was never removed"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    proc, sched_file = _start_scheduler(tmp_path, "--allowed-failures", "0", "--worker-ttl",
+                                        "never", JOBQUEUE_CONFIG=str(site))
+    try:
+        with Client(scheduler_file=str(sched_file)) as client:
+            assert client.scheduler_info()["settings"] == {"allowed_failures": 0,
+                                                           "worker_ttl": None}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    code = subprocess.run([sys.executable, "-m", "jobqueue", "scheduler", "--worker-ttl",
+                           "soon"], capture_output=True, text=True,
+                          env=subprocess_env(tmp_path)).returncode
+    assert code == 2  # argparse refuses what config would refuse

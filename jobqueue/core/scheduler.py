@@ -134,7 +134,7 @@ def _field(msg, name, kind):
 
 class Scheduler:
     def __init__(self, token=None, host: str = "127.0.0.1", port: int = 0,
-                 allowed_failures: int = 3, worker_ttl: float = 300.0,
+                 allowed_failures: int = 3, worker_ttl: float | None = 300.0,
                  scheduler_file: str | None = None, dashboard_address=None):
         self.token = token or secrets.token_urlsafe(32)
         self.host = host
@@ -185,7 +185,8 @@ class Scheduler:
         self.listener.serve_in_process(self.address)
         self.status = "running"
         loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._check_workers()))
+        if self.worker_ttl is not None:  # None: never remove a silent worker
+            self._tasks.append(loop.create_task(self._check_workers()))
         if self.scheduler_file:
             write_scheduler_file(self.scheduler_file, self.address, self.token)
         logger.info("scheduler listening at %s", self.address)
@@ -540,7 +541,9 @@ class Scheduler:
             counts[ts.state] = counts.get(ts.state, 0) + 1
         return {"address": self.address, "workers": workers, "tasks": counts,
                 "clients": len(self.state.clients), "started": self.started,
-                "dashboard_link": self.dashboard_link}
+                "dashboard_link": self.dashboard_link,
+                "settings": {"allowed_failures": self.state.allowed_failures,
+                             "worker_ttl": self.worker_ttl}}
 
 
 def _public_host() -> str:
