@@ -5,6 +5,7 @@ They need the daemons that ci/slurm, ci/sge and ci/pbs start. Jobs are small (1-
 to 1 GB) and polls short (0.5 s), so the whole set takes about a minute per system.
 """
 import logging
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,14 @@ import pytest
 
 from jobqueue import BatchCommandError, Client
 from jobqueue.batch.status import JobState
+
+def slurm_running() -> bool:
+    """The SLURM that ci/slurm/start.sh runs answers (the SLURM test modules need it)."""
+    if not shutil.which("sbatch"):
+        return False
+    out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
+    return "is UP" in out.stdout
+
 
 TERMINAL = {JobState.FINISHED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT}
 

@@ -1,11 +1,11 @@
 """Adaptive scaling and walltime on the real SLURM that ci/slurm/start.sh runs."""
 import json
-import shutil
 import subprocess
 import time
 
 import pytest
 
+from _realsystem import slurm_running
 from conftest import needs_service
 from jobqueue import Client, KilledWorker, SLURMCluster
 from jobqueue.batch.status import JobState
@@ -15,9 +15,7 @@ pytestmark = pytest.mark.slurm
 
 @pytest.fixture(scope="module")
 def service():
-    ok = bool(shutil.which("sbatch")) and "is UP" in subprocess.run(
-        ["scontrol", "ping"], capture_output=True, text=True, timeout=30).stdout
-    needs_service(ok, "SLURM (ci/slurm/start.sh)")
+    needs_service(slurm_running(), "SLURM (ci/slurm/start.sh)")
 
 
 def left_in_queue(cluster, timeout=30):

@@ -1,22 +1,13 @@
 """SLURMCluster against the real SLURM that ci/slurm/start.sh runs."""
-import shutil
-import subprocess
 
 import pytest
 
-from _realsystem import RealSystemTests, wait_until
+from _realsystem import RealSystemTests, slurm_running, wait_until
 from conftest import needs_service
 from jobqueue import Client, SLURMCluster
 from jobqueue.batch.slurm import Slurm
 
 pytestmark = pytest.mark.slurm
-
-
-def slurm_running() -> bool:
-    if not shutil.which("sbatch"):
-        return False
-    out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
-    return "is UP" in out.stdout
 
 
 @pytest.fixture(scope="module")

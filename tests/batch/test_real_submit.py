@@ -5,7 +5,6 @@ tests may share the batch system), and checks that none are left when the comman
 """
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,19 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from _realsystem import wait_until
+from _realsystem import slurm_running, wait_until
 from conftest import needs_service
 
 pytestmark = pytest.mark.slurm
 
 SWEEP = str(Path(__file__).resolve().parents[2] / "examples" / "parameter_sweep.py")
-
-
-def slurm_running() -> bool:
-    if not shutil.which("sbatch"):
-        return False
-    out = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
-    return "is UP" in out.stdout
 
 
 @pytest.fixture(scope="module")
