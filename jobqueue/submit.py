@@ -68,6 +68,7 @@ def _say_in_handler(message) -> None:
 
 
 def main(args) -> int:
+    kind = None
     try:
         kind = cluster_kind(args)
         check_options(kind, args)
@@ -80,7 +81,7 @@ def main(args) -> int:
         say(e)
         return 2
     except ERRORS as e:
-        say(_with_hint(e))
+        say(_with_hint(e, args, kind))
         return 1
 
 
@@ -90,16 +91,24 @@ def print_job_script(args) -> int:
         _, _, text, _ = preview_job_script(args.system, given(args, BATCH_SETTINGS),
                                            args.profile)
     except ERRORS as e:
-        say(_with_hint(e), "script")
+        say(_with_hint(e, args, args.system), "script")
         return 1
     sys.stdout.write(text)
     return 0
 
-def _with_hint(error) -> str:
+def _with_hint(error, args=None, kind=None) -> str:
+    """The error's text, where a setting given on the command line is named by its option."""
     text = str(error)
-    if isinstance(error, config.ConfigError) and "is required" in text:
+    if not isinstance(error, config.ConfigError):
+        return text
+    if "is required" in text:
         text += ("\n  on the command line: --cores N --memory SIZE (or set them in the config, "
                  "see `jobqueue config show --sources`)")
+    kind = kind or getattr(args, "cluster", None)
+    for dest, setting in BATCH_SETTINGS.items():
+        if kind and getattr(args, dest, None) is not None:
+            text = text.replace(f"argument: {kind}.{setting.replace('_', '-')}",
+                                f"--{dest.replace('_', '-')}")
     return text
 
 # ------------------------------------------------------------------------------ options, cluster
@@ -196,36 +205,29 @@ def start_workers(cluster, kind: str, args) -> None:
 # ----------------------------------------------------------------------------- job script preview
 
 
-def _log_directory(s: dict) -> str:
-    return os.path.abspath(s.get("log_directory") or os.getcwd())
-
-
-def _python(s: dict) -> str:
-    return s.get("python") or sys.executable
-
-
-def _death_timeout(s: dict) -> float:
-    return s.get("death_timeout") or config.get("worker.death-timeout")
+PREVIEW_NAME = "CLUSTER"     # a cluster's name, in a preview made before it exists
 
 
 def preview_job_script(kind: str, arguments: dict, profile):
     """(adapter, settings, script, scheduler address) as a cluster would submit them, without
-    starting one: the port and the token file's name are only known once it runs."""
+    starting one: the port and the cluster's name (in the token file's and the default log
+    directory's paths) are only known once it runs."""
     from .batch import script as script_mod
-    from .batch.network import interface_address, public_address
+    from .batch.job import scheduler_host
 
     system = cluster_class(kind).system
     s = script_mod.settings(kind, arguments, profile)
-    try:
-        host = interface_address(s["interface"]) if s.get("interface") else public_address()
-    except ValueError as e:
-        raise config.ConfigError(f"{kind}.interface: {e}") from None
-    address = f"tcp://{host}:{config.get('scheduler.port', 0) or 'PORT'}"
-    token_file = os.path.join(os.path.expanduser("~"), ".jobqueue", "CLUSTER.token")
-    ctx = script_mod.context(s, scheduler_address=address, token_file=token_file,
-                             python=_python(s), log_directory=_log_directory(s),
-                             death_timeout=_death_timeout(s))
-    return system, s, script_mod.render(s.get("template") or system.template, ctx), address
+    address = f"tcp://{scheduler_host(kind, s)}:{config.get('scheduler.port', 0) or 'PORT'}"
+    token_file = os.path.join(os.path.expanduser("~"), ".jobqueue", f"{PREVIEW_NAME}.token")
+    text = script_mod.job_script(s, system.template, cluster_name=PREVIEW_NAME,
+                                 scheduler_address=address, token_file=token_file)
+    return system, s, text, address
+
+
+def _log_directory(s: dict, cluster_name: str = PREVIEW_NAME) -> str:
+    from .batch.script import job_defaults
+
+    return job_defaults(s, cluster_name)["log_directory"]
 
 
 def _script_path(system, job_name: str) -> str:
@@ -316,7 +318,7 @@ class Driver:
         try:
             code = self._run()
         except ERRORS as e:
-            say(_with_hint(e))
+            say(_with_hint(e, self.args, self.kind))
         except Exception as e:
             say(f"{type(e).__name__}: {e}")
             if self.args.verbose:
@@ -560,12 +562,12 @@ def driver_settings(kind: str, args, workers: dict) -> dict:
     from .batch import script as script_mod
 
     name = f"{workers['job_name']}-driver"
+    name = name if len(name) <= 64 else "jobqueue-driver"
     arguments = {"queue": args.queue, "account": args.account, "cores": 1, "processes": 1,
                  "memory": args.driver_memory,
                  "walltime": args.driver_walltime or workers.get("walltime"),
-                 "job_name": name if len(name) <= 64 else "jobqueue-driver",
-                 "log_directory": _log_directory(workers), "python": _python(workers),
-                 "job_script_prologue": args.prologue}
+                 "job_name": name, "log_directory": _log_directory(workers, name),
+                 "python": workers.get("python"), "job_script_prologue": args.prologue}
     if kind == "slurm":
         arguments.update(job_cpu=1, job_mem=args.driver_memory)
     s = script_mod.settings(kind, arguments)
@@ -573,32 +575,18 @@ def driver_settings(kind: str, args, workers: dict) -> dict:
     return s
 
 
-def render_driver(system, s: dict, ctx: dict) -> str:
+def render_driver(system, s: dict, driver_args: list) -> str:
     """The system's template with the worker part replaced by the driver's command."""
-    from pathlib import Path
-
-    import jinja2
-
     from .batch import script as script_mod
 
-    template = Path(s.get("template") or system.template)
-    search = [str(script_mod.PACKAGE_TEMPLATES)]
-    if template.is_absolute() or len(template.parts) > 1:
-        search.insert(0, str(template.resolve().parent))
-    env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader([jinja2.DictLoader({"worker.sh.j2": DRIVER_BODY}),
-                                    jinja2.FileSystemLoader(search)]),
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-        keep_trailing_newline=True, autoescape=False)
-    env.filters.update(q=script_mod.quote, skip=script_mod.skip)
-    try:
-        text = env.get_template(template.name).render(ctx)
-    except jinja2.TemplateError as e:
-        raise JobScriptError(f"job-script template {template}: {e}") from None
+    text = script_mod.job_script(
+        s, system.template, cluster_name=s["job_name"], scheduler_address="", token_file="",
+        overrides={"worker.sh.j2": DRIVER_BODY},
+        extra={"workdir": os.getcwd(), "driver_args": driver_args})
     if _DRIVER_MARK not in text:
-        raise config.ConfigError(f"{system.name}.template: {template} does not include "
-                                 "worker.sh.j2, so --detach cannot put the driver's command in "
-                                 "it; submit without --detach")
+        raise config.ConfigError(f"{system.name}.template: {s.get('template')} does not "
+                                 "include worker.sh.j2, so --detach cannot put the driver's "
+                                 "command in it; submit without --detach")
     return text
 
 
@@ -606,35 +594,24 @@ def detach(kind: str, args) -> int:
     import asyncio
 
     from .batch import script as script_mod
+    from .batch.job import submit_script
     from .batch.runner import CommandRunner
 
     system = cluster_class(kind).system
     workers = script_mod.settings(kind, given(args, BATCH_SETTINGS), args.profile)
     s = driver_settings(kind, args, workers)
-    log_directory = _log_directory(s)
-    ctx = script_mod.context(s, scheduler_address="", token_file="", python=_python(s),
-                             log_directory=log_directory, death_timeout=_death_timeout(s))
-    ctx.update(workdir=os.getcwd(), driver_args=forwarded_argv(kind, args))
-    text = render_driver(system, s, ctx)
-    extra = s.get("submit_command_extra") or []
-    cwd = system.submit_cwd(log_directory)
+    log_directory = s["log_directory"]
+    text = render_driver(system, s, forwarded_argv(kind, args))
     if args.dry_run:
-        argv = system.submit_argv(_script_path(system, s["job_name"]), None, extra)
+        argv = system.submit_argv(_script_path(system, s["job_name"]), None,
+                                  s.get("submit_command_extra") or [])
+        cwd = system.submit_cwd(log_directory)
         print(f"# the driver's job script ({kind})\n{text.rstrip()}\n\n# the command\n"
               f"{shlex.join(argv)}" + (f"    # in {cwd}" if cwd else ""))
         return 0
     os.makedirs(log_directory, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="jobqueue-submit-") as directory:
-        path = os.path.join(directory, system.script_name(s["job_name"]))
-        with open(path, "w") as f:
-            f.write(text)
-        argv = system.submit_argv(path, None, extra)
-        result = asyncio.run(CommandRunner().run(argv, cwd=cwd))
-    try:
-        job_id = system.parse_submit(result.stdout)
-    except ValueError as e:
-        raise BatchCommandError(argv, result.returncode, result.stdout, result.stderr,
-                                problem=f"gave no job id: {e}") from None
+    [(job_id, _)] = asyncio.run(submit_script(CommandRunner(), system, text, s, log_directory,
+                                              [None]))
     logs = system.log_paths(log_directory, s["job_name"], job_id, "")
     print(job_id, flush=True)
     say(f"the driver runs as {kind} job {job_id}: the scheduler and {args.script} inside it, "

@@ -497,3 +497,17 @@ def test_standalone_scheduler_takes_settings_from_config_and_flags(tmp_path):
                            "soon"], capture_output=True, text=True,
                           env=subprocess_env(tmp_path)).returncode
     assert code == 2  # argparse refuses what config would refuse
+
+
+def test_unusable_log_directory_names_the_option_and_the_path(tmp_path):
+    script = write(tmp_path / "s.py", "open('ran', 'w')\n")
+    out = submit(tmp_path, "--cluster", "slurm", "--cores", "1", "--memory", "500MB",
+                 "--log-directory", "/proc/nope", str(script))
+    assert out.returncode == 1, out.stderr
+    assert "--log-directory /proc/nope: cannot create or write it" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "ran").exists()
+    out = submit(tmp_path, "--cluster", "slurm", "--cores", "1", "--memory", "500MB",
+                 str(script), JOBQUEUE_SLURM__LOG_DIRECTORY="/proc/nope")
+    assert out.returncode == 1, out.stderr
+    assert ("JOBQUEUE_SLURM__LOG_DIRECTORY: slurm.log-directory /proc/nope: cannot create or "
+            "write it") in out.stderr

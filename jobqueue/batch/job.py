@@ -14,7 +14,6 @@ import asyncio
 import logging
 import math
 import os
-import sys
 import tempfile
 import time
 
@@ -33,6 +32,13 @@ GONE_GRACE = 30.0        # seconds to wait for an accounting record of a job tha
 MAX_BACKOFF = 60.0       # longest pause between status polls while they fail
 
 
+def poll_delay(interval: float, failures: int) -> float:
+    """Seconds until the next status poll: the interval, doubled for each poll that failed in a
+    row, at most MAX_BACKOFF (or the interval, if that is longer)."""
+    delay = interval * 2 ** min(failures, 10)
+    return min(delay, max(MAX_BACKOFF, interval))
+
+
 class BatchJob(Job):
     """One batch job, or one task of an array job, as the cluster last saw it.
 
@@ -44,20 +50,45 @@ class BatchJob(Job):
     def __init__(self, cluster, job_id: str):
         self.job_id = job_id
         super().__init__(cluster, f"{cluster.job_name}-{cluster.system.worker_id(job_id)}")
-        self.state = JobState.PENDING
+        self._state = JobState.PENDING
         self.reason = "submitted"
         self.native = ""
         self.stale = False
         self.raw_id = ""
         self.submitted = time.time()
         self.started = None          # when it was first seen running (time.time())
-        self.workers: set = set()
         self.ever_connected: set = set()
         self.cancel_requested = False
         self.gone = False
         self.stuck = False           # failed but still in the queue (Grid Engine's Eqw)
         self.missing_since = None
         self.reported = False
+
+    @property
+    def workers(self) -> set:
+        """Names of its workers connected now."""
+        self._observe()
+        return self._workers
+
+    @property
+    def state(self) -> JobState:
+        """As the batch system last said, except that a job with a connected worker is running
+        whatever the last poll said (the worker may have connected since)."""
+        self._observe()
+        return self._state
+
+    @state.setter
+    def state(self, value: JobState):
+        self._state = value
+
+    def _observe(self):
+        connected = self.cluster._connected_names()
+        self._workers = {n for n in self.worker_names() if n in connected}
+        if self._workers:
+            self.ever_connected |= self._workers
+            if self._state is JobState.PENDING:
+                self._state, self.reason = JobState.RUNNING, ""
+            self.started = self.started or time.time()
 
     @property
     def done(self) -> bool:
@@ -139,6 +170,42 @@ class BatchJob(Job):
                 f"workers={len(self.workers)}/{self.cluster.processes}>")
 
 
+def scheduler_host(system_name: str, settings: dict) -> str:
+    """The address the scheduler listens on and tells workers and clients to connect to: the one
+    the compute nodes reach this host by, i.e. the interface's (interface=ib0) or that of the
+    default route."""
+    interface = settings.get("interface")
+    if not interface:
+        return public_address()
+    try:
+        return interface_address(interface)
+    except ValueError as e:
+        raise config.ConfigError(f"{system_name}.interface: {e}") from None
+
+
+async def submit_script(runner, system: BatchSystem, text: str, settings: dict,
+                        log_directory: str, sizes) -> list:
+    """Submit the job script text once per size in sizes (None: one job; N: an array of N
+    tasks); returns ``[(job id, [task ids])]``. A submit command that prints no job id raises
+    BatchCommandError with what it printed."""
+    extra = settings.get("submit_command_extra") or []
+    out = []
+    with tempfile.TemporaryDirectory(prefix="jobqueue-submit-") as directory:
+        path = os.path.join(directory, system.script_name(settings["job_name"]))
+        with open(path, "w") as f:
+            f.write(text)
+        for size in sizes:
+            argv = system.submit_argv(path, size, extra)
+            result = await runner.run(argv, cwd=system.submit_cwd(log_directory))
+            try:
+                base = system.parse_submit(result.stdout)
+            except ValueError as e:
+                raise BatchCommandError(argv, result.returncode, result.stdout, result.stderr,
+                                        problem=f"gave no job id: {e}") from None
+            out.append((base, system.array_ids(base, size) if size else [base]))
+    return out
+
+
 def _write_token_file(name: str, token: str) -> str:
     """~/.jobqueue/NAME.token, mode 0600 in a 0700 directory.
 
@@ -192,20 +259,23 @@ class JobQueueCluster(Cluster):
         self.threads_per_job = self.processes * self.threads
         self.max_jobs = s.get("max_jobs")
         self.job_name = s["job_name"]
-        self.log_directory = os.path.abspath(s.get("log_directory") or os.getcwd())
-        self.python = s.get("python") or sys.executable
-        self.death_timeout = s.get("death_timeout") or config.get("worker.death-timeout")
         self.poll_interval = s["poll_interval"]
         self.runner = CommandRunner(timeout=self.command_timeout)
         self.token_file = None
+        self._scheduler_closed = False
         self._poller = None
         self._poll_failures = 0
+        self._clock = time.monotonic         # tests put a clock of their own here
         self._unknown_codes: set = set()
-        super().__init__(host=self._scheduler_host(), name=name,
+        super().__init__(host=scheduler_host(self.system.name, s), name=name,
                          scheduler_port=config.get("scheduler.port", 0))
+        defaults = script_mod.job_defaults(s, self.name)
+        self.log_directory = defaults["log_directory"]
+        self.python = defaults["python"]
+        self.death_timeout = defaults["death_timeout"]
         try:
             self.token_file = _write_token_file(self.name, self.token)
-            os.makedirs(self.log_directory, exist_ok=True)
+            self._make_log_directory(settings, profile)
             self._sync(self._start_poller())
         except BaseException:
             self.close()
@@ -213,28 +283,34 @@ class JobQueueCluster(Cluster):
 
     # -- settings -------------------------------------------------------------------------------
 
-    def _scheduler_host(self) -> str:
-        # The scheduler listens on the address the compute nodes reach this host by: the
-        # interface's (interface=ib0) or that of the default route. It is also what it tells
-        # workers and clients to connect to.
-        interface = self.settings.get("interface")
-        if not interface:
-            return public_address()
+    def _make_log_directory(self, arguments, profile):
+        """Create log_directory; if that fails, say which setting and where its value came
+        from (the default directory is the user's cache)."""
+        path = self.log_directory
         try:
-            return interface_address(interface)
-        except ValueError as e:
-            raise config.ConfigError(f"{self.system.name}.interface: {e}") from None
+            os.makedirs(path, exist_ok=True)
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise PermissionError(f"{path} is not writable")
+        except OSError as e:
+            key = f"{self.system.name}.log-directory"
+            where = script_mod.source(self.system.name, "log_directory", arguments, profile)
+            if where == "default":
+                what = f"the default log directory {path} (under the user's cache directory)"
+            else:
+                what = f"{where}: {key} {path}"
+            raise config.ConfigError(
+                f"{what}: cannot create or write it ({e.strerror or e}); the job output files "
+                f"go there, so give a writable directory that the compute nodes share, "
+                f"e.g. log_directory='~/jobqueue-logs' (or {key} in the config)") from None
 
     # -- the job script -------------------------------------------------------------------------
 
     def job_script(self) -> str:
         """The script every job of this cluster is submitted with, exactly."""
-        ctx = script_mod.context(
-            self.settings, scheduler_address=self.scheduler_address,
-            token_file=self.token_file or os.path.join("~", ".jobqueue", f"{self.name}.token"),
-            python=self.python, log_directory=self.log_directory,
-            death_timeout=self.death_timeout)
-        return script_mod.render(self.settings.get("template") or self.system.template, ctx)
+        return script_mod.job_script(
+            self.settings, self.system.template, cluster_name=self.name,
+            scheduler_address=self.scheduler_address,
+            token_file=self.token_file or os.path.join("~", ".jobqueue", f"{self.name}.token"))
 
     # -- scaling --------------------------------------------------------------------------------
 
@@ -289,30 +365,16 @@ class JobQueueCluster(Cluster):
 
     async def _submit(self, count: int) -> list:
         """Submit count jobs: one array, or one job at a time. Returns the new BatchJobs."""
-        text = self.job_script()
         array = count > 1 and self.settings["job_array"] and self.system.supports_arrays
         sizes = [count] if array else [None] * count
-        extra = self.settings.get("submit_command_extra") or []
         new = []
-        with tempfile.TemporaryDirectory(prefix="jobqueue-submit-") as directory:
-            path = os.path.join(directory, self.system.script_name(self.job_name))
-            with open(path, "w") as f:
-                f.write(text)
-            for size in sizes:
-                argv = self.system.submit_argv(path, size, extra)
-                result = await self.runner.run(argv,
-                                               cwd=self.system.submit_cwd(self.log_directory))
-                try:
-                    base = self.system.parse_submit(result.stdout)
-                except ValueError as e:
-                    raise BatchCommandError(argv, result.returncode, result.stdout, result.stderr,
-                                            problem=f"gave no job id: {e}") from None
-                ids = self.system.array_ids(base, size) if size else [base]
-                for job_id in ids:
-                    self.jobs[job_id] = BatchJob(self, job_id)
-                    new.append(self.jobs[job_id])
-                logger.info("%s: submitted %s", self.name,
-                            f"array job {base} ({size} tasks)" if size else f"job {base}")
+        for base, ids in await submit_script(self.runner, self.system, self.job_script(),
+                                             self.settings, self.log_directory, sizes):
+            for job_id in ids:
+                self.jobs[job_id] = BatchJob(self, job_id)
+                new.append(self.jobs[job_id])
+            logger.info("%s: submitted %s", self.name,
+                        f"array job {base} ({len(ids)} tasks)" if ids != [base] else f"job {base}")
         return new
 
     async def _cancel(self, jobs, ended_too=False) -> None:
@@ -338,20 +400,23 @@ class JobQueueCluster(Cluster):
 
     async def _poll_loop(self):
         while True:
-            try:
-                ok = await self._poll_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("%s: polling the job states failed", self.name)
-                ok = False
-            self._poll_failures = 0 if ok else self._poll_failures + 1
-            delay = self.poll_interval * 2 ** min(self._poll_failures, 10)
-            await asyncio.sleep(min(delay, max(MAX_BACKOFF, self.poll_interval)))
+            await asyncio.sleep(await self._poll_step())
+
+    async def _poll_step(self) -> float:
+        """One poll; returns how long to wait before the next (longer while polls fail)."""
+        try:
+            ok = await self._poll_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s: polling the job states failed", self.name)
+            ok = False
+        self._poll_failures = 0 if ok else self._poll_failures + 1
+        return poll_delay(self.poll_interval, self._poll_failures)
 
     async def _poll_once(self) -> bool:
         """One status command for all live jobs; False if it failed (states kept, marked stale)."""
-        self._track_workers()
+        self._observe_jobs()
         live = [j for j in list(self.jobs.values()) if not j.done]
         if live:
             argv = self.system.status_argv([j.job_id for j in live])
@@ -366,7 +431,7 @@ class JobQueueCluster(Cluster):
             if self._poll_failures:
                 logger.info("%s: job states are current again", self.name)
             await self._apply(live, statuses)
-        self._track_workers()
+        self._observe_jobs()
         await self._after_poll()
         return True
 
@@ -378,7 +443,7 @@ class JobQueueCluster(Cluster):
                            "ones, marked stale, and retrying: %s", self.name, error)
 
     async def _apply(self, live, statuses: dict):
-        now = time.monotonic()
+        now = self._clock()
         gone = []
         for job in live:
             status = statuses.get(self.system.status_key(job.job_id))
@@ -421,17 +486,17 @@ class JobQueueCluster(Cluster):
                 continue                      # the accounting record may not be written yet
             job.missing_since = None
 
-    def _track_workers(self):
-        """Which of each job's workers are connected; a connected worker means a running job."""
-        names = self.scheduler.state.names
+    def _connected_names(self):
+        """Names of the workers connected to the scheduler now (none once it has closed)."""
+        if self._scheduler_closed:
+            return ()
+        return self.scheduler.state.names
+
+    def _observe_jobs(self):
+        """Note which workers of each job are connected (a job whose worker connected is
+        running, and has run); reading a job's state or workers does the same for one job."""
         for job in list(self.jobs.values()):
-            if job.done and not job.workers:
-                continue
-            job.workers = {n for n in job.worker_names() if n in names}
-            job.ever_connected |= job.workers
-            if job.workers and job.state is JobState.PENDING:
-                job.state, job.reason = JobState.RUNNING, ""
-                job.started = job.started or time.time()
+            job._observe()
 
     async def _after_poll(self):
         """Cancel jobs stuck in an error state; report ended jobs; close their workers."""
@@ -500,7 +565,7 @@ class JobQueueCluster(Cluster):
     async def _wait_for_workers(self, n, timeout):
         deadline = None if timeout is None else time.monotonic() + timeout
         while len(self.scheduler.state.workers) < n:
-            self._track_workers()
+            self._observe_jobs()
             have = len(self.scheduler.state.workers)
             live = self.live_jobs()
             possible = have + sum(self.processes - len(j.workers) for j in live)
@@ -515,7 +580,7 @@ class JobQueueCluster(Cluster):
                 raise TimeoutError(f"{self.name}: {have} of {n} workers connected within "
                                    f"{timeout:g} s; jobs: {self._job_counts()}")
             await asyncio.sleep(0.05)
-        self._track_workers()
+        self._observe_jobs()
 
     def _job_counts(self) -> str:
         counts = {}
@@ -555,8 +620,8 @@ class JobQueueCluster(Cluster):
                 logger.error("%s: could not cancel its jobs %s; cancel them yourself: %s",
                              self.name, " ".join(j.job_id for j in ours), e)
             await self.scheduler.close()
+            self._scheduler_closed = True
             for job in ours:
-                job.workers = set()
                 if job.cancel_requested:
                     job.state, job.reason = JobState.CANCELLED, "cancelled by close()"
 

@@ -29,21 +29,24 @@ def service():
 
 @pytest.fixture
 def name(service):
-    """A job name of this test's own; no job by that name may be left in the queue after it."""
+    """A job name of this test's own; no job by that name may be left pending or running after
+    it (a job that was cancelled may still be completing: SLURM is cleaning up after it)."""
     name = f"jqt-{uuid.uuid4().hex[:8]}"
     yield name
-    left = queued(name)
+    left = queued(name, completing=False)
     if left:
-        subprocess.run(["scancel", "-n", name], capture_output=True)
+        subprocess.run(["scancel", *left], capture_output=True)
     assert not left, f"jobs {left} were left in the queue"
 
 
-def queued(name: str) -> list:
-    """Ids of the jobs named name that squeue lists (pending, running, completing)."""
+def queued(name: str, completing: bool = True) -> list:
+    """Ids of the jobs named name that squeue lists as pending, running or (with completing)
+    completing."""
     out = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i %T"], capture_output=True,
                          text=True, timeout=30, check=True)
-    return [line.split()[0] for line in out.stdout.splitlines()
-            if line.split()[1] not in ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT")]
+    ended = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT"} | (set() if completing else
+                                                                {"COMPLETING"})
+    return [line.split()[0] for line in out.stdout.splitlines() if line.split()[1] not in ended]
 
 
 def command(tmp_path, name, *extra) -> list:
