@@ -22,7 +22,7 @@ from ..deploy.cluster import Cluster, Job, _clusters
 from . import script as script_mod
 from .network import interface_address, public_address
 from .runner import BatchCommandError, CommandRunner
-from .status import JobState, JobStatus
+from .status import JobState, JobStatus, Pending, Verdict
 from .system import BatchSystem
 
 logger = logging.getLogger("jobqueue.batch")
@@ -63,6 +63,7 @@ class BatchJob(Job):
         self.stuck = False           # failed but still in the queue (Grid Engine's Eqw)
         self.missing_since = None
         self.reported = False
+        self.never = None            # a Verdict: it can never start as submitted
 
     @property
     def workers(self) -> set:
@@ -154,7 +155,9 @@ class BatchJob(Job):
         return f"job {self.job_id} {self.state}" + (f" ({self.reason})" if self.reason else "")
 
     def describe(self) -> str:
-        """The summary and the log tail."""
+        """The summary and the log tail (or, for a job that could never start, the remedy)."""
+        if self.never is not None:
+            return f"{self.summary()}; {self.never.remedy}"
         return f"{self.summary()}; {self.log_tail()}"
 
     async def start(self):
@@ -267,6 +270,8 @@ class JobQueueCluster(Cluster):
         self._poll_failures = 0
         self._clock = time.monotonic         # tests put a clock of their own here
         self._unknown_codes: set = set()
+        self._verified: set = set()          # submissions asked whether they can ever run
+        self._said: set = set()              # pending reasons already reported
         super().__init__(host=scheduler_host(self.system.name, s), name=name,
                          scheduler_port=config.get("scheduler.port", 0))
         defaults = script_mod.job_defaults(s, self.name)
@@ -431,6 +436,7 @@ class JobQueueCluster(Cluster):
             if self._poll_failures:
                 logger.info("%s: job states are current again", self.name)
             await self._apply(live, statuses)
+            await self._check_pending()
         self._observe_jobs()
         await self._after_poll()
         return True
@@ -485,6 +491,60 @@ class JobQueueCluster(Cluster):
             else:
                 continue                      # the accounting record may not be written yet
             job.missing_since = None
+
+    async def _check_pending(self):
+        """Report a pending job whose reason means it can never start as submitted (and cancel
+        it), or that it waits for something that may not come (once per reason)."""
+        pending = [j for j in self.live_jobs() if j.state is JobState.PENDING and not j.stale]
+        verdicts: dict = {}
+        for job in pending:
+            verdict = self.system.pending(job.reason)
+            verdicts.setdefault(verdict, []).append(job)
+        waiting = [j for v, jobs in verdicts.items() if v.kind is Pending.WAIT for j in jobs]
+        for submission, verdict in (await self._verify(waiting)).items():
+            verdicts[verdict] = [j for j in waiting
+                                 if self.system.submission_id(j.job_id) == submission]
+        for verdict, jobs in verdicts.items():
+            ids = " ".join(j.job_id for j in jobs)
+            if verdict.kind is Pending.NEVER:
+                await self._refuse(jobs, verdict)
+            elif verdict.kind is Pending.BLOCKED and verdict.why not in self._said:
+                self._said.add(verdict.why)
+                logger.warning("%s: job %s is pending: %s; %s", self.name, ids, verdict.why,
+                               verdict.remedy)
+
+    async def _verify(self, jobs) -> dict:
+        """``{submission: NEVER Verdict}`` from asking the batch system, once per submission,
+        whether its pending jobs could ever run (Grid Engine: qalter -w v)."""
+        out = {}
+        for submission in sorted({self.system.submission_id(j.job_id) for j in jobs}
+                                 - self._verified):
+            self._verified.add(submission)
+            argv = self.system.verify_argv(submission)
+            if argv is None:
+                continue
+            try:
+                result = await self.runner.run(argv, check=False)
+            except BatchCommandError as e:
+                logger.debug("%s: %s", self.name, e)
+                continue
+            verdict = self.system.parse_verify(result.returncode, result.stdout, result.stderr)
+            if verdict is not None:
+                out[submission] = verdict
+        return out
+
+    async def _refuse(self, jobs, verdict: Verdict):
+        """Jobs that can never start as submitted: failed, said at once, cancelled."""
+        for job in jobs:
+            job.state, job.reason = JobState.FAILED, f"cannot start as submitted: {verdict.why}"
+            job.never, job.reported = verdict, True
+        ids = " ".join(j.job_id for j in jobs)
+        logger.warning("%s: job %s can never start as submitted: %s; cancelling it. To fix: %s",
+                       self.name, ids, verdict.why, verdict.remedy)
+        try:
+            await self._cancel(jobs, ended_too=True)
+        except BatchCommandError as e:
+            logger.warning("%s: could not cancel job %s: %s", self.name, ids, e)
 
     def _connected_names(self):
         """Names of the workers connected to the scheduler now (none once it has closed)."""

@@ -7,7 +7,7 @@ under SLURM ids that cannot be mapped back to their task, so each job is submitt
 from __future__ import annotations
 
 from .job import JobQueueCluster
-from .status import parse_pbs_qstat_f, parse_pbs_qsub
+from .status import Pending, Verdict, parse_pbs_qstat_f, parse_pbs_qsub
 from .system import BatchSystem
 
 
@@ -42,6 +42,13 @@ class PBS(BatchSystem):
 
     def parse_status(self, stdout):
         return {self.status_key(k): v for k, v in parse_pbs_qstat_f(stdout).items()}
+
+    def pending(self, reason):
+        # PBS Pro's comment: "Can Never Run: Insufficient amount of resource: ncpus (R: 16 ...)"
+        if reason.startswith("Can Never Run"):
+            return Verdict(Pending.NEVER, reason, "ask for fewer cores or less memory (cores=, "
+                           "memory=, resource_spec=) or use another queue (queue=)")
+        return Verdict(Pending.WAIT, reason)
 
     def status_key(self, job_id):
         return job_id.split(".")[0]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .job import JobQueueCluster
-from .status import SQUEUE_FORMAT, parse_sbatch, parse_squeue
+from .status import SQUEUE_FORMAT, parse_sbatch, parse_squeue, slurm_pending
 from .system import BatchSystem
 
 
@@ -35,6 +35,12 @@ class Slurm(BatchSystem):
 
     def parse_status(self, stdout):
         return parse_squeue(stdout)
+
+    def pending(self, reason):
+        return slurm_pending(reason)
+
+    def submission_id(self, job_id):
+        return job_id.split("_")[0]
 
     def log_paths(self, log_directory, job_name, job_id, raw_id):
         # "#SBATCH -o DIR/%x-%j.out": %j is SLURM's own id, which differs for array tasks.

@@ -53,6 +53,23 @@ class JobStatus:
     cancel: bool = False
 
 
+class Pending(str, enum.Enum):
+    """What a pending job's reason means for whoever waits for it."""
+    WAIT = "wait"          # it starts when its turn comes (Priority, Resources): say nothing
+    BLOCKED = "blocked"    # it waits for something that may not come by itself: say so, once
+    NEVER = "never"        # it can never start as submitted: say so, cancel it, stop waiting
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why a job pends, for people: ``kind``, ``why`` (the batch system's reason, explained)
+    and ``remedy`` (what to change)."""
+
+    kind: Pending
+    why: str
+    remedy: str = ""
+
+
 def expand_ranges(text: str) -> list:
     """'1-4:1,7,9-12:2' -> [1, 2, 3, 4, 7, 9, 11]; SLURM's '4-9%4' (a throttle) -> [4..9]."""
     out = []
@@ -125,6 +142,69 @@ def parse_squeue(text: str) -> dict:
     return out
 
 
+_SHAPE = ("ask for fewer cores or less memory (cores=, memory=, job_cpu=, job_mem=; "
+          "--cores, --memory) or use another partition (queue=, --queue)")
+_WALLTIME = "ask for a shorter walltime (walltime=, --walltime) or use another partition (queue=)"
+# SLURM's pending reasons (squeue %r, the word before any comma): what each means, what to do.
+_SLURM_PENDING = {
+    "PartitionConfig": (Pending.NEVER, "no node of the partition has what it asks for (cores, "
+                        "memory, GPUs or features)", _SHAPE + "; `sinfo -N -o '%P %N %c %m %G "
+                        "%f'` shows what each node has"),
+    "PartitionNodeLimit": (Pending.NEVER, "it asks for more nodes than the partition allows",
+                           "check -N/--nodes in job_extra_directives, or use another partition "
+                           "(queue=)"),
+    "PartitionTimeLimit": (Pending.NEVER, "its walltime is longer than the partition allows",
+                           _WALLTIME + "; `sinfo -o '%P %l'` shows each partition's limit"),
+    "InvalidAccount": (Pending.NEVER, "the account is not valid for it",
+                       "give an account you may use (account=, --account); `sacctmgr show "
+                       "assoc user=$USER` lists them"),
+    "InvalidQOS": (Pending.NEVER, "the QOS is not valid for it",
+                   "give a QOS you may use (--qos in job_extra_directives)"),
+    "DependencyNeverSatisfied": (Pending.NEVER, "the job it depends on ended in a way that "
+                                 "can never satisfy the dependency",
+                                 "remove or fix the --dependency in job_extra_directives"),
+    "BadConstraints": (Pending.NEVER, "no node has the features it asks for",
+                       "fix --constraint in job_extra_directives; `sinfo -o '%N %f'` lists "
+                       "the features"),
+    "ReqNodeNotAvail": (Pending.BLOCKED, "a node it needs is down, drained or reserved (e.g. "
+                        "for maintenance)", "it starts when such a node returns; `sinfo -R` "
+                        "says why nodes are unavailable"),
+    "NodeDown": (Pending.BLOCKED, "a node it needs is down", "it starts when the node returns; "
+                 "`sinfo -R` says why"),
+    "PartitionDown": (Pending.BLOCKED, "the partition is down", "it starts when the partition "
+                      "is up again, or use another partition (queue=)"),
+    "PartitionInactive": (Pending.BLOCKED, "the partition is inactive", "use another "
+                          "partition (queue=)"),
+    "JobHeldUser": (Pending.BLOCKED, "it is held", "release it with scontrol release JOBID"),
+    "JobHeldAdmin": (Pending.BLOCKED, "an administrator holds it", "ask your administrators"),
+    "FrontEndDown": (Pending.BLOCKED, "no front-end node is available", "ask your "
+                     "administrators"),
+}
+
+
+def slurm_pending(reason: str) -> Verdict:
+    """What a SLURM pending reason (``PartitionConfig``, ``ReqNodeNotAvail, UnavailableNodes:n1``,
+    ``AssocGrpCpuLimit``) means. Limits per job of an account or QOS (``AssocMax...PerJob...``,
+    ``QOSMax...PerJob...``, ``QOSMin...``) can never be met; group limits (``AssocGrp...``,
+    ``QOSGrp...``) wait for the group's other jobs to end, which may never be enough."""
+    code = re.split(r"[,\s(]", reason.strip(), maxsplit=1)[0]
+    if code in _SLURM_PENDING:
+        kind, why, remedy = _SLURM_PENDING[code]
+        return Verdict(kind, f"{reason} ({why})", remedy)
+    scope = "QOS" if code.startswith("QOS") else "account"
+    limits = f"`sacctmgr show {'qos' if scope == 'QOS' else 'assoc user=$USER'}` shows them"
+    if re.fullmatch(r"(Assoc|QOS)Max\w*Per(Job|Node)\w*|QOSMin\w*", code):
+        wall = "WallDuration" in code
+        return Verdict(Pending.NEVER, f"{reason} (it asks for more than its {scope} allows "
+                       f"one job{', or less than it requires' if 'Min' in code else ''})",
+                       f"{_WALLTIME if wall else _SHAPE}; {limits}")
+    if re.fullmatch(r"(Assoc|QOS)Grp\w*", code):
+        return Verdict(Pending.BLOCKED, f"{reason} (the running jobs of its {scope} use up a "
+                       "limit they share)", f"it starts when they end, unless it alone asks "
+                       f"for more than the limit; {limits}")
+    return Verdict(Pending.WAIT, reason)
+
+
 def parse_sbatch(text: str) -> str:
     """``sbatch --parsable`` prints ``43`` or ``43;cluster``."""
     first = text.strip().splitlines()[-1] if text.strip() else ""
@@ -182,6 +262,17 @@ def parse_sge_qsub(text: str) -> str:
     if match is None:
         raise ValueError(f"expected a job id from qsub -terse, got {text.strip()!r}")
     return match.group(1)
+
+
+def parse_sge_verify(returncode: int, text: str) -> str | None:
+    """``qalter -w v ID`` checks a pending job against an empty cluster: None if it could run
+    (``verification: found possible assignment``), else why it never can (``cannot run in PE
+    "smp" because it only offers 8 slots``)."""
+    if "no suitable queues" not in text:
+        return None
+    why = [re.sub(r"^Job \d+\s*", "", line.strip()) for line in text.splitlines()
+           if line.startswith("Job ")]
+    return "; ".join(why) or "no queue can run it (qalter -w v: no suitable queues)"
 
 
 def _sge_accounting_status(record: dict) -> JobStatus:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from .status import Pending, Verdict
+
 
 class BatchSystem:
     name = ""                    # config section and template name
@@ -73,6 +75,24 @@ class BatchSystem:
     def parse_explain(self, stdout: str) -> dict:
         """``{job id: why}`` from the output of explain_argv."""
         return {}
+
+    def pending(self, reason: str) -> Verdict:
+        """What a pending job's reason means (see :class:`~jobqueue.batch.status.Pending`)."""
+        return Verdict(Pending.WAIT, reason)
+
+    def verify_argv(self, job_id: str):
+        """argv asking whether a pending job could ever run as submitted (None: nothing to ask,
+        the reason says it). One command per submission: ``job_id`` is the job's or array's."""
+        return None
+
+    def parse_verify(self, returncode: int, stdout: str, stderr: str):
+        """A NEVER :class:`~jobqueue.batch.status.Verdict` for the job verify_argv asked about,
+        or None if it can run."""
+        return None
+
+    def submission_id(self, job_id: str) -> str:
+        """The id of the submission a job or array task came from (43 for 43_2, 9 for 9.3)."""
+        return job_id
 
     # -- cancel ---------------------------------------------------------------------------------
 

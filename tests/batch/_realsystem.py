@@ -150,6 +150,26 @@ class RealSystemTests:
             in warned[0]
         assert "/nonexistent/python" in cluster.get_logs()[job.name]
 
+    never_says = ""              # the batch system's reason for a job with too many cores
+
+    def check_never_starts(self, make, caplog):
+        """A job asking for more cores than any node has: reported at once with the batch
+        system's reason and a remedy, cancelled, and wait_for_workers fails."""
+        caplog.set_level(logging.WARNING, logger="jobqueue.batch")
+        cluster = make(cores=16, memory="1GB")
+        cluster.scale(jobs=1)
+        (job_id,) = cluster.jobs
+        with pytest.raises(RuntimeError) as e:
+            cluster.wait_for_workers(1, timeout=120)
+        message = str(e.value)
+        assert f"job {job_id} failed (cannot start as submitted: {self.never_says}" in message
+        assert "cores=" in message
+        (warning,) = [r.getMessage() for r in caplog.records if job_id in r.getMessage()]
+        assert f"job {job_id} can never start as submitted: {self.never_says}" in warning
+        assert "To fix: ask for fewer cores" in warning
+        wait_until(lambda: not still_queued(cluster, [job_id]), 30,
+                   f"the job {job_id} should have been cancelled")
+
     def test_invalid_queue_raises_with_the_batch_systems_message(self, make):
         cluster = make(queue=self.bad_queue)
         with pytest.raises(BatchCommandError) as e:

@@ -283,3 +283,71 @@ def test_unusable_log_directory_names_the_setting_and_where_it_came_from(env, mo
     assert str(e.value).startswith(f"{where}: slurm.log-directory /proc/nope: cannot create or "
                                    f"write it")
     assert "compute nodes share" in str(e.value)
+
+# ----------------------------------------------------------------- jobs that can never start
+
+
+def test_job_that_can_never_start_is_reported_at_once_and_cancelled(slurm, caplog):
+    cluster, fake = slurm
+    cluster.scale(jobs=2)
+    fake.set("40_0", "PENDING", "PartitionConfig")
+    fake.set("40_1", "PENDING", "PartitionConfig")
+    poll(cluster)
+    jobs = list(cluster.jobs.values())
+    assert all(j.state is JobState.FAILED and j.done for j in jobs)
+    assert jobs[0].reason.startswith("cannot start as submitted: PartitionConfig (no node of the "
+                                     "partition has what it asks for")
+    assert fake.history[-1] == ("scancel", "40_0", "40_1")
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "job 40_0 40_1 can never start as submitted: PartitionConfig" in warning
+    assert "To fix: ask for fewer cores or less memory (cores=, memory=" in warning
+    with pytest.raises(RuntimeError) as e:
+        cluster.wait_for_workers(2, timeout=60)
+    assert "job 40_0 failed (cannot start as submitted: PartitionConfig" in str(e.value)
+    assert "sinfo" in str(e.value)            # the remedy, not an empty log file
+
+
+@pytest.mark.parametrize("reason", ["Priority", "Resources", "None", "BeginTime",
+                                    "AssocMaxJobsLimit"])
+def test_job_waiting_its_turn_is_not_reported(slurm, caplog, reason):
+    cluster, fake = slurm
+    cluster.scale(jobs=1)
+    fake.set("40", "PENDING", reason)
+    poll(cluster)
+    assert cluster.jobs["40"].state is JobState.PENDING
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    with pytest.raises(TimeoutError):
+        cluster.wait_for_workers(1, timeout=0.2)
+
+
+def test_job_blocked_on_something_that_may_not_come_is_reported_once(slurm, caplog):
+    cluster, fake = slurm
+    cluster.scale(jobs=1)
+    fake.set("40", "PENDING", "ReqNodeNotAvail, UnavailableNodes:node7")
+    poll(cluster)
+    poll(cluster)
+    assert cluster.jobs["40"].state is JobState.PENDING and fake.calls["scancel"] == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "job 40 is pending: ReqNodeNotAvail, UnavailableNodes:node7 (a node it needs is " \
+        "down" in warnings[0] and "sinfo -R" in warnings[0]
+
+
+def test_grid_engine_asks_once_whether_a_pending_job_could_ever_run(sge, caplog):
+    cluster, fake = sge
+    cluster.scale(jobs=2)
+    poll(cluster)
+    poll(cluster)
+    assert fake.calls["qalter"] == 1 and fake.history[-2] == ("qalter", "-w", "v", "40")
+    assert all(j.state is JobState.PENDING for j in cluster.jobs.values())
+    cluster.scale(jobs=4)                          # a new array: asked about once too
+    for job_id in ("41.1", "41.2"):
+        fake.queue[job_id].never = 'cannot run in PE "smp" because it only offers 8 slots'
+    poll(cluster)
+    assert fake.calls["qalter"] == 2
+    new = [cluster.jobs["41.1"], cluster.jobs["41.2"]]
+    assert all(j.state is JobState.FAILED and j.cancel_requested for j in new)
+    assert new[0].reason == ('cannot start as submitted: cannot run in PE "smp" because it only '
+                             'offers 8 slots')
+    assert fake.history[-1] == ("qdel", "41.1", "41.2")
+    assert [j.state for j in (cluster.jobs["40.1"], cluster.jobs["40.2"])] == [JobState.PENDING] * 2

@@ -130,6 +130,21 @@ def test_rejected_submission_exits_1_with_sbatchs_message(tmp_path, name):
     assert not (tmp_path / "ran").exists()
 
 
+def test_job_that_can_never_start_fails_the_command_at_once(tmp_path, name):
+    script = tmp_path / "s.py"
+    script.write_text("from jobqueue import Client\nprint(Client().submit(sum, [1, 2]).result())\n")
+    out = subprocess.run(command(tmp_path, name, "--cores", "16", str(script)),
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env=environment(tmp_path))
+    assert out.returncode == 1, out.stderr
+    job_id = re.search(r"submitted 1 job \((\d+)\)", out.stderr).group(1)
+    assert f"job {job_id} can never start as submitted: PartitionConfig" in out.stderr
+    assert "To fix: ask for fewer cores or less memory" in out.stderr
+    assert re.search(rf"{job_id}: failed \(cannot start as submitted: PartitionConfig",
+                     out.stderr), out.stderr
+    wait_until(lambda: not queued(name), 30, "the job should leave the queue")
+
+
 def test_jobs_that_fail_stop_the_script(tmp_path, name):
     out = subprocess.run(command(tmp_path, name, "--jobs", "2", "--python", "/nonexistent/python",
                                  SWEEP), capture_output=True, text=True, timeout=120,

@@ -9,9 +9,10 @@ import pytest
 from jobqueue.batch.pbs import PBS
 from jobqueue.batch.sge import GridEngine
 from jobqueue.batch.slurm import Slurm
-from jobqueue.batch.status import (JobState, JobStatus, expand_ranges, parse_pbs_qstat,
-                                   parse_pbs_qstat_f, parse_pbs_qsub, parse_qacct, parse_sbatch,
-                                   parse_sge_errors, parse_sge_qsub, parse_sge_xml, parse_squeue)
+from jobqueue.batch.status import (JobState, JobStatus, Pending, expand_ranges,
+                                   parse_pbs_qstat, parse_pbs_qstat_f, parse_pbs_qsub,
+                                   parse_qacct, parse_sbatch, parse_sge_errors, parse_sge_qsub,
+                                   parse_sge_verify, parse_sge_xml, parse_squeue, slurm_pending)
 
 P, R, F, X, C, T, U = (JobState.PENDING, JobState.RUNNING, JobState.FINISHED, JobState.FAILED,
                        JobState.CANCELLED, JobState.TIMEOUT, JobState.UNKNOWN)
@@ -97,6 +98,37 @@ def test_unknown_slurm_state_keeps_the_code():
 
 def test_squeue_ignores_blank_and_foreign_lines():
     assert parse_squeue("\n\nslurm_load_jobs error: Invalid job id specified\n") == {}
+
+
+@pytest.mark.parametrize("reason, kind", [
+    ("Priority", Pending.WAIT), ("Resources", Pending.WAIT), ("None", Pending.WAIT),
+    ("BeginTime", Pending.WAIT), ("Dependency", Pending.WAIT), ("", Pending.WAIT),
+    ("AssocMaxJobsLimit", Pending.WAIT), ("QOSMaxJobsPerUserLimit", Pending.WAIT),
+    ("QOSMaxCpuPerUserLimit", Pending.WAIT),
+    ("PartitionConfig", Pending.NEVER), ("PartitionNodeLimit", Pending.NEVER),
+    ("PartitionTimeLimit", Pending.NEVER), ("InvalidAccount", Pending.NEVER),
+    ("InvalidQOS", Pending.NEVER), ("DependencyNeverSatisfied", Pending.NEVER),
+    ("BadConstraints", Pending.NEVER), ("AssocMaxCpuPerJobLimit", Pending.NEVER),
+    ("AssocMaxWallDurationPerJobLimit", Pending.NEVER), ("QOSMaxMemoryPerJob", Pending.NEVER),
+    ("QOSMaxNodePerJobLimit", Pending.NEVER), ("QOSMinCpuNotSatisfied", Pending.NEVER),
+    ("ReqNodeNotAvail, UnavailableNodes:vm", Pending.BLOCKED), ("NodeDown", Pending.BLOCKED),
+    ("PartitionDown", Pending.BLOCKED), ("JobHeldUser", Pending.BLOCKED),
+    ("JobHeldAdmin", Pending.BLOCKED), ("AssocGrpCpuLimit", Pending.BLOCKED),
+    ("QOSGrpNodeLimit", Pending.BLOCKED),
+])
+def test_slurm_pending_reasons(reason, kind):
+    verdict = slurm_pending(reason)
+    assert verdict.kind is kind
+    assert verdict.why.startswith(reason)
+    assert bool(verdict.remedy) == (kind is not Pending.WAIT)
+
+
+def test_slurm_pending_remedies_name_the_setting():
+    assert "walltime=" in slurm_pending("PartitionTimeLimit").remedy
+    assert "walltime=" in slurm_pending("QOSMaxWallDurationPerJobLimit").remedy
+    assert "cores=" in slurm_pending("PartitionConfig").remedy
+    assert "cores=" in slurm_pending("AssocMaxCpuPerJobLimit").remedy
+    assert "account=" in slurm_pending("InvalidAccount").remedy
 
 
 @pytest.mark.parametrize("text, expected", [("43\n", "43"), ("43;cluster\n", "43"),
@@ -316,6 +348,33 @@ def test_sge_error_reasons():
     assert why == {"23": reason, "23.1": reason, "23.2": reason}
 
 
+# qalter -w v ID (Grid Engine 8.1.9): the job checked against an empty cluster
+QALTER_NEVER_PE = """\
+Job 2 cannot run in PE "smp" because it only offers 0 slots
+verification: no suitable queues
+"""
+QALTER_NEVER_MEMORY = """\
+Job 5 (-l mem_free=500G) cannot run at host "vm" because it offers only hc:mem_free=21.186G
+verification: no suitable queues
+"""
+QALTER_POSSIBLE = "verification: found possible assignment with 2 slots\n"
+QALTER_RUNNING = "verification: job is already running or is held\n"
+
+
+def test_sge_verification():
+    assert parse_sge_verify(1, QALTER_NEVER_PE) == \
+        'cannot run in PE "smp" because it only offers 0 slots'
+    assert parse_sge_verify(1, QALTER_NEVER_MEMORY) == \
+        '(-l mem_free=500G) cannot run at host "vm" because it offers only hc:mem_free=21.186G'
+    assert parse_sge_verify(0, QALTER_POSSIBLE) is None
+    assert parse_sge_verify(0, QALTER_RUNNING) is None
+    assert parse_sge_verify(1, 'denied: job "3" does not exist\n') is None
+    verdict = GridEngine().parse_verify(1, QALTER_NEVER_PE, "")
+    assert verdict.kind is Pending.NEVER and "cores=" in verdict.remedy
+    assert GridEngine().pending("on hold").kind is Pending.BLOCKED
+    assert GridEngine().pending("queued").kind is Pending.WAIT
+
+
 def test_grid_engine_argv():
     g = GridEngine()
     assert g.submit_argv("/t/x.sh", 4) == ["qsub", "-terse", "-t", "1-4", "/t/x.sh"]
@@ -448,6 +507,14 @@ def test_pbs_qsub_error_text_is_not_an_id():
             "'sbatch: error: invalid partition specified: nosuch\n'\n")
     with pytest.raises(ValueError, match="job id"):
         parse_pbs_qsub(text)
+
+
+def test_pbs_pro_comment_that_says_never():
+    p = PBS()
+    assert p.pending("Can Never Run: Insufficient amount of resource: ncpus (R: 16 A: 8 "
+                     "T: 8)").kind is Pending.NEVER
+    assert p.pending("Not Running: Insufficient amount of resource: ncpus").kind is Pending.WAIT
+    assert p.pending("queued").kind is Pending.WAIT
 
 
 def test_pbs_argv():
