@@ -341,6 +341,19 @@ _size = _checked_by("parse_bytes")
 _duration = _checked_by("parse_timedelta")
 
 
+def _walltime(text):
+    """--walltime: any duration; what a bare number means depends on the batch system."""
+    from . import config
+
+    try:
+        config.parse_timedelta(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"cannot read {text!r} as a walltime: give HH:MM:SS, 1h30m, 90m, or a bare number, "
+            "which SLURM reads as minutes and PBS and Grid Engine as seconds") from None
+    return text
+
+
 def _duration_or_never(text):
     return text if text == "never" else _duration(text)
 
@@ -374,7 +387,9 @@ def add_cluster_options(p, batch_only=False):
     g.add_argument("--memory", type=_size, metavar="SIZE", help="memory per job, e.g. 32GB (local: per worker)")
     g.add_argument("--processes", type=_positive_int, metavar="N",
                    help="worker processes per job (ssh: per host)")
-    g.add_argument("--walltime", type=_duration, metavar="TIME", help="time limit per job, e.g. 01:00:00, 90m")
+    g.add_argument("--walltime", type=_walltime, metavar="TIME",
+                   help="time limit per job, e.g. 01:00:00, 90m; a bare number is minutes for "
+                        "SLURM, seconds for PBS and SGE")
     g.add_argument("--queue", metavar="NAME", help="partition or queue")
     g.add_argument("--account", metavar="NAME", help="account or project to charge")
     g.add_argument("--job-name", metavar="NAME", help="name of the worker jobs in the queue")
@@ -412,7 +427,7 @@ def _add_submit(sub):
     s.add_argument("--detach", action="store_true",
                    help="run this command itself as a batch job (survives logout); print its "
                    "job id and log file")
-    s.add_argument("--driver-walltime", type=_duration, metavar="TIME",
+    s.add_argument("--driver-walltime", type=_walltime, metavar="TIME",
                    help="--detach: time limit of the driver job (default: --walltime)")
     s.add_argument("--driver-memory", type=_size, default="2GB", metavar="SIZE",
                    help="--detach: memory of the driver job (default 2GB)")

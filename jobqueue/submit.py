@@ -565,7 +565,7 @@ def driver_settings(kind: str, args, workers: dict) -> dict:
     name = name if len(name) <= 64 else "jobqueue-driver"
     arguments = {"queue": args.queue, "account": args.account, "cores": 1, "processes": 1,
                  "memory": args.driver_memory,
-                 "walltime": args.driver_walltime or workers.get("walltime"),
+                 "walltime": args.driver_walltime or _clock(workers.get("walltime")),
                  "job_name": name, "log_directory": _log_directory(workers, name),
                  "python": workers.get("python"), "job_script_prologue": args.prologue}
     if kind == "slurm":
@@ -573,6 +573,11 @@ def driver_settings(kind: str, args, workers: dict) -> dict:
     s = script_mod.settings(kind, arguments)
     s["resource_spec"] = None            # the site's is sized for workers
     return s
+
+
+def _clock(seconds):
+    """HH:MM:SS, which every batch system reads alike (a bare number is minutes to SLURM)."""
+    return None if seconds is None else config.format_walltime(seconds)
 
 
 def render_driver(system, s: dict, driver_args: list) -> str:

@@ -87,7 +87,9 @@ def test_usage_errors_exit_2(capsys, tmp_path):
     script = write(tmp_path / "s.py", "print(1)\n")
     for argv, says in [
             (["submit", "--memory", "lots", str(script)], "cannot read 'lots' as a size"),
-            (["submit", "--walltime", "soon", str(script)], "cannot read 'soon' as a duration"),
+            (["submit", "--walltime", "soon", str(script)],
+             "cannot read 'soon' as a walltime: give HH:MM:SS, 1h30m, 90m, or a bare number, "
+             "which SLURM reads as minutes and PBS and Grid Engine as seconds"),
             (["submit", "--jobs", "0", str(script)], "must be at least 1"),
             (["submit", "--jobs", "2", "--adapt", "1:3", str(script)], "not allowed with"),
             (["submit", "--cluster", "nope", str(script)], "invalid choice"),
@@ -197,6 +199,16 @@ def test_script_slurm(env, capsys):
                  "--nthreads 2 --nworkers 1 --memory-limit 1000000000"]:
         assert line in out.splitlines() or line in out, line
     assert re.search(r"-m jobqueue worker tcp://[\d.]+:PORT ", out)
+
+
+@pytest.mark.parametrize("kind, directive", [("slurm", "#SBATCH -t 01:00:00"),
+                                             ("pbs", "#PBS -l walltime=00:01:00"),
+                                             ("sge", "#$ -l h_rt=00:01:00")])
+def test_bare_walltime_on_the_command_line_is_what_the_system_reads(env, capsys, kind,
+                                                                    directive):
+    code, out, _ = run(capsys, "script", kind, "--cores", "1", "--memory", "1GB",
+                       "--walltime", "60")
+    assert code == 0 and f"{directive}\n" in out
 
 
 def test_script_uses_config_and_profile(env, capsys):
