@@ -201,7 +201,7 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         self._closed = asyncio.Event()
         host = self.host or route_address(self.scheduler_address)
-        self.listener = Listener(self.token, self._serve)
+        self.listener = Listener(self.token, self._serve, role="worker")
         port = await self.listener.start(host, self.port)
         self.address = format_address(host, port)
         if self.name is None:
@@ -231,7 +231,7 @@ class Worker:
         delay, last = 0.05, None
         while True:
             try:
-                comm = await connect(self.scheduler_address, self.token,
+                comm = await connect(self.scheduler_address, self.token, role="worker",
                                      timeout=max(1.0, min(10.0, deadline - time.monotonic())))
                 await comm.write([{"op": "register-worker", "address": self.address,
                                    "name": self.name, "nthreads": self.nthreads,
