@@ -45,6 +45,7 @@ from collections import OrderedDict, deque
 
 from . import protocol
 from .errors import AuthenticationError, CommClosedError, UnpicklableResult
+from .security import Security, scheme_of
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +73,20 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def format_address(host: str, port: int) -> str:
-    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+def format_address(host: str, port: int, scheme: str = "tcp") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+_contexts: dict = {}  # (Security, server_side) -> SSLContext: loading certificates costs ~ms
+
+
+def _tls_context(security, server_side: bool):
+    if security is None:
+        security = Security.from_config()
+    ctx = _contexts.get((security, server_side))
+    if ctx is None:
+        ctx = _contexts[security, server_side] = security.context(server_side)
+    return ctx
 
 
 def _mac(token: bytes, *parts: bytes) -> bytes:
@@ -461,10 +474,12 @@ _in_process: dict = {}  # address -> Listener serving it in this process
 
 async def connect(address: str, token, timeout: float = 10.0, name: str | None = None,
                   max_body: int = protocol.DEFAULT_MAX_BODY, role: str = "client",
-                  expect: str = "scheduler") -> Comm:
+                  expect: str = "scheduler", security: Security | None = None) -> Comm:
     """Open and authenticate a connection to *address*: we are a *role* (client, worker or peer)
-    and mean to reach a *expect* (scheduler, or worker for its data)."""
+    and mean to reach a *expect* (scheduler, or worker for its data). A ``tls://`` address is
+    reached over TLS with *security*'s certificates (default: from the config)."""
     host, port = parse_address(address)
+    tls = scheme_of(address) == "tls"
     token = as_token(token)
     loop = asyncio.get_running_loop()
     listener = _in_process.get(address)
@@ -472,12 +487,19 @@ async def connect(address: str, token, timeout: float = 10.0, name: str | None =
     if in_process:
         transport, proto = listener.pipe(max_body)
     else:
+        extra = {}
+        if tls:
+            extra = dict(ssl=_tls_context(security, server_side=False), server_hostname=host,
+                         ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         try:
             transport, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _Protocol(max_body), host, port), timeout)
+                loop.create_connection(lambda: _Protocol(max_body), host, port, **extra),
+                timeout)
         except (OSError, asyncio.TimeoutError) as e:
+            hint = ("; is it a TLS scheduler (tls://)?" if not tls and
+                    isinstance(e, asyncio.TimeoutError) else "")
             raise CommClosedError(f"could not connect to {address}: "
-                                  f"{type(e).__name__}: {e or 'timed out'}") from None
+                                  f"{type(e).__name__}: {e or 'timed out'}{hint}") from None
     comm = Comm(transport, proto, address)
     comm.name = name
     try:
@@ -487,10 +509,11 @@ async def connect(address: str, token, timeout: float = 10.0, name: str | None =
         transport.abort()
         if isinstance(e, AuthenticationError):
             raise
+        hint = "" if tls else " Or a TLS server (its address starts with tls://)?"
         raise AuthenticationError(
             f"{address} closed the connection during the handshake: wrong token, or not a "
-            f"jobqueue {expect}? (its log says why it refused)") from None
-    comm.start_framing(*(() if in_process else macs))
+            f"jobqueue {expect}? (its log says why it refused){hint}") from None
+    comm.start_framing(*(() if in_process or tls else macs))
     return comm
 
 
@@ -542,9 +565,11 @@ class Listener:
     what this server is (scheduler, or worker for its data server)."""
 
     def __init__(self, token, handler, max_body: int = protocol.DEFAULT_MAX_BODY,
-                 role: str = "scheduler"):
+                 role: str = "scheduler", security: Security | None = None):
         if role not in ROLES:
             raise ValueError(f"unknown listener role {role!r} (one of {sorted(ROLES)})")
+        self.ssl = security.context(server_side=True) if security and security.tls else None
+        self.scheme = "tls" if self.ssl is not None else "tcp"
         self.token = as_token(token)
         self.handler = handler
         self.max_body = max_body
@@ -648,12 +673,14 @@ class Listener:
         if entry.dropped:
             return
         try:
+            extra = dict(ssl=self.ssl, ssl_handshake_timeout=HANDSHAKE_TIMEOUT) if self.ssl else {}
             await self.loop.connect_accepted_socket(lambda: _ServerProtocol(self, entry),
-                                                    entry.sock)
-        except OSError as e:
-            logger.debug("accepted connection from %s lost before it started: %s",
-                         entry.source, e)
+                                                    entry.sock, **extra)
+        except (OSError, asyncio.TimeoutError) as e:
+            self.rejected += 1
+            self._reject_log.reject(entry.source, f"TLS handshake failed: {e}")
             entry.drop()
+            self._handshakes.pop(entry, None)
 
     def _admit(self, entry) -> None:
         """Make room for one more connection in its handshake: drop the oldest of its source
@@ -689,7 +716,7 @@ class Listener:
         finally:
             if proto.entry is not None:
                 self._handshakes.pop(proto.entry, None)
-        comm.start_framing(*(() if pipe else macs))
+        comm.start_framing(*(() if pipe or self.ssl else macs))
         try:
             await self.handler(comm)
         except (CommClosedError, protocol.ProtocolError) as e:
@@ -816,15 +843,17 @@ class BatchedSend:
 class PeerPool:
     """Connections to workers' data servers, reused between requests (workers and clients)."""
 
-    def __init__(self, token):
+    def __init__(self, token, security: Security | None = None):
         self.token = token
+        self.security = security
         self.comms: dict = {}
 
     async def get_data(self, address: str, keys: list) -> dict:
         """``{key: value}`` of the results *address* holds; a key it no longer holds is absent."""
         comm = self.comms.pop(address, None)
         if comm is None or comm.closed:
-            comm = await connect(address, self.token, role="peer", expect="worker")
+            comm = await connect(address, self.token, role="peer", expect="worker",
+                                 security=self.security)
         reply = await comm.request({"op": "get-data", "keys": keys})
         self.comms[address] = comm
         if reply.get("errors"):
