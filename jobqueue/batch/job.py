@@ -310,12 +310,17 @@ class JobQueueCluster(Cluster):
 
     # -- the job script -------------------------------------------------------------------------
 
+    def _worker_environment(self) -> dict:
+        security = getattr(self.scheduler, "security", None)
+        return security.env() if security is not None else {}
+
     def job_script(self) -> str:
         """The script every job of this cluster is submitted with, exactly."""
         return script_mod.job_script(
             self.settings, self.system.template, cluster_name=self.name,
             scheduler_address=self.scheduler_address,
-            token_file=self.token_file or os.path.join("~", ".jobqueue", f"{self.name}.token"))
+            token_file=self.token_file or os.path.join("~", ".jobqueue", f"{self.name}.token"),
+            environment=self._worker_environment())
 
     # -- scaling --------------------------------------------------------------------------------
 

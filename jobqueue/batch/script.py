@@ -43,6 +43,7 @@ job_script_prologue   list of shell lines run before the worker starts
 log_directory         absolute directory for the job's output file
 local_directory       scratch directory on the compute node, or None
 token_file            file holding the cluster's token (mode 0600, read by the job)
+environment           {NAME: value} the worker needs exported (TLS certificate paths; never a secret)
 scheduler_address     tcp://host:port the workers connect to
 python                interpreter that runs the worker
 death_timeout         seconds a worker waits for an unreachable scheduler before exiting
@@ -215,18 +216,19 @@ def job_defaults(settings: dict, cluster_name: str) -> dict:
 
 
 def job_script(settings: dict, default_template: str, *, cluster_name: str,
-               scheduler_address: str, token_file: str, overrides=None, extra=None) -> str:
+               scheduler_address: str, token_file: str, environment=None, overrides=None,
+               extra=None) -> str:
     """The script a cluster named cluster_name submits: the settings' template (else
     default_template) rendered with :func:`context` and :func:`job_defaults`. ``overrides``
     replaces included templates by name (``{"worker.sh.j2": text}``); ``extra`` adds variables."""
     ctx = context(settings, scheduler_address=scheduler_address, token_file=token_file,
-                  **job_defaults(settings, cluster_name))
+                  environment=environment, **job_defaults(settings, cluster_name))
     ctx.update(extra or {})
     return render(settings.get("template") or default_template, ctx, overrides)
 
 
 def context(settings: dict, *, scheduler_address: str, token_file: str, python: str,
-            log_directory: str, death_timeout: float) -> dict:
+            log_directory: str, death_timeout: float, environment: dict | None = None) -> dict:
     """The variables a template sees (see CONTEXT_DOC), from checked settings."""
     from ..config import format_walltime
 
@@ -250,6 +252,7 @@ def context(settings: dict, *, scheduler_address: str, token_file: str, python: 
         "death_timeout": f"{death_timeout:g}", "interface": s.get("interface"),
         **worker_lifetime(walltime),
         "worker_extra_args": list(s.get("worker_extra_args") or ()),
+        "environment": dict(sorted((environment or {}).items())),
     }
 
 
