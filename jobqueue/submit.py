@@ -219,8 +219,9 @@ def preview_job_script(kind: str, arguments: dict, profile):
     s = script_mod.settings(kind, arguments, profile)
     address = f"tcp://{scheduler_host(kind, s)}:{config.get('scheduler.port', 0) or 'PORT'}"
     token_file = os.path.join(os.path.expanduser("~"), ".jobqueue", f"{PREVIEW_NAME}.token")
-    text = script_mod.job_script(s, system.template, cluster_name=PREVIEW_NAME,
-                                 scheduler_address=address, token_file=token_file)
+    text = script_mod.job_script(s, system.template, scheduler_address=address,
+                                 token_file=token_file,
+                                 **script_mod.job_defaults(s, PREVIEW_NAME))
     return system, s, text, address
 
 
@@ -585,8 +586,8 @@ def render_driver(system, s: dict, driver_args: list) -> str:
     from .batch import script as script_mod
 
     text = script_mod.job_script(
-        s, system.template, cluster_name=s["job_name"], scheduler_address="", token_file="",
-        overrides={"worker.sh.j2": DRIVER_BODY},
+        s, system.template, scheduler_address="", token_file="",
+        **script_mod.job_defaults(s, s["job_name"]), overrides={"worker.sh.j2": DRIVER_BODY},
         extra={"workdir": os.getcwd(), "driver_args": driver_args})
     if _DRIVER_MARK not in text:
         raise config.ConfigError(f"{system.name}.template: {s.get('template')} does not "

@@ -317,10 +317,10 @@ class JobQueueCluster(Cluster):
     def job_script(self) -> str:
         """The script every job of this cluster is submitted with, exactly."""
         return script_mod.job_script(
-            self.settings, self.system.template, cluster_name=self.name,
-            scheduler_address=self.scheduler_address,
+            self.settings, self.system.template, scheduler_address=self.scheduler_address,
             token_file=self.token_file or os.path.join("~", ".jobqueue", f"{self.name}.token"),
-            environment=self._worker_environment())
+            python=self.python, log_directory=self.log_directory,
+            death_timeout=self.death_timeout, environment=self._worker_environment())
 
     # -- scaling --------------------------------------------------------------------------------
 

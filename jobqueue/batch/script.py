@@ -215,14 +215,13 @@ def job_defaults(settings: dict, cluster_name: str) -> dict:
             "death_timeout": settings.get("death_timeout") or config.get("worker.death-timeout")}
 
 
-def job_script(settings: dict, default_template: str, *, cluster_name: str,
-               scheduler_address: str, token_file: str, environment=None, overrides=None,
-               extra=None) -> str:
-    """The script a cluster named cluster_name submits: the settings' template (else
-    default_template) rendered with :func:`context` and :func:`job_defaults`. ``overrides``
+def job_script(settings: dict, default_template: str, *, overrides=None, extra=None,
+               **variables) -> str:
+    """The script a cluster submits: the settings' template (else default_template) rendered
+    with :func:`context` of settings and variables (scheduler_address, token_file, python,
+    log_directory, death_timeout, environment; see :func:`job_defaults`). ``overrides``
     replaces included templates by name (``{"worker.sh.j2": text}``); ``extra`` adds variables."""
-    ctx = context(settings, scheduler_address=scheduler_address, token_file=token_file,
-                  environment=environment, **job_defaults(settings, cluster_name))
+    ctx = context(settings, **variables)
     ctx.update(extra or {})
     return render(settings.get("template") or default_template, ctx, overrides)
 
