@@ -308,7 +308,6 @@ class Driver:
         self.signalled_at = None
         self.closing = False
         self.failed = False          # the jobs failed: the script was stopped
-        self.warned = False
         self.announced_workers = False
         self.scheduler_file = None
 
@@ -423,26 +422,19 @@ class Driver:
         return rc
 
     def _watch(self) -> None:
-        """Say when the workers are there; stop the script if its jobs all failed."""
+        """Say when the workers are there; stop the script once the cluster gives up on its
+        jobs (they keep failing, or can never start as submitted)."""
         c = self.cluster
-        if self.kind not in BATCH or self.args.adapt_range:
+        if self.kind not in BATCH or self.failed:
             return
-        jobs = list(c.jobs.values())
-        expected = len(jobs) * c.processes
-        if not self.announced_workers and jobs and len(c.scheduler.state.workers) >= expected:
+        expected = (c._target or 0) * c.processes
+        if not self.announced_workers and expected and len(c.workers) >= expected:
             self.announced_workers = True
-            say(f"{expected} worker{'s' if expected != 1 else ''} connected")
-        if self.warned or not jobs or not all(j.done and j.reported for j in jobs):
-            return
-        self.warned = True
-        details = "\n  ".join(j.describe() for j in jobs[-5:])
-        if any(j.ever_connected for j in jobs):
-            say(f"all {len(jobs)} jobs have ended: the script has no workers left\n  {details}")
-            return
-        say(f"all {len(jobs)} jobs ended before any of their workers connected; stopping the "
-            f"script\n  {details}")
-        self.failed = True
-        self._stop_script()
+            say(f"{_plural(expected, 'worker')} connected")
+        if c.failure:
+            say("stopping the script: the cluster cannot run its jobs (see above)")
+            self.failed = True
+            self._stop_script()
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -518,6 +510,9 @@ class Driver:
                 line += f" -> {new['state']}"
             lines.append(line)
         total = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        replaced = getattr(c, "replacements", 0)
+        if replaced:
+            total += f" ({_plural(replaced, 'replacement')} of jobs that ended)"
         say(f"jobs of {c.name}: {total}\n  " + "\n  ".join(lines))
 
 # ------------------------------------------------------------------------------------- --detach

@@ -19,6 +19,7 @@ import time
 
 from .. import config
 from ..deploy.cluster import Cluster, Job, _clusters
+from . import keep as keep_mod
 from . import script as script_mod
 from .network import interface_address, public_address
 from .runner import BatchCommandError, CommandRunner
@@ -47,8 +48,10 @@ class BatchJob(Job):
     ``workers`` (names of its workers connected now).
     """
 
-    def __init__(self, cluster, job_id: str):
+    def __init__(self, cluster, job_id: str, submission: str = "", order: int = 0):
         self.job_id = job_id
+        self.submission = submission or job_id    # the submit command's id (an array's)
+        self.order = order                        # the cluster's submissions, numbered
         super().__init__(cluster, f"{cluster.job_name}-{cluster.system.worker_id(job_id)}")
         self._state = JobState.PENDING
         self.reason = "submitted"
@@ -102,6 +105,28 @@ class BatchJob(Job):
         replaces jobs before that."""
         walltime = self.cluster.settings.get("walltime")
         return self.started + walltime if self.started and walltime else None
+
+    @property
+    def replace_at(self):
+        """When a replacement should be submitted: shortly (a tenth of the time, at most a
+        minute) before its workers begin to retire ahead of the walltime, if they will."""
+        retire = self.cluster._retire_after
+        if not self.started or not retire:
+            return None
+        return self.started + retire - min(60.0, retire / 10)
+
+    def view(self) -> keep_mod.JobView:
+        """This job as the keep policy sees it."""
+        outside = (self.state is JobState.CANCELLED and not self.cancel_requested
+                   and "preempt" not in self.reason)
+        return keep_mod.JobView(
+            self.job_id, self.submission, self.order,
+            live=not self.done and not self.cancel_requested,
+            ever_connected=bool(self.ever_connected),
+            failed_to_start=(self.done and not self.ever_connected
+                             and self.state is not JobState.CANCELLED),
+            cancelled_outside=outside, never=self.never is not None,
+            replace_at=self.replace_at, why=self.summary())
 
     def worker_names(self) -> list:
         n = self.cluster.processes
@@ -271,6 +296,17 @@ class JobQueueCluster(Cluster):
         self._clock = time.monotonic         # tests put a clock of their own here
         self._unknown_codes: set = set()
         self._verified: set = set()          # submissions asked whether they can ever run
+        self._target = None                  # scale(jobs=N): N jobs kept queued or running
+        self._keeping = asyncio.Lock()       # one decision and its submissions at a time
+        self._epoch = 0                      # submissions before it are not the target's
+        self._outside = 0                    # jobs cancelled from outside when N was set
+        self._submissions = 0
+        self.start_retries = keep_mod.RETRIES
+        self.replacements = 0                # jobs submitted to replace ended ones
+        self.failure = ""                    # why no more jobs are submitted ('': none)
+        lifetime = script_mod.worker_lifetime(s.get("walltime"))
+        self._retire_after = (float(lifetime["lifetime"]) - float(lifetime["lifetime_stagger"])
+                              if lifetime["lifetime"] else None)
         self._said: set = set()              # pending reasons already reported
         super().__init__(host=scheduler_host(self.system.name, s), name=name,
                          scheduler_port=config.get("scheduler.port", 0))
@@ -332,10 +368,15 @@ class JobQueueCluster(Cluster):
         return super()._jobs_for(n, jobs)
 
     def scale(self, n=None, jobs=None, cores=None, memory=None, wait=False):
-        """Have *jobs* jobs queued or running (or enough for *n* workers, *cores*, *memory*).
+        """Keep *jobs* jobs queued or running (or enough for *n* workers, *cores*, *memory*).
 
         Returns once the jobs are submitted or cancelled; ``wait=True`` then waits for their
-        workers (see wait_for_workers). It turns adaptive scaling off."""
+        workers (see wait_for_workers). It turns adaptive scaling off. The number is a target:
+        jobs that end (their workers retire before the walltime, a node fails) are replaced,
+        before they end when their walltime is known; submissions whose jobs all fail before
+        a worker connects are retried ``start_retries`` times in a row, then the cluster gives
+        up (``failure`` says why, and wait_for_workers raises it). A job cancelled from outside
+        (scancel, qdel) is not replaced: the target goes down by one."""
         self._stop_adaptive("scale() was called")
         target = self._jobs_for(n, jobs, cores, memory)
         self._sync(self._scale_to(target))
@@ -352,11 +393,48 @@ class JobQueueCluster(Cluster):
             logger.info("%s: %d jobs asked for, %s.max-jobs is %d", self.name, target,
                         self.system.name, max_jobs)
             target = max_jobs
-        live = self.live_jobs()
-        if len(live) < target:
-            await self._submit(target - len(live))
-        elif len(live) > target:
-            await self.retire_jobs(self._removal_order(live)[:len(live) - target])
+        async with self._keeping:
+            self._target, self._epoch, self.failure = target, self._submissions, ""
+            self._outside = sum(j.view().cancelled_outside for j in list(self.jobs.values()))
+            live = self.live_jobs()
+            if len(live) > target:
+                await self.retire_jobs(self._removal_order(live)[:len(live) - target])
+            else:
+                await self._keep(replacing=False)
+
+    def adapt(self, *args, **kwargs):
+        self._target, self._epoch, self.failure = None, self._submissions, ""
+        return super().adapt(*args, **kwargs)
+
+    async def _add_jobs(self, count: int):
+        """Adaptive scaling's submissions (none once the cluster has given up)."""
+        async with self._keeping:
+            if not self.failure:
+                await self._submit(count)
+
+    async def _keep(self, replacing=True):
+        """Submit what the target needs (see keep.py), or give up on jobs that keep failing.
+        The caller holds ``_keeping``."""
+        jobs = [j.view() for j in list(self.jobs.values())]
+        target = self._target if self._adaptive is None else None
+        decision = keep_mod.decide(target, jobs, time.time(), retries=self.start_retries,
+                                   max_jobs=self.max_jobs, cancelled_before=self._outside,
+                                   since=self._epoch)
+        if decision.give_up:
+            if not self.failure:
+                self.failure = f"no more jobs are submitted: {decision.give_up}"
+                logger.error("%s: %s", self.name, self.failure)
+            return
+        if target is not None and decision.target != target:
+            logger.warning("%s: a job was cancelled outside jobqueue; keeping %d jobs, not %d",
+                           self.name, decision.target, target)
+            self._target = decision.target
+            self._outside = sum(j.cancelled_outside for j in jobs)
+        if decision.submit:
+            if replacing:
+                logger.info("%s: submitting %d: %s", self.name, decision.submit, decision.reason)
+            new = await self._submit(decision.submit)
+            self.replacements += len(new) if replacing else 0
 
     async def retire_jobs(self, jobs):
         """Scale down gracefully: results that only these jobs' workers hold move to other
@@ -380,8 +458,9 @@ class JobQueueCluster(Cluster):
         new = []
         for base, ids in await submit_script(self.runner, self.system, self.job_script(),
                                              self.settings, self.log_directory, sizes):
+            self._submissions += 1
             for job_id in ids:
-                self.jobs[job_id] = BatchJob(self, job_id)
+                self.jobs[job_id] = BatchJob(self, job_id, base, self._submissions - 1)
                 new.append(self.jobs[job_id])
             logger.info("%s: submitted %s", self.name,
                         f"array job {base} ({len(ids)} tasks)" if ids != [base] else f"job {base}")
@@ -573,6 +652,8 @@ class JobQueueCluster(Cluster):
                 self._report(job)
             if job.done and job.workers:
                 self._close_workers(job)
+        async with self._keeping:
+            await self._keep()
 
     async def _remove_stuck(self, stuck):
         """Jobs that failed but stay in the queue (Grid Engine's Eqw): say why, then cancel."""
@@ -607,7 +688,7 @@ class JobQueueCluster(Cluster):
             logger.warning("%s: %s, before any of its workers connected to %s; %s", self.name,
                            job.summary(), self.scheduler_address, job.log_tail())
         elif job.state is JobState.FINISHED:
-            logger.info("%s: job %s finished (%s)", self.name, job.job_id, job.reason)
+            logger.info("%s: %s", self.name, job.summary())
         else:
             logger.warning("%s: %s; its workers are gone", self.name, job.summary())
 
@@ -632,20 +713,34 @@ class JobQueueCluster(Cluster):
         while len(self.scheduler.state.workers) < n:
             self._observe_jobs()
             have = len(self.scheduler.state.workers)
-            live = self.live_jobs()
-            possible = have + sum(self.processes - len(j.workers) for j in live)
-            ended = [j for j in list(self.jobs.values()) if j.done and not j.ever_connected
-                     and not (j.cancel_requested and j.state is JobState.CANCELLED)]
-            if possible < n and all(j.reported for j in ended):
-                details = "\n".join(j.describe() for j in ended[-5:])
-                raise RuntimeError(f"{self.name}: waiting for {n} workers, {have} connected, and "
-                                   f"the jobs left can bring at most {possible}: "
-                                   f"{len(ended)} jobs ended without workers.\n{details}")
+            problem = self._cannot_bring(n, have)
+            if problem:
+                raise RuntimeError(f"{self.name}: waiting for {n} workers, {have} connected, "
+                                   f"{problem}")
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name}: {have} of {n} workers connected within "
                                    f"{timeout:g} s; jobs: {self._job_counts()}")
             await asyncio.sleep(0.05)
         self._observe_jobs()
+
+    def _cannot_bring(self, n: int, have: int) -> str:
+        """Why the jobs cannot bring n workers ('': they may)."""
+        ended = [j for j in list(self.jobs.values()) if j.done and not j.ever_connected
+                 and not (j.cancel_requested and j.state is JobState.CANCELLED)]
+        details = "\n".join(j.describe() for j in ended[-5:])
+        if self.failure:
+            return f"but {self.failure}\n{details}"
+        if self._target is not None and self._adaptive is None:
+            most = self._target * self.processes
+            if n > most:
+                return (f"but the cluster keeps {self._target} jobs of {self.processes} "
+                        f"workers, {most} at most: scale(jobs=...) up first")
+            return ""
+        possible = have + sum(self.processes - len(j.workers) for j in self.live_jobs())
+        if possible < n and all(j.reported for j in ended):
+            return (f"and the jobs left can bring at most {possible}: {len(ended)} jobs ended "
+                    f"without workers.\n{details}")
+        return ""
 
     def _job_counts(self) -> str:
         counts = {}

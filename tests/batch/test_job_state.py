@@ -77,7 +77,8 @@ def test_states_and_reasons_follow_the_queue_one_command_per_poll(slurm):
     poll(cluster)
     assert a.state is JobState.FINISHED and a.done and not b.done
     assert fake.calls["squeue"] == 2
-    assert "1 pending" not in repr(cluster) and "2 pending, 0 running" in repr(cluster)
+    assert fake.calls["sbatch"] == 2 and "44" in cluster.jobs     # scale(jobs=3) is a target
+    assert "3 pending, 0 running" in repr(cluster)
 
 
 def test_failed_polls_keep_the_states_marked_stale_and_back_off(slurm, caplog):
@@ -116,7 +117,7 @@ def test_job_that_leaves_the_queue_is_gone_after_a_second_look(slurm, caplog):
     assert "left the queue (no longer listed by squeue)" in job.reason
     assert any("job 40 unknown" in r.getMessage() and "before any of its workers" in
                r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    assert cluster.live_jobs() == []
+    assert [j.job_id for j in cluster.live_jobs()] == ["41"]          # its replacement
 
 
 def test_job_cancelled_by_the_cluster_that_leaves_the_queue_is_cancelled(slurm):
@@ -187,6 +188,7 @@ def test_grid_engine_job_without_a_record_is_gone_after_the_grace_time(sge):
 
 def test_job_stuck_in_an_error_state_is_explained_and_removed(sge, caplog):
     cluster, fake = sge
+    cluster.start_retries = 1
     cluster.scale(jobs=1)
     fake.set("40", "Eqw")
     fake.queue["40"].error = "can't open output file \"/nope/x.o40\": No such file"
@@ -201,18 +203,27 @@ def test_job_stuck_in_an_error_state_is_explained_and_removed(sge, caplog):
         cluster.wait_for_workers(1, timeout=60)
 
 
-def test_jobs_that_failed_make_wait_for_workers_fail_with_their_reasons(slurm):
+def test_jobs_that_keep_failing_are_retried_a_bounded_number_of_times(slurm, caplog):
     cluster, fake = slurm
     cluster.scale(jobs=2)
-    fake.set("40_0", "FAILED", "NonZeroExitCode")
-    fake.set("40_1", "FAILED", "NonZeroExitCode")
+    for _ in range(3):
+        for job in cluster.live_jobs():
+            fake.set(job.job_id, "FAILED", "NonZeroExitCode")
+        poll(cluster)
+    assert fake.calls["sbatch"] == 3 and cluster.live_jobs() == []
+    assert cluster.failure == ("no more jobs are submitted: 3 submissions in a row (40, 43, 46) "
+                               "failed before any worker connected: job 46_0 failed "
+                               "(NonZeroExitCode); job 46_1 failed (NonZeroExitCode)")
+    assert any(r.levelno == logging.ERROR and cluster.failure in r.getMessage()
+               for r in caplog.records)
     poll(cluster)
+    assert fake.calls["sbatch"] == 3                     # given up: nothing more is submitted
     with pytest.raises(RuntimeError) as e:
         cluster.wait_for_workers(2, timeout=60)
-    message = str(e.value)
-    assert "the jobs left can bring at most 0" in message
-    assert "job 40_0 failed (NonZeroExitCode)" in message
-    assert "job 40_1 failed (NonZeroExitCode)" in message
+    assert cluster.failure in str(e.value)
+    assert "job 46_1 failed (NonZeroExitCode); it has no output file" in str(e.value)
+    cluster.scale(jobs=1)                                # an explicit scale() tries again
+    assert fake.calls["sbatch"] == 4 and cluster.failure == ""
 
 
 @pytest.fixture
@@ -351,3 +362,61 @@ def test_grid_engine_asks_once_whether_a_pending_job_could_ever_run(sge, caplog)
                              'offers 8 slots')
     assert fake.history[-1] == ("qdel", "41.1", "41.2")
     assert [j.state for j in (cluster.jobs["40.1"], cluster.jobs["40.2"])] == [JobState.PENDING] * 2
+
+# ------------------------------------------------------------ scale(jobs=N) is a kept target
+
+
+def test_a_job_near_its_walltime_is_replaced_before_its_workers_retire(env):
+    import time
+
+    fake = FakeSlurm()
+    cluster = make(SLURMCluster, fake, env, walltime=2)      # workers retire from 75 s on
+    try:
+        cluster.scale(jobs=1)
+        fake.set("40", "RUNNING")
+        poll(cluster)
+        job = cluster.jobs["40"]
+        assert fake.calls["sbatch"] == 1 and job.replace_at == job.started + 67.5
+        poll(cluster)
+        assert fake.calls["sbatch"] == 1
+        job.started = time.time() - 70                       # 70 s into its 2 minutes
+        poll(cluster)
+        assert fake.calls["sbatch"] == 2 and cluster.replacements == 1
+        assert [j.job_id for j in cluster.live_jobs()] == ["40", "41"]
+        fake.set("40", "COMPLETED")                          # it ended: no second replacement
+        poll(cluster)
+        assert fake.calls["sbatch"] == 2 and len(cluster.live_jobs()) == 1
+    finally:
+        cluster.close()
+
+
+def test_a_job_cancelled_from_outside_is_not_replaced(slurm, caplog):
+    cluster, fake = slurm
+    cluster.scale(jobs=2)
+    fake.set("40_0", "CANCELLED")
+    poll(cluster)
+    poll(cluster)
+    assert fake.calls["sbatch"] == 1 and len(cluster.live_jobs()) == 1
+    assert cluster._target == 1
+    assert any("a job was cancelled outside jobqueue; keeping 1 jobs, not 2" in r.getMessage()
+               for r in caplog.records)
+    fake.set("40_1", "COMPLETED")                  # the other one is still replaced
+    poll(cluster)
+    assert fake.calls["sbatch"] == 2 and len(cluster.live_jobs()) == 1
+
+
+def test_waiting_for_more_workers_than_the_target_can_bring_fails_at_once(slurm):
+    cluster, fake = slurm
+    cluster.scale(jobs=2)
+    with pytest.raises(RuntimeError, match=r"waiting for 3 workers, 0 connected, but the "
+                                           r"cluster keeps 2 jobs of 1 workers, 2 at most"):
+        cluster.wait_for_workers(3, timeout=60)
+
+
+def test_adaptive_scaling_does_its_own_replacing(slurm):
+    cluster, fake = slurm
+    cluster.scale(jobs=1)
+    cluster.adapt(minimum_jobs=0, maximum_jobs=0, interval="1h")
+    fake.set("40", "COMPLETED")
+    poll(cluster)
+    assert fake.calls["sbatch"] == 1

@@ -145,14 +145,56 @@ def test_job_that_can_never_start_fails_the_command_at_once(tmp_path, name):
     wait_until(lambda: not queued(name), 30, "the job should leave the queue")
 
 
-def test_jobs_that_fail_stop_the_script(tmp_path, name):
+def test_jobs_that_keep_failing_are_retried_then_stop_the_script(tmp_path, name):
     out = subprocess.run(command(tmp_path, name, "--jobs", "2", "--python", "/nonexistent/python",
                                  SWEEP), capture_output=True, text=True, timeout=120,
                          cwd=tmp_path, env=environment(tmp_path))
     assert out.returncode == 1, out.stderr
-    assert "all 2 jobs ended before any of their workers connected; stopping the script" \
-        in out.stderr
+    ids = re.search(r"3 submissions in a row \((\d+), (\d+), (\d+)\) failed before any worker "
+                    r"connected", out.stderr)
+    assert ids, out.stderr
+    assert "no more jobs are submitted" in out.stderr
+    assert "stopping the script: the cluster cannot run its jobs" in out.stderr
     assert "/nonexistent/python" in out.stderr          # the log tail says why
+    assert re.search(r"jobs of slurm-\w+: 6 failed", out.stderr), out.stderr
+    wait_until(lambda: not queued(name), 30, "the jobs should leave the queue")
+
+
+# Four minutes of work for two one-core workers whose jobs have two minutes each: the workers
+# retire before the walltime and their jobs are replaced (the replacements are submitted first).
+LONG = """
+import time
+from jobqueue import Client
+
+def square(i):
+    time.sleep(10)
+    return i * i
+
+client = Client()
+print("sum", sum(client.gather(client.map(square, range(48)))), flush=True)
+"""
+
+
+def test_fixed_size_run_outlives_its_jobs_walltime(tmp_path, name):
+    script = tmp_path / "long.py"
+    script.write_text(LONG)
+    argv = command(tmp_path, name, "--jobs", "2", str(script))
+    argv[argv.index("--walltime") + 1] = "2"             # minutes, as SLURM reads it
+    out = subprocess.run([*argv[:4], "-v", *argv[4:]], capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path, env=environment(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert f"sum {sum(i * i for i in range(48))}" in out.stdout
+    err = out.stderr
+    assert "walltime 00:02:00" in err
+    kept = re.findall(r"submitting (\d): 2 jobs wanted, \d queued or running", err)
+    replaced = int(re.search(r"\((\d+) replacements of jobs that ended\)", err).group(1))
+    assert replaced >= 2 and replaced == sum(map(int, kept)), err
+    # jobs whose workers retired finished; those still there at the end are cancelled;
+    # none reached its walltime or failed
+    summary = err.split("jobs of slurm-")[-1]
+    counts = {state: int(n) for n, state in re.findall(r"(\d+) (\w+)", summary.split("(")[0])}
+    assert set(counts) == {"finished", "cancelled"}, summary
+    assert counts["finished"] >= 2 and sum(counts.values()) == 2 + replaced, summary
     wait_until(lambda: not queued(name), 30, "the jobs should leave the queue")
 
 
