@@ -252,7 +252,7 @@ def dry_run(kind: str, args) -> int:
                        f"jobs; each scale-up submits N jobs with")
         array = jobs > 1 and s["job_array"] and system.supports_arrays
         argv = system.submit_argv(_script_path(system, s["job_name"]), jobs if array else None,
-                                  s.get("submit_command_extra") or [])
+                                  s.get("submit_command_extra") or [], _log_directory(s))
         notes = [f"in {cwd}" for cwd in [system.submit_cwd(_log_directory(s))] if cwd]
         if not array and jobs > 1 and not args.adapt_range:
             notes.append(f"{jobs} times")
@@ -613,7 +613,7 @@ def detach(kind: str, args) -> int:
     os.makedirs(log_directory, exist_ok=True)
     [(job_id, _)] = asyncio.run(submit_script(CommandRunner(), system, text, s, log_directory,
                                               [None]))
-    logs = system.log_paths(log_directory, s["job_name"], job_id, "")
+    logs = system.log_paths(log_directory, s["job_name"], job_id)
     print(job_id, flush=True)
     say(f"the driver runs as {kind} job {job_id}: the scheduler and {args.script} inside it, "
         f"the workers in jobs of their own; it survives logout\n"

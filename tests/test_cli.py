@@ -394,7 +394,9 @@ def test_submit_dry_run_submits_nothing(tmp_path):
     text = out.stdout
     assert text.startswith("# the job script (slurm)\n#!/usr/bin/env bash\n")
     assert "#SBATCH -p debug\n" in text and "#SBATCH --mem=477M\n" in text
-    assert re.search(r"^sbatch --parsable --array=0-2 \S+/jobqueue-worker\.sh$", text, re.M)
+    logs = tmp_path / "home" / ".cache" / "jobqueue" / "logs" / "CLUSTER"
+    assert re.search(rf"^sbatch --parsable --array=0-2 --output={logs}/%x-%A_%a.out "
+                     rf"\S+/jobqueue-worker\.sh$", text, re.M), text
     assert re.search(rf"^JOBQUEUE_SCHEDULER_ADDRESS=tcp://\S+ JOBQUEUE_TOKEN=<token> "
                      rf"{re.escape(sys.executable)} {script} --x$", text, re.M)
     assert "scancel '<job ids>'" in text

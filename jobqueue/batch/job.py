@@ -57,7 +57,6 @@ class BatchJob(Job):
         self.reason = "submitted"
         self.native = ""
         self.stale = False
-        self.raw_id = ""
         self.submitted = time.time()
         self.started = None          # when it was first seen running (time.time())
         self.ever_connected: set = set()
@@ -139,12 +138,14 @@ class BatchJob(Job):
         self.stuck = status.cancel
         if self.state is JobState.RUNNING and self.started is None:
             self.started = time.time()
-        if status.raw_id and status.state is not JobState.PENDING:
-            self.raw_id = status.raw_id
 
     def log_paths(self) -> list:
         c = self.cluster
-        return c.system.log_paths(c.log_directory, c.job_name, self.job_id, self.raw_id)
+        return c.system.log_paths(c.log_directory, c.job_name, self.job_id)
+
+    def info(self) -> dict:
+        """The dashboard's row, with the output file's path."""
+        return {**super().info(), "output": self.log_paths()[0]}
 
     def logs(self) -> str:
         parts = []
@@ -195,7 +196,8 @@ class BatchJob(Job):
         stale = " (stale)" if self.stale else ""
         reason = f" {self.reason!r}" if self.reason else ""
         return (f"<BatchJob {self.job_id} {self.state}{stale}{reason} "
-                f"workers={len(self.workers)}/{self.cluster.processes}>")
+                f"workers={len(self.workers)}/{self.cluster.processes} "
+                f"output={self.log_paths()[0]}>")
 
 
 def scheduler_host(system_name: str, settings: dict) -> str:
@@ -223,7 +225,7 @@ async def submit_script(runner, system: BatchSystem, text: str, settings: dict,
         with open(path, "w") as f:
             f.write(text)
         for size in sizes:
-            argv = system.submit_argv(path, size, extra)
+            argv = system.submit_argv(path, size, extra, log_directory)
             result = await runner.run(argv, cwd=system.submit_cwd(log_directory))
             try:
                 base = system.parse_submit(result.stdout)

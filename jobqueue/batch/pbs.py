@@ -18,7 +18,7 @@ class PBS(BatchSystem):
     supports_arrays = False
     status_ok_codes = (0, 153)      # 153: some of the ids are unknown (ended); the rest is listed
 
-    def submit_argv(self, script, count, extra=()):
+    def submit_argv(self, script, count, extra=(), log_directory=None):
         if count:
             raise ValueError("PBSCluster does not submit job arrays")
         return [self.submit_command, *extra, script]
@@ -56,7 +56,7 @@ class PBS(BatchSystem):
     def worker_id(self, job_id):
         return self.status_key(job_id)
 
-    def log_paths(self, log_directory, job_name, job_id, raw_id):
+    def log_paths(self, log_directory, job_name, job_id):
         number = self.status_key(job_id)
         return [self._join(log_directory, f"{job_name}.o{number}"),
                 self._join(log_directory, f"{job_name}.e{number}")]

@@ -13,7 +13,7 @@ class GridEngine(BatchSystem):
     submit_command, status_command, cancel_command = "qsub", "qstat", "qdel"
     supports_arrays = True
 
-    def submit_argv(self, script, count, extra=()):
+    def submit_argv(self, script, count, extra=(), log_directory=None):
         array = ["-t", f"1-{count}"] if count else []
         return [self.submit_command, "-terse", *array, *extra, script]
 
@@ -64,7 +64,7 @@ class GridEngine(BatchSystem):
     def parse_explain(self, stdout):
         return parse_sge_errors(stdout)
 
-    def log_paths(self, log_directory, job_name, job_id, raw_id):
+    def log_paths(self, log_directory, job_name, job_id):
         # "#$ -o DIR/" with "-j y": DIR/NAME.oID, DIR/NAME.oID.TASK for array tasks.
         return [self._join(log_directory, f"{job_name}.o{job_id}")]
 

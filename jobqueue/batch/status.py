@@ -41,15 +41,13 @@ class JobStatus:
     """What the batch system says about one job.
 
     ``native`` is the system's own code (``PENDING``, ``Eqw``, ``C``); ``reason`` is its explanation
-    (``Resources``, ``exit status 127``) or ``""``; ``raw_id`` is SLURM's own id of an array task
-    (``43_0`` runs as job ``44``, and ``%j`` in its output file name is 44); ``cancel`` asks the
-    cluster to remove a job that has failed but stays in the queue (Grid Engine's ``Eqw``).
+    (``Resources``, ``exit status 127``) or ``""``; ``cancel`` asks the cluster to remove a job
+    that has failed but stays in the queue (Grid Engine's ``Eqw``).
     """
 
     state: JobState
     reason: str = ""
     native: str = ""
-    raw_id: str = ""
     cancel: bool = False
 
 
@@ -106,12 +104,12 @@ _SLURM_REASON = {"NODE_FAIL": "node failure", "BOOT_FAIL": "node boot failure",
                  "REQUEUED": "requeued", "COMPLETING": "completing",
                  "TIMEOUT": "time limit reached"}
 
-SQUEUE_FORMAT = "%i|%F|%K|%A|%T|%r"
-"""Columns of ``squeue -o``: id, array job id, array task id(s), raw job id, state, reason."""
+SQUEUE_FORMAT = "%i|%F|%K|%T|%r"
+"""Columns of ``squeue -o``: id, array job id, array task id(s), state, reason."""
 
 
 def parse_squeue(text: str) -> dict:
-    """Lines of ``squeue -h -r -t all -o '%i|%F|%K|%A|%T|%r'``.
+    """Lines of ``squeue -h -r -t all -o '%i|%F|%K|%T|%r'``.
 
     A plain job has task ``N/A`` and the id ``43``; an array task has the id ``43_2``. Pending
     tasks printed as one line (``43_[4-9%4]``, without ``-r``) are expanded to one entry each.
@@ -121,10 +119,10 @@ def parse_squeue(text: str) -> dict:
         if not line.strip():
             continue
         fields = line.strip().split("|")
-        if len(fields) < 6:
+        if len(fields) < 5:
             continue
-        _, array_id, task, raw_id, native, reason = fields[:6]
-        reason = "|".join(fields[5:]).strip()
+        _, array_id, task, native = fields[:4]
+        reason = "|".join(fields[4:]).strip()
         state = _SLURM.get(native.upper(), JobState.UNKNOWN)
         if reason in ("None", "(null)"):
             reason = ""
@@ -134,11 +132,10 @@ def parse_squeue(text: str) -> dict:
         elif extra and extra.lower() not in reason.lower():
             reason = f"{extra}, {reason}" if reason else extra
         if task in ("N/A", "", "4294967294"):
-            out[array_id] = JobStatus(state, reason, native, raw_id)
+            out[array_id] = JobStatus(state, reason, native)
             continue
         for index in expand_ranges(task.strip("[]")):
-            own_id = raw_id if "-" not in task and "," not in task else ""
-            out[f"{array_id}_{index}"] = JobStatus(state, reason, native, own_id)
+            out[f"{array_id}_{index}"] = JobStatus(state, reason, native)
     return out
 
 

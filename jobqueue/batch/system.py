@@ -23,8 +23,10 @@ class BatchSystem:
 
     # -- submit ---------------------------------------------------------------------------------
 
-    def submit_argv(self, script: str, count: int | None, extra=()) -> list:
-        """argv that submits script once (count None) or as an array of count tasks."""
+    def submit_argv(self, script: str, count: int | None, extra=(), log_directory=None) -> list:
+        """argv that submits script once (count None) or as an array of count tasks (whose
+        output files go to log_directory, named after each task's id, where that needs an
+        option of the submit command)."""
         raise NotImplementedError
 
     def parse_submit(self, stdout: str) -> str:
@@ -114,8 +116,9 @@ class BatchSystem:
         """What the job script puts in JOBQUEUE_JOB_ID, and so in the worker names."""
         return job_id
 
-    def log_paths(self, log_directory: str, job_name: str, job_id: str, raw_id: str) -> list:
-        """The job's output files (they may not exist yet)."""
+    def log_paths(self, log_directory: str, job_name: str, job_id: str) -> list:
+        """The job's output files (they may not exist yet), named after the id that the status
+        command shows (``43_2``, ``9.3``)."""
         raise NotImplementedError
 
     @staticmethod

@@ -24,7 +24,6 @@ from jobqueue.batch.runner import BatchCommandError, CommandResult
 class Entry:
     state: str                   # the system's own code: PENDING, RUNNING, qw, r, Eqw, ...
     reason: str = ""
-    raw_id: str = ""
     error: str = ""              # Grid Engine: why it is in Eqw (qstat -j)
     never: str = ""              # Grid Engine: why it can never run (qalter -w v)
 
@@ -88,12 +87,11 @@ class FakeSlurm(FakeBatch):
         array = [a.split("=", 1)[1] for a in args if a.startswith("--array=")]
         if array:
             last = int(array[0].split("-")[1])
-            for i in range(last + 1):      # SLURM gives each task a raw id of its own
-                raw = base if i == last else str(int(base) + 1 + i)
-                self.queue[f"{base}_{i}"] = Entry("PENDING", "None", raw)
-            self.next_id += last + 1
+            for i in range(last + 1):
+                self.queue[f"{base}_{i}"] = Entry("PENDING", "None")
+            self.next_id += last + 1           # SLURM gives each task an id of its own too
         else:
-            self.queue[base] = Entry("PENDING", "None", base)
+            self.queue[base] = Entry("PENDING", "None")
         return 0, f"{base}\n", ""
 
     def _squeue(self, args, cwd):
@@ -102,7 +100,7 @@ class FakeSlurm(FakeBatch):
         for job_id, e in self.queue.items():
             base, _, task = job_id.partition("_")
             if base in bases:
-                lines.append(f"{job_id}|{base}|{task or 'N/A'}|{e.raw_id}|{e.state}|"
+                lines.append(f"{job_id}|{base}|{task or 'N/A'}|{e.state}|"
                              f"{e.reason or 'None'}")
         if not lines:
             return 1, "", "slurm_load_jobs error: Invalid job id specified\n"

@@ -5,6 +5,7 @@ They need the daemons that ci/slurm, ci/sge and ci/pbs start. Jobs are small (1-
 to 1 GB) and polls short (0.5 s), so the whole set takes about a minute per system.
 """
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -131,6 +132,24 @@ class RealSystemTests:
         assert cluster.runner.calls[cluster.system.cancel_command] == 1
         wait_until(lambda: len(cluster.workers) == 3, 30, "2 workers should leave")
         assert len(cluster.live_jobs()) == 3
+
+    def test_output_files_are_named_after_the_ids_the_queue_shows(self, make):
+        cluster = make()
+        cluster.scale(jobs=2)
+        cluster.wait_for_workers(2, timeout=60)
+        listed = cluster.system.parse_status(subprocess.run(
+            cluster.system.status_argv(list(cluster.jobs)), capture_output=True, text=True,
+            timeout=30).stdout)
+        for job in cluster.jobs.values():
+            key = cluster.system.status_key(job.job_id)
+            assert key in listed                          # the id the status command shows
+            path = job.log_paths()[0]
+            assert os.path.basename(path) in (f"{cluster.job_name}-{key}.out",
+                                              f"{cluster.job_name}.o{key}")
+            assert f"output={path}>" in repr(job) and job.info()["output"] == path
+            # its worker says its name in it (PBS's wrappers put stderr in NAME.eID beside it)
+            wait_until(lambda: job.name in job.logs(), 30,
+                       f"{path} should be {job.job_id}'s output (naming {job.name})")
 
     def test_worker_that_cannot_start_is_reported(self, make, caplog):
         caplog.set_level(logging.WARNING, logger="jobqueue.batch")

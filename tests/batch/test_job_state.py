@@ -70,7 +70,7 @@ def test_states_and_reasons_follow_the_queue_one_command_per_poll(slurm):
     fake.set("40_1", "PENDING", "Priority")
     poll(cluster)
     a, b, c = (cluster.jobs[i] for i in ("40_0", "40_1", "40_2"))
-    assert (a.state, a.reason, a.raw_id) == (JobState.RUNNING, "", "41")
+    assert (a.state, a.reason) == (JobState.RUNNING, "")
     assert (b.state, b.reason) == (JobState.PENDING, "Priority")
     assert (c.state, c.reason) == (JobState.PENDING, "")
     fake.set("40_0", "COMPLETED")

@@ -24,32 +24,32 @@ def states(parsed):
 # ---------------------------------------------------------------------------------------- SLURM
 
 
-# squeue -h -r -t all -j 6,7,99999 -o '%i|%F|%K|%A|%T|%r'
+# squeue -h -r -t all -j 6,7,99999 -o '%i|%F|%K|%T|%r' (captured with %A, a column left out)
 SQUEUE_RUNNING = """\
-6|6|N/A|6|RUNNING|None
-7_0|7|0|8|RUNNING|None
-7_1|7|1|9|RUNNING|None
-7_2|7|2|10|RUNNING|None
-7_3|7|3|7|RUNNING|None
+6|6|N/A|RUNNING|None
+7_0|7|0|RUNNING|None
+7_1|7|1|RUNNING|None
+7_2|7|2|RUNNING|None
+7_3|7|3|RUNNING|None
 """
 # an array of 12 one-CPU tasks on 8 CPUs, then scancel of the array (without -r: pending range)
 SQUEUE_PENDING = """\
-28_8|28|8|28|PENDING|Resources
-28_9|28|9|28|PENDING|Resources
-28_7|28|7|36|RUNNING|None
-28_0|28|0|29|RUNNING|None
+28_8|28|8|PENDING|Resources
+28_9|28|9|PENDING|Resources
+28_7|28|7|RUNNING|None
+28_0|28|0|RUNNING|None
 """
 SQUEUE_AFTER_SCANCEL = """\
-28_[8-11]|28|8-11|28|CANCELLED|Resources
-28_7|28|7|36|COMPLETING|None
-28_0|28|0|29|COMPLETING|None
+28_[8-11]|28|8-11|CANCELLED|Resources
+28_7|28|7|COMPLETING|None
+28_0|28|0|COMPLETING|None
 """
 SQUEUE_ENDED = """\
-11|11|N/A|11|FAILED|NonZeroExitCode
-12|12|N/A|12|FAILED|BadConstraints
-5|5|N/A|5|COMPLETED|None
-49|49|N/A|49|FAILED|JobLaunchFailure
-50|50|N/A|50|TIMEOUT|None
+11|11|N/A|FAILED|NonZeroExitCode
+12|12|N/A|FAILED|BadConstraints
+5|5|N/A|COMPLETED|None
+49|49|N/A|FAILED|JobLaunchFailure
+50|50|N/A|TIMEOUT|None
 """
 
 
@@ -57,13 +57,12 @@ def test_squeue_jobs_and_array_tasks():
     parsed = parse_squeue(SQUEUE_RUNNING)
     assert states(parsed) == {"6": (R, ""), "7_0": (R, ""), "7_1": (R, ""), "7_2": (R, ""),
                               "7_3": (R, "")}
-    assert parsed["7_0"].raw_id == "8" and parsed["6"].raw_id == "6"
     assert parsed["7_0"].native == "RUNNING"
 
 
 def test_squeue_pending_reason():
     parsed = parse_squeue(SQUEUE_PENDING)
-    assert parsed["28_8"] == JobStatus(P, "Resources", "PENDING", "28")
+    assert parsed["28_8"] == JobStatus(P, "Resources", "PENDING")
     assert parsed["28_7"].state is R
 
 
@@ -71,7 +70,6 @@ def test_squeue_pending_range_is_expanded():
     parsed = parse_squeue(SQUEUE_AFTER_SCANCEL)
     assert sorted(parsed) == ["28_0", "28_10", "28_11", "28_7", "28_8", "28_9"]
     assert parsed["28_10"].state is C
-    assert parsed["28_10"].raw_id == ""          # a range has no task's own id
     assert states(parsed)["28_7"] == (R, "completing")
 
 
@@ -88,11 +86,11 @@ def test_squeue_ended_jobs():
     ("CANCELLED", C), ("PREEMPTED", C), ("TIMEOUT", T), ("SOMETHING_NEW", U),
 ])
 def test_slurm_state_table(native, state):
-    assert parse_squeue(f"1|1|N/A|1|{native}|None")["1"].state is state
+    assert parse_squeue(f"1|1|N/A|{native}|None")["1"].state is state
 
 
 def test_unknown_slurm_state_keeps_the_code():
-    status = parse_squeue("1|1|N/A|1|WEIRD|Maintenance")["1"]
+    status = parse_squeue("1|1|N/A|WEIRD|Maintenance")["1"]
     assert status.state is U and status.reason == "unknown SLURM state WEIRD (Maintenance)"
 
 
@@ -148,6 +146,10 @@ def test_slurm_argv():
     assert s.submit_argv("/t/x.sh", None) == ["sbatch", "--parsable", "/t/x.sh"]
     assert s.submit_argv("/t/x.sh", 5, ["--qos=low"]) == ["sbatch", "--parsable", "--array=0-4",
                                                            "--qos=low", "/t/x.sh"]
+    # an array's tasks write output files named after the ids squeue shows (43_1, not 45)
+    assert s.submit_argv("/t/x.sh", 5, [], "/l") == [
+        "sbatch", "--parsable", "--array=0-4", "--output=/l/%x-%A_%a.out", "/t/x.sh"]
+    assert s.submit_argv("/t/x.sh", None, [], "/l") == ["sbatch", "--parsable", "/t/x.sh"]
     assert s.array_ids("43", 3) == ["43_0", "43_1", "43_2"]
     argv = s.status_argv(["43_0", "43_1", "9", "100", "43_2"])
     assert argv[argv.index("-j") + 1] == "9,43,100"
@@ -155,8 +157,8 @@ def test_slurm_argv():
                                                                 "43_0", "9"]
     assert s.status_ok(1, "slurm_load_jobs error: Invalid job id specified\n")
     assert not s.status_ok(1, "slurm_load_jobs error: Unable to contact slurm controller\n")
-    assert s.log_paths("/l", "w", "43_1", "45") == ["/l/w-45.out"]
-    assert s.log_paths("/l", "w", "46", "") == ["/l/w-46.out"]
+    assert s.log_paths("/l", "w", "43_1") == ["/l/w-43_1.out"]
+    assert s.log_paths("/l", "w", "46") == ["/l/w-46.out"]
 
 # --------------------------------------------------------------------------------- Grid Engine
 
@@ -383,7 +385,7 @@ def test_grid_engine_argv():
     assert g.status_argv(["1", "2"]) == ["qstat", "-xml"]
     assert g.accounting_argv("28.3") == ["qacct", "-j", "28"]
     assert g.explain_argv(["23.1", "23.2", "5"]) == ["qstat", "-j", "23,5"]
-    assert g.log_paths("/l", "w", "28.3", "") == ["/l/w.o28.3"]
+    assert g.log_paths("/l", "w", "28.3") == ["/l/w.o28.3"]
 
 
 @pytest.mark.parametrize("rc, out, ok", [
@@ -525,7 +527,7 @@ def test_pbs_argv():
     assert p.status_argv(["16", "17"]) == ["qstat", "-f", "16", "17"]
     assert p.status_ok(153, "") and not p.status_ok(2, "qstat: Unknown option")
     assert p.script_name("sim") == "sim" and p.submit_cwd("/logs") == "/logs"
-    assert p.log_paths("/l", "sim", "16.server", "") == ["/l/sim.o16", "/l/sim.e16"]
+    assert p.log_paths("/l", "sim", "16.server") == ["/l/sim.o16", "/l/sim.e16"]
     assert p.cancel_ok(1, "", "") is True           # the wrappers' qdel: rc = ids that failed
     assert p.cancel_ok(153, "", "qdel: Unknown Job Id 1201.pbsserver\n") is True
     assert p.cancel_ok(1, "", "qdel: Server could not connect\n") is False
