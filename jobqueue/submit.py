@@ -451,7 +451,12 @@ class Driver:
             directory = os.path.join(os.path.expanduser("~"), ".jobqueue")
             os.makedirs(directory, mode=0o700, exist_ok=True)
             path = os.path.join(directory, f"{c.name}.json")
-        write_scheduler_file(path, c.scheduler_address, c.token)
+        try:
+            write_scheduler_file(path, c.scheduler_address, c.token)
+        except OSError as e:
+            what = "--scheduler-file" if self.args.scheduler_file else "the scheduler file"
+            raise config.ConfigError(f"{what} {path}: cannot write it ({e.strerror or e}); "
+                                     "give a path in a directory you can write") from None
         self.scheduler_file = path
         say(f"`jobqueue info --scheduler-file {path}` shows its workers, tasks and jobs")
 

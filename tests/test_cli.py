@@ -513,13 +513,18 @@ def test_standalone_scheduler_takes_settings_from_config_and_flags(tmp_path):
     assert code == 2  # argparse refuses what config would refuse
 
 
-def test_unusable_log_directory_names_the_option_and_the_path(tmp_path):
+def test_unusable_paths_name_the_option_and_the_path(tmp_path):
     script = write(tmp_path / "s.py", "open('ran', 'w')\n")
     out = submit(tmp_path, "--cluster", "slurm", "--cores", "1", "--memory", "500MB",
                  "--log-directory", "/proc/nope", str(script))
     assert out.returncode == 1, out.stderr
     assert "--log-directory /proc/nope: cannot create or write it" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "ran").exists()
+    out = submit(tmp_path, "--cluster", "local", "--jobs", "1", "--scheduler-file",
+                 "/proc/nope/s.json", str(script))
+    assert out.returncode == 1, out.stderr
+    assert "--scheduler-file /proc/nope/s.json: cannot write it (No such file or directory)" \
+        in out.stderr and not (tmp_path / "ran").exists()
     out = submit(tmp_path, "--cluster", "slurm", "--cores", "1", "--memory", "500MB",
                  str(script), JOBQUEUE_SLURM__LOG_DIRECTORY="/proc/nope")
     assert out.returncode == 1, out.stderr
