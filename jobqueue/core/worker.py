@@ -37,9 +37,16 @@ _PLAIN = _ATOMIC | {bytes, bytearray, list, tuple, dict, set, frozenset}
 
 
 def sizeof(obj, depth=2) -> int:
-    """Cheap estimate of the bytes an object holds."""
+    """Cheap estimate of the bytes an object holds (dask's own estimate once a task has
+    loaded dask: it knows arrays, dataframes and their containers)."""
     if type(obj) in _ATOMIC:
         return sys.getsizeof(obj)
+    dask_sizeof = sys.modules.get("dask.sizeof")
+    if dask_sizeof is not None:
+        try:
+            return int(dask_sizeof.sizeof(obj))
+        except Exception:
+            pass
     try:
         return memoryview(obj).nbytes
     except TypeError:
@@ -544,6 +551,8 @@ class Worker:
                     data = None
             return (True, t, result, nbytes, data, start, stop)
         except Exception as e:
+            if hasattr(e, "add_note"):  # Python 3.11+: the client's traceback names the task
+                e.add_note(f"(raised by task {t.key!r} on worker {self.name})")
             return (False, t, dumps_exception(e), format_traceback(e), None, start, time.time())
 
     def _drain(self):
