@@ -88,7 +88,8 @@ class DaskMixin:
         materialized, by_type = graph_mod.materialize(dsk, keys)
 
         def held(key):
-            return key in self._refcount
+            st = self._states.get(key)
+            return st is not None and st.status not in ("cancelled", "lost")
 
         conv = graph_mod.Converter(materialized, keys, held, self._graph_function_id,
                                    by_type, annotations)

@@ -170,12 +170,23 @@ class Converter:
 
     def _missing(self):
         """Why the graph cannot run, if a dependency is neither in it nor held by a Future."""
-        dsk = self.dsk
+        dsk, Alias = self.dsk, self.spec.Alias
+
+        def future_of(k):  # an alias under which a graph refers to one of our Futures
+            node = dsk[k]
+            return type(node) is Alias and key_name(node.target) == key_name(k)
+
+        def absent(d):
+            return (d not in dsk or future_of(d)) and not self.held(key_name(d))
+
         for k, node in dsk.items():
+            if future_of(k):
+                continue
             for d in node.dependencies:
-                if d not in dsk and not self.held(key_name(d)):
+                if absent(d):
                     return (f"task {k!r} depends on {d!r}, which is neither in the graph nor "
-                            "held by a Future of this client (released, or never computed)")
+                            "held by a Future of this client (released, cancelled, lost or "
+                            "never computed)")
         for k in self.wanted:
             if k not in dsk and not self.held(key_name(k)):
                 return f"the key {k!r} asked for is not in the graph"
