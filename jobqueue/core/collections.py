@@ -80,7 +80,7 @@ class DaskMixin:
         """{dask key: Future} for *keys* of the graph, whose tasks are sent to the scheduler."""
         import dask
 
-        from .client import Future
+        from .client import GRAPH_PART, Future
 
         self._check_open()
         annotations = dict(dask.get_annotations())
@@ -93,10 +93,16 @@ class DaskMixin:
 
         conv = graph_mod.Converter(materialized, keys, held, self._graph_function_id,
                                    by_type, annotations)
-        rows, names = conv.rows()
+        names = conv.names()
         futures = {k: Future(names[k], self) for k in keys}
-        if rows:
-            self._send(tasks=rows, graph=len(conv.order))
+        part, graph = [], len(conv.order)
+        for row in conv.rows():  # parts go out while the next ones are made
+            part.append(row)
+            if len(part) == GRAPH_PART:
+                self._send(tasks=part, graph=graph)
+                part, graph = [], None
+        if part:
+            self._send(tasks=part, graph=graph)
         return futures
 
     def _graph_function_id(self, func):

@@ -27,9 +27,8 @@ def convert(dsk, keys, held=(), **defaults):
         return next(k for k, v in functions.items() if v is func)
 
     dsk, annotations = materialize(dsk, keys)
-    rows, names = Converter(dsk, keys, set(held).__contains__, fid, annotations,
-                            defaults).rows()
-    return rows, names, functions
+    conv = Converter(dsk, keys, set(held).__contains__, fid, annotations, defaults)
+    return list(conv.rows()), conv.names(), functions
 
 
 def run_row(row, functions, values):
@@ -90,7 +89,7 @@ def test_annotations_and_defaults_become_row_fields():
         assert r[7] < 0                                         # user priority first
     dsk, _ = materialize({"a": Task("a", inc, 1)}, ["a"])
     conv = Converter(dsk, ["a"], lambda k: False, id, {"retries": {"a": 5}}, {"retries": 1})
-    assert conv.rows()[0][0][6] == 5                            # the task's own wins
+    assert list(conv.rows())[0][6] == 5                         # the task's own wins
 
 
 def test_held_futures_and_missing_keys():
