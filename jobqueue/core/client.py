@@ -12,7 +12,6 @@ import itertools
 import logging
 import os
 import pickle
-import sys
 import threading
 import uuid
 import weakref
@@ -427,19 +426,6 @@ class Client(DaskMixin):
                 key = f"{prefix}-{self._prefix}-{next(self._counter)}"
         return [key, group, fid, protocol.wrap(blob), list(deps), restrictions, int(retries)]
 
-    def _collections_to_futures(self, args, kwargs):
-        """dask collections among the arguments are computed first; the task gets results."""
-        if "dask" not in sys.modules:
-            return args, kwargs
-        import dask
-
-        if any(dask.is_dask_collection(a) for a in args):
-            args = tuple(self.compute(a) if dask.is_dask_collection(a) else a for a in args)
-        if any(dask.is_dask_collection(v) for v in kwargs.values()):
-            kwargs = {k: self.compute(v) if dask.is_dask_collection(v) else v
-                      for k, v in kwargs.items()}
-        return args, kwargs
-
     # -- futures ------------------------------------------------------------------------------
 
     def _state_for(self, key):
@@ -651,20 +637,6 @@ class Client(DaskMixin):
             futures = [futures]
         self._send({"op": "cancel", "keys": [f.key for f in futures]})
 
-    def retry(self, futures):
-        """Run failed tasks again: the erred ones among *futures* and the failed tasks they
-        depend on (``retries`` counts start afresh)."""
-        if isinstance(futures, Future):
-            futures = [futures]
-        keys = []
-        with self._cond:
-            for f in futures:
-                if f._state.status == ERROR:
-                    f._state.status, f._state.exception, f._state.traceback = PENDING, None, None
-                    keys.append(f.key)
-        if keys:
-            self._send({"op": "retry", "keys": keys})
-
     def run(self, func, *args, workers=None, **kwargs):
         """Run ``func(*args, **kwargs)`` once on every worker: ``{worker address: result}``."""
         import cloudpickle
@@ -711,21 +683,6 @@ class Client(DaskMixin):
     def _check_open(self):
         if self.status != "running":
             raise RuntimeError(f"client is {self.status}")
-
-    def shutdown(self):
-        """Close the cluster (scheduler and workers) and this client. A client connected to a
-        scheduler by address asks the scheduler to close its workers and itself."""
-        if self.cluster is not None:
-            cluster = self.cluster
-            self.close()
-            cluster.close()
-            return
-        if self.status == "running":
-            try:
-                self._sync(self._request({"op": "terminate"}), 30)
-            except (CommClosedError, SchedulerError) as e:
-                logger.info("scheduler at %s: %s", self.address, e)
-        self.close()
 
     def close(self):
         if self.status in ("closing", "closed"):

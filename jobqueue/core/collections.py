@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.util
+import logging
 import sys
 import threading
 
 from . import graph as graph_mod
+
+logger = logging.getLogger("jobqueue.client")
 
 
 class DaskMixin:
@@ -112,11 +115,55 @@ class DaskMixin:
             return self._function_id(func, cache=False)
         return self._function_id(func, cache=True)
 
+    def _collections_to_futures(self, args, kwargs):
+        """dask collections among the arguments are computed first; the task gets results."""
+        if "dask" not in sys.modules:
+            return args, kwargs
+        import dask
+
+        if any(dask.is_dask_collection(a) for a in args):
+            args = tuple(self.compute(a) if dask.is_dask_collection(a) else a for a in args)
+        if any(dask.is_dask_collection(v) for v in kwargs.values()):
+            kwargs = {k: self.compute(v) if dask.is_dask_collection(v) else v
+                      for k, v in kwargs.items()}
+        return args, kwargs
+
+    def retry(self, futures):
+        """Run failed tasks again: the erred ones among *futures* and the failed tasks they
+        depend on."""
+        from .client import ERROR, PENDING, Future
+
+        if isinstance(futures, Future):
+            futures = [futures]
+        keys = []
+        with self._cond:
+            for f in futures:
+                if f._state.status == ERROR:
+                    f._state.status, f._state.exception, f._state.traceback = PENDING, None, None
+                    keys.append(f.key)
+        if keys:
+            self._send({"op": "retry", "keys": keys})
+
+    def shutdown(self):
+        """Close the cluster (scheduler and workers) and this client. A client connected to a
+        scheduler by address asks the scheduler to close its workers and itself."""
+        if self.cluster is not None:
+            cluster = self.cluster
+            self.close()
+            cluster.close()
+            return
+        if self.status == "running":
+            try:
+                self._sync(self._request({"op": "terminate"}), 30)
+            except Exception as e:  # the connection closes as the scheduler does
+                logger.info("scheduler at %s: %s", self.address, e)
+        self.close()
+
     def as_current(self):
         """Context manager: this client is dask's scheduler inside the block."""
         import dask
 
-        return dask.config.set(scheduler=self)
+        return dask.config.set(_settings(dask.config, self))
 
 
 def _no_resources(resources):
@@ -191,8 +238,18 @@ def _apply():
     if ctx is not None:
         ctx.__exit__(None, None, None)
     if _stack:
-        ctx = config.set(scheduler=_stack[-1])
-        _previous[0] = ctx
+        _previous[0] = config.set(_settings(config, _stack[-1]))
+
+
+def _settings(config, client) -> dict:
+    """dask config while *client* is the scheduler. Dataframe shuffles default to the task-based
+    method, as dask.distributed's do without P2P: dask's default without a distributed client
+    is "disk", files on whichever node runs a task, which a cluster of several nodes cannot
+    share."""
+    values = {"scheduler": client}
+    if not config.get("dataframe.shuffle.method", None):
+        values["dataframe.shuffle.method"] = "tasks"
+    return values
 
 
 class _DaskConfigHook(importlib.abc.MetaPathFinder):

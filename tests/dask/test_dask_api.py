@@ -221,3 +221,31 @@ def test_shutdown_closes_the_cluster():
     assert client.submit(inc, 1).result() == 2
     client.shutdown()
     assert client.status == "closed" and cluster.status == "closed"
+
+
+def test_shutdown_of_a_remote_scheduler_ends_its_process(tmp_path):
+    """A client connected by address (no cluster object) asks the scheduler to close: the
+    `jobqueue scheduler` process exits."""
+    import secrets
+
+    path = tmp_path / "scheduler.json"
+    env = dict(os.environ, JOBQUEUE_TOKEN=secrets.token_urlsafe(32))
+    proc = subprocess.Popen([sys.executable, "-m", "jobqueue", "scheduler", "--host",
+                             "127.0.0.1", "--port", "0", "--scheduler-file", str(path)],
+                            env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:                # "scheduler at ...": the file is written
+            if line.startswith("scheduler at"):
+                break
+        import threading
+
+        threading.Thread(target=proc.stderr.read, daemon=True).start()  # drain the rest
+        client = Client(scheduler_file=str(path), set_as_default=False)
+        assert client.cluster is None and client.scheduler_info()["address"]
+        client.shutdown()
+        assert client.status == "closed"
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

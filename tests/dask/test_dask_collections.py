@@ -77,11 +77,11 @@ def test_dataframe_shuffle_merge(client, flights):
     df = dd.read_csv(flights)
     airports = dd.from_pandas(pd.DataFrame({"Origin": ["EWR", "JFK", "LGA", "BOS"],
                                             "state": ["NJ", "NY", "NY", "MA"]}), npartitions=2)
-    merged = df.merge(airports, on="Origin", how="inner", shuffle_method="tasks")
+    assert dask.config.get("dataframe.shuffle.method") == "tasks"  # set by the client
+    merged = df.merge(airports, on="Origin", how="inner")
     expr = merged.groupby("state").Distance.sum()
-    with dask.config.set({"dataframe.shuffle.method": "tasks"}):
-        ours = expr.compute()
-        theirs = expr.compute(scheduler="sync")
+    ours = expr.compute()
+    theirs = expr.compute(scheduler="sync")
     pd.testing.assert_series_equal(ours.sort_index(), theirs.sort_index())
     assert len(merged.compute()) == 2000
 
