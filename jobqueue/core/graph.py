@@ -146,6 +146,7 @@ class Converter:
         self.annotations = annotations or {}
         self.defaults = {k: v for k, v in (defaults or {}).items() if v is not None}
         self.groups: dict = {}
+        self._plain = None
         self.target = self._resolve_aliases()
         missing = self._missing()
         if missing:
@@ -264,11 +265,19 @@ class Converter:
         return g
 
     def _annotations(self, key):
+        """(restrictions, retries, user priority, loose) of the task *key*."""
+        if not self.annotations:  # the common case: the same for every task
+            if self._plain is None:
+                self._plain = self._check(key, self.defaults)
+            return self._plain
         values = dict(self.defaults)
         for kind in ANNOTATIONS:
             per_key = self.annotations.get(kind)
             if per_key and key in per_key:
                 values[kind] = per_key[key]
+        return self._check(key, values)
+
+    def _check(self, key, values):
         workers = values.get("workers")
         if isinstance(workers, str):
             workers = [workers]
@@ -278,11 +287,13 @@ class Converter:
                                  f"address or name, or a list of them, not {workers!r}")
             workers = list(workers) or None
         retries, priority = values.get("retries", 0), values.get("priority", 0)
-        for what, v in (("retries", retries), ("priority", priority)):
-            if not isinstance(v, int) or isinstance(v, bool) or (what == "retries" and v < 0):
-                raise GraphError(f"task {key!r}: the {what!r} annotation must be an int"
-                                 f"{' >= 0' if what == 'retries' else ''}, not {v!r}")
-        return workers, retries, priority, bool(values.get("allow_other_workers"))
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise GraphError(f"task {key!r}: the 'retries' annotation must be an int >= 0, "
+                             f"not {retries!r}")
+        if not isinstance(priority, (int, float)) or isinstance(priority, bool):
+            raise GraphError(f"task {key!r}: the 'priority' annotation must be a number, "
+                             f"not {priority!r}")
+        return workers, retries, round(priority), bool(values.get("allow_other_workers"))
 
 
 def _dumps_args(key, args, kwargs) -> bytes:

@@ -307,7 +307,8 @@ class SchedulerState:
         self._set(ts, "processing")
         ts.processing_on = ws
         ws.processing[ts] = None
-        msg = {"op": "compute", "key": ts.key, "fid": ts.fid, "args": ts.args}
+        msg = {"op": "compute", "key": ts.key, "fid": ts.fid, "args": ts.args,
+               "priority": ts.priority}
         if ts.fid is not None and ts.fid not in ws.functions:
             msg["func"] = wrap(self.functions[ts.fid])
             ws.functions.add(ts.fid)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import heapq
 import logging
 import os
 import pickle
@@ -17,7 +18,6 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
 
 from . import protocol
 from .comm import (BatchedSend, CommClosedError, Listener, PeerPool, connect, format_address,
@@ -149,10 +149,11 @@ class ProcessUsage:
 
 
 class WTask:
-    __slots__ = ("key", "fid", "args", "deps", "want", "state", "missing")
+    __slots__ = ("key", "fid", "args", "deps", "want", "state", "missing", "priority")
 
-    def __init__(self, key, fid, args, deps, want):
+    def __init__(self, key, fid, args, deps, want, priority=0):
         self.key = key
+        self.priority = priority
         self.fid = fid
         self.args = args
         self.deps = deps
@@ -185,7 +186,8 @@ class Worker:
         self.function_blobs: dict = {}
         self.functions: dict = {}
         self.fetching: dict = {}          # dependency key -> set of WTask waiting for it
-        self.ready: deque = deque()
+        self.ready: list = []             # heap of (priority, seq, WTask): the scheduler's order
+        self._seq = 0
         self.executing = 0
         self.paused = False
         self.status = "init"
@@ -344,7 +346,8 @@ class Worker:
                 t.state = "executing"
             t.want = msg.get("want", False)
             return
-        t = WTask(key, fid, msg["args"], msg.get("deps"), msg.get("want", False))
+        t = WTask(key, fid, msg["args"], msg.get("deps"), msg.get("want", False),
+                  msg.get("priority", 0))
         self.tasks[key] = t
         if t.deps:
             t.missing = {d for d in t.deps if d not in self.data}
@@ -353,7 +356,7 @@ class Worker:
             self._fetch(t)
         else:
             t.state = "ready"
-            self.ready.append(t)
+            self._push_ready(t)
 
     def _free_keys(self, msg):
         for key in msg["keys"]:
@@ -446,7 +449,7 @@ class Worker:
             t.missing.discard(key)
             if not t.missing and t.state == "fetch":
                 t.state = "ready"
-                self.ready.append(t)
+                self._push_ready(t)
 
     def _fail(self, t, exc):
         t.state = "done"
@@ -488,10 +491,14 @@ class Worker:
 
     # -- execution ----------------------------------------------------------------------------
 
+    def _push_ready(self, t):
+        self._seq += 1
+        heapq.heappush(self.ready, (t.priority, self._seq, t))
+
     def _pump(self):
         limit = self.nthreads + PREFETCH
         while self.ready and self.executing < limit and not self.paused:
-            t = self.ready.popleft()
+            t = heapq.heappop(self.ready)[2]
             if t.state != "ready":
                 continue
             t.state = "executing"
