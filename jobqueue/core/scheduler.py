@@ -10,12 +10,15 @@ import json
 import logging
 import os
 import secrets
+import shutil
+import tempfile
 import time
 from collections import deque
 
 from . import protocol
 from .comm import BatchedSend, CommClosedError, Listener, format_address
 from .scheduler_state import SchedulerState
+from .security import Security
 
 logger = logging.getLogger("jobqueue.scheduler")
 
@@ -141,8 +144,11 @@ def _field(msg, name, kind):
 class Scheduler:
     def __init__(self, token=None, host: str = "127.0.0.1", port: int = 0,
                  allowed_failures: int = 3, worker_ttl: float | None = 300.0,
-                 scheduler_file: str | None = None, dashboard_address=None):
+                 scheduler_file: str | None = None, dashboard_address=None,
+                 security: Security | None = None):
         self.token = token or secrets.token_urlsafe(32)
+        self.security = security  # None: from the config, at start
+        self._tls_dir = None
         self.host = host
         self.port = port
         self.worker_ttl = worker_ttl
@@ -186,17 +192,23 @@ class Scheduler:
         root.addHandler(self.log)
         if root.level == logging.NOTSET:
             root.setLevel(logging.INFO)
-        self.listener = Listener(self.token, self._handle)
+        security = self.security or Security.from_config()
+        if security.tls and not security.complete:
+            self._tls_dir = tempfile.mkdtemp(prefix="tls-", dir=_private_dir())
+            security = security.ready(self._tls_dir)
+        self.security = security
+        self.listener = Listener(self.token, self._handle, security=security)
         port = await self.listener.start(self.host, self.port)
         host = self.host if self.host not in ("", "0.0.0.0") else _public_host()
-        self.address = format_address(host, port)
+        self.address = format_address(host, port, self.listener.scheme)
         self.listener.serve_in_process(self.address)
         self.status = "running"
         loop = asyncio.get_running_loop()
         if self.worker_ttl is not None:  # None: never remove a silent worker
             self._tasks.append(loop.create_task(self._check_workers()))
         if self.scheduler_file:
-            write_scheduler_file(self.scheduler_file, self.address, self.token)
+            write_scheduler_file(self.scheduler_file, self.address, self.token,
+                                 self.security.env())
         logger.info("scheduler listening at %s", self.address)
         if self.dashboard_address is not None:
             from .dashboard import Dashboard
@@ -234,6 +246,8 @@ class Scheduler:
                 os.unlink(self.scheduler_file)
             except OSError:
                 pass
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
         logger.info("scheduler at %s closed", self.address)
 
     async def _check_workers(self):
@@ -575,15 +589,32 @@ def _public_host() -> str:
         return "127.0.0.1"
 
 
-def write_scheduler_file(path: str, address: str, token: str) -> None:
-    """JSON with the address and token, readable by the owner only."""
+def write_scheduler_file(path: str, address: str, token: str, env: dict | None = None) -> None:
+    """JSON with the address and token (and the environment a client needs, e.g. where the TLS
+    certificates are), readable by the owner only."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"address": address, "token": token}, f)
+        json.dump({"address": address, "token": token, **({"env": env} if env else {})}, f)
     os.chmod(path, 0o600)
+
+
+def _private_dir() -> str:
+    path = os.path.expanduser("~/.jobqueue")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
 
 
 def read_scheduler_file(path: str) -> tuple[str, str]:
     with open(path) as f:
         info = json.load(f)
     return info["address"], info["token"]
+
+
+def scheduler_file_security(path: str) -> Security | None:
+    """The TLS settings a scheduler file names, if any."""
+    with open(path) as f:
+        env = json.load(f).get("env") or {}
+    if env.get("JOBQUEUE_SECURITY__PROTOCOL") != "tls":
+        return None
+    return Security("tls", env["JOBQUEUE_SECURITY__TLS_CA_FILE"],
+                    env["JOBQUEUE_SECURITY__TLS_CERT"], env["JOBQUEUE_SECURITY__TLS_KEY"])
