@@ -120,15 +120,15 @@ def test_delayed_graph_of_1000_nodes(client):
     def add(a, b):
         return a + b
 
-    layer = [inc(i) for i in range(500)]
-    while len(layer) > 1:  # 499 adds: 999 tasks
+    layer = [inc(i) for i in range(501)]
+    while len(layer) > 1:  # 500 adds: 1,001 tasks
         layer = [add(layer[i], layer[i + 1]) if i + 1 < len(layer) else layer[i]
                  for i in range(0, len(layer), 2)]
     total = layer[0]
-    assert len(total.__dask_graph__()) == 999
-    assert total.compute() == total.compute(scheduler="sync") == sum(range(1, 501))
+    assert len(total.__dask_graph__()) == 1001
+    assert total.compute() == total.compute(scheduler="sync") == sum(range(1, 502))
     fut = client.compute(total)
-    assert fut.result() == sum(range(1, 501))
+    assert fut.result() == sum(range(1, 502))
 
 
 def test_compute_several_collections_at_once(client):
