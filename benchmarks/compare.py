@@ -81,7 +81,7 @@ def rows_for(results):
          "chunks).mean()", "s", "lower", ("ratio", "<=", 0.2)),
         ("dask-groupby", "seconds", "dataframe groupby-mean, "
          f"{n('dask-groupby', 'partitions', 200)} partitions (best)", "s", "lower",
-         ("ratio", "<=", 1 / 3)),
+         ("ratio", "<=", 0.33)),
         ("dask-xxt", "seconds", f"(x + x.T).mean(axis=1), {n('dask-xxt', 'n', 10000):,}^2 "
          "(best)", "s", "lower", ("ratio", "<=", 1.0)),
         ("dask-xxt", "peak_mb", "  peak cluster RSS during it (sum of workers)", "MB", "lower",
