@@ -39,6 +39,16 @@ def _start_scheduler(tmp_path, name="scheduler.json"):
     return proc, info["address"], info["token"], path
 
 
+def _start_worker(address, token):
+    """A real worker process that keeps reconnecting for 60 s when its scheduler is gone."""
+    env = _python_env()
+    env["JOBQUEUE_TOKEN"] = token
+    return subprocess.Popen([sys.executable, "-m", "jobqueue", "worker", address, "--nworkers",
+                             "1", "--nthreads", "1", "--death-timeout", "60", "--host",
+                             "127.0.0.1"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
+
+
 def _wait_for_workers(client, n, timeout=60):
     deadline = time.monotonic() + timeout
     while len(workers := client.scheduler_info()["workers"]) < n:
@@ -134,12 +144,7 @@ def test_relayed_worker_handshake_runs_no_code(tmp_path):
     then sends {"op": "run"} as if it were the scheduler. Nothing runs."""
     proc, address, token, _ = _start_scheduler(tmp_path)
     marker = tmp_path / "pwned"
-    env = _python_env()
-    env["JOBQUEUE_TOKEN"] = token
-    worker = subprocess.Popen([sys.executable, "-m", "jobqueue", "worker", address,
-                               "--nworkers", "1", "--nthreads", "1", "--death-timeout", "60",
-                               "--host", "127.0.0.1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    worker = _start_worker(address, token)
     try:
         with Client(address=address, token=token) as c:
             (worker_address,) = _wait_for_workers(c, 1)
@@ -182,12 +187,7 @@ def test_relayed_client_handshake_unpickles_nothing(tmp_path):
     which relays the handshake to a live worker data port of the same cluster and then answers
     as a scheduler with a pickle of its choice. The client refuses; nothing is unpickled."""
     proc, address, token, sched_file = _start_scheduler(tmp_path)
-    env = _python_env()
-    env["JOBQUEUE_TOKEN"] = token
-    worker = subprocess.Popen([sys.executable, "-m", "jobqueue", "worker", address,
-                               "--nworkers", "1", "--nthreads", "1", "--death-timeout", "60",
-                               "--host", "127.0.0.1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    worker = _start_worker(address, token)
     marker = tmp_path / "pwned"
     try:
         with Client(address=address, token=token) as c:
