@@ -448,9 +448,12 @@ class Driver:
             "null)")
         path = self.args.scheduler_file
         if not path:
-            directory = os.path.join(os.path.expanduser("~"), ".jobqueue")
+            from .batch import owned
+
+            directory = owned.directory()
             os.makedirs(directory, mode=0o700, exist_ok=True)
-            path = os.path.join(directory, f"{c.name}.json")
+            owned.remove_stale(directory)
+            path = os.path.join(directory, owned.owned_name(c.name, ".json"))
         try:
             write_scheduler_file(path, c.scheduler_address, c.token)
         except OSError as e:

@@ -20,6 +20,7 @@ import time
 from .. import config
 from ..deploy.cluster import Cluster, Job, _clusters
 from . import keep as keep_mod
+from . import owned
 from . import script as script_mod
 from .network import interface_address, public_address
 from .runner import BatchCommandError, CommandRunner
@@ -237,7 +238,8 @@ async def submit_script(runner, system: BatchSystem, text: str, settings: dict,
 
 
 def _write_token_file(name: str, token: str) -> str:
-    """~/.jobqueue/NAME.token, mode 0600 in a 0700 directory.
+    """~/.jobqueue/NAME.HOST.PID.token, mode 0600 in a 0700 directory (named after its owner, so
+    that the next cluster removes it if this process dies without cleaning up: see owned.py).
 
     Why a file: the token must reach the job without appearing on a command line (ps shows those
     to every user) or in the job script (batch systems keep scripts and show them, e.g. scontrol
@@ -245,9 +247,10 @@ def _write_token_file(name: str, token: str) -> str:
     (PBS Variable_List) and qstat -j (Grid Engine env_list) show to other users. The home
     directory is shared with the compute nodes on HPC systems; the script reads the file.
     """
-    directory = os.path.join(os.path.expanduser("~"), ".jobqueue")
+    directory = owned.directory()
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    path = os.path.join(directory, f"{name}.token")
+    owned.remove_stale(directory)
+    path = os.path.join(directory, owned.owned_name(name, ".token"))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(token)

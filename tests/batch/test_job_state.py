@@ -420,3 +420,48 @@ def test_adaptive_scaling_does_its_own_replacing(slurm):
     fake.set("40", "COMPLETED")
     poll(cluster)
     assert fake.calls["sbatch"] == 1
+
+# ------------------------------------------------------- files of processes that were killed
+
+
+def test_a_killed_clusters_token_file_is_removed_by_the_next_one(env):
+    from jobqueue.batch import owned
+
+    script = ("import sys, jobqueue\n"
+              "c = jobqueue.SLURMCluster(cores=1, memory='1GB', log_directory=sys.argv[1])\n"
+              "print(c.token_file, flush=True)\n"
+              "sys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(env / "logs")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={k: v for k, v in os.environ.items()
+                                 if not k.startswith("JOBQUEUE_")})
+    token_file = proc.stdout.readline().strip()
+    assert os.path.basename(token_file).endswith(f".{proc.pid}.token")
+    proc.kill()                                   # SIGKILL: no chance to clean up
+    proc.wait()
+    assert os.path.exists(token_file)
+    directory = os.path.dirname(token_file)
+    others = [os.path.join(directory, name) for name in
+              (f"c1.otherhost.{proc.pid}.token",          # another host's: cannot be checked
+               f"c2.{owned._host()}.{os.getpid()}.json",   # this process's own
+               "notes.txt")]
+    for path in others:
+        open(path, "w").close()
+    cluster = make(SLURMCluster, FakeSlurm(), env)
+    try:
+        assert not os.path.exists(token_file)
+        assert all(os.path.exists(path) for path in others)
+        assert os.path.exists(cluster.token_file)
+    finally:
+        cluster.close()
+    assert not os.path.exists(cluster.token_file)
+
+
+def test_a_reused_pid_does_not_keep_a_dead_owners_file(tmp_path):
+    from jobqueue.batch import owned
+
+    path = tmp_path / f"c.{owned._host()}.1.token"
+    path.write_text("x")                  # written now: pid 1, older, may be its owner
+    assert owned.remove_stale(str(tmp_path)) == [] and path.exists()
+    os.utime(path, (0, 0))                # written before pid 1 started: its pid was reused
+    assert owned.remove_stale(str(tmp_path)) == [str(path)] and not path.exists()
