@@ -18,6 +18,7 @@ import tempfile
 import time
 
 from .. import config
+from ..core import notice
 from ..deploy.cluster import Cluster, Job, _clusters
 from . import keep as keep_mod
 from . import owned
@@ -428,11 +429,11 @@ class JobQueueCluster(Cluster):
         if decision.give_up:
             if not self.failure:
                 self.failure = f"no more jobs are submitted: {decision.give_up}"
-                logger.error("%s: %s", self.name, self.failure)
+                notice.warn(logger, "%s: %s", self.name, self.failure, level=logging.ERROR)
             return
         if target is not None and decision.target != target:
-            logger.warning("%s: a job was cancelled outside jobqueue; keeping %d jobs, not %d",
-                           self.name, decision.target, target)
+            notice.warn(logger, "%s: a job was cancelled outside jobqueue; keeping %d jobs, not %d",
+                        self.name, decision.target, target)
             self._target = decision.target
             self._outside = sum(j.cancelled_outside for j in jobs)
         if decision.submit:
@@ -534,8 +535,8 @@ class JobQueueCluster(Cluster):
         for job in live:
             job.stale = True
         if self._poll_failures == 0:
-            logger.warning("%s: could not get the states of its jobs; keeping the last known "
-                           "ones, marked stale, and retrying: %s", self.name, error)
+            notice.warn(logger, "%s: could not get the states of its jobs; keeping the last known "
+                        "ones, marked stale, and retrying: %s", self.name, error)
 
     async def _apply(self, live, statuses: dict):
         now = self._clock()
@@ -546,7 +547,7 @@ class JobQueueCluster(Cluster):
                 job.update(status)
                 if status.state is JobState.UNKNOWN and status.native not in self._unknown_codes:
                     self._unknown_codes.add(status.native)
-                    logger.warning("%s: job %s: %s", self.name, job.job_id, status.reason)
+                    notice.warn(logger, "%s: job %s: %s", self.name, job.job_id, status.reason)
             elif job.missing_since is None:
                 job.stale = False
                 job.missing_since = now       # not listed: once may be a race with submission
@@ -599,8 +600,8 @@ class JobQueueCluster(Cluster):
                 await self._refuse(jobs, verdict)
             elif verdict.kind is Pending.BLOCKED and verdict.why not in self._said:
                 self._said.add(verdict.why)
-                logger.warning("%s: job %s is pending: %s; %s", self.name, ids, verdict.why,
-                               verdict.remedy)
+                notice.warn(logger, "%s: job %s is pending: %s; %s", self.name, ids, verdict.why,
+                            verdict.remedy)
 
     async def _verify(self, jobs) -> dict:
         """``{submission: NEVER Verdict}`` from asking the batch system, once per submission,
@@ -628,12 +629,12 @@ class JobQueueCluster(Cluster):
             job.state, job.reason = JobState.FAILED, f"cannot start as submitted: {verdict.why}"
             job.never, job.reported = verdict, True
         ids = " ".join(j.job_id for j in jobs)
-        logger.warning("%s: job %s can never start as submitted: %s; cancelling it. To fix: %s",
-                       self.name, ids, verdict.why, verdict.remedy)
+        notice.warn(logger, "%s: job %s can never start as submitted: %s; cancelling it. "
+                    "To fix: %s", self.name, ids, verdict.why, verdict.remedy)
         try:
             await self._cancel(jobs, ended_too=True)
         except BatchCommandError as e:
-            logger.warning("%s: could not cancel job %s: %s", self.name, ids, e)
+            notice.warn(logger, "%s: could not cancel job %s: %s", self.name, ids, e)
 
     def _connected_names(self):
         """Names of the workers connected to the scheduler now (none once it has closed)."""
@@ -674,12 +675,12 @@ class JobQueueCluster(Cluster):
                 if reason:
                     job.reason = reason
         for job in stuck:
-            logger.warning("%s: %s; cancelling it, or it would stay in the queue", self.name,
-                           job.summary())
+            notice.warn(logger, "%s: %s; cancelling it, or it would stay in the queue", self.name,
+                        job.summary())
         try:
             await self._cancel(stuck, ended_too=True)
         except BatchCommandError as e:
-            logger.warning("%s: could not remove failed jobs: %s", self.name, e)
+            notice.warn(logger, "%s: could not remove failed jobs: %s", self.name, e)
         for job in stuck:
             job.reported = True
 
@@ -690,12 +691,12 @@ class JobQueueCluster(Cluster):
         if job.cancel_requested:
             logger.info("%s: job %s %s", self.name, job.job_id, job.state)
         elif not job.ever_connected:
-            logger.warning("%s: %s, before any of its workers connected to %s; %s", self.name,
-                           job.summary(), self.scheduler_address, job.log_tail())
+            notice.warn(logger, "%s: %s, before any of its workers connected to %s; %s", self.name,
+                        job.summary(), self.scheduler_address, job.log_tail())
         elif job.state is JobState.FINISHED:
             logger.info("%s: %s", self.name, job.summary())
         else:
-            logger.warning("%s: %s; its workers are gone", self.name, job.summary())
+            notice.warn(logger, "%s: %s; its workers are gone", self.name, job.summary())
 
     def _close_workers(self, job: BatchJob):
         """Ask the workers of a job that has ended to leave (their processes should be gone)."""
@@ -782,8 +783,8 @@ class JobQueueCluster(Cluster):
             try:
                 await self._cancel(ours, ended_too=True)
             except BatchCommandError as e:
-                logger.error("%s: could not cancel its jobs %s; cancel them yourself: %s",
-                             self.name, " ".join(j.job_id for j in ours), e)
+                notice.warn(logger, "%s: could not cancel its jobs %s; cancel them yourself: %s",
+                            self.name, " ".join(j.job_id for j in ours), e, level=logging.ERROR)
             await self.scheduler.close()
             self._scheduler_closed = True
             for job in ours:

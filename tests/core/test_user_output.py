@@ -1,9 +1,18 @@
 """What a user of a script sees: a task's traceback names their file and line and none of our
 frames; closing a cluster on purpose prints nothing. Each test runs a script of its own, so its
 functions travel by value (cloudpickle) as a user's script's do."""
+import io
+import logging
+import os
+import socket
 import subprocess
 import sys
 import textwrap
+import warnings
+
+import pytest
+
+from jobqueue.core import notice
 
 SCRIPT = '''
 import sys
@@ -34,11 +43,14 @@ if __name__ == "__main__":
 '''
 
 
-def run(tmp_path):
+def run(tmp_path, text=SCRIPT, **environment):
     script = tmp_path / "user_script.py"
-    script.write_text(textwrap.dedent(SCRIPT))
+    script.write_text(textwrap.dedent(text))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBQUEUE_")}
+    env.setdefault("JOBQUEUE_SCHEDULER__DASHBOARD_ADDRESS", "null")   # 8787 may be taken
+    env.update(environment)
     return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path), script
+                          timeout=120, cwd=tmp_path, env=env), script
 
 
 def test_task_traceback_names_the_users_file_and_line_and_hides_ours(tmp_path):
@@ -60,3 +72,28 @@ def test_closing_the_cluster_on_purpose_prints_nothing(tmp_path):
     out, _ = run(tmp_path)
     assert out.returncode == 0 and out.stdout.rstrip().endswith("3")
     assert out.stderr == ""
+
+
+def test_a_warning_reaches_a_user_who_never_configured_logging(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        out, _ = run(tmp_path, "from jobqueue import LocalCluster\n"
+                               "LocalCluster(n_workers=1).close()\n",
+                     JOBQUEUE_SCHEDULER__DASHBOARD_ADDRESS=f"127.0.0.1:{port}")
+    assert out.returncode == 0, out.stderr
+    assert (f"jobqueue.dashboard:0: JobqueueWarning: dashboard port {port} is in use (another "
+            f"cluster's dashboard?): using port ") in out.stderr
+
+
+def test_a_warning_is_issued_only_when_no_log_handler_would_show_it():
+    from jobqueue.core.scheduler import LogBuffer
+
+    lone = logging.Logger("jobqueue.lone")             # no parent: only its own handlers
+    lone.addHandler(LogBuffer())                       # a scheduler's log: the user sees none
+    with pytest.warns(notice.JobqueueWarning, match="job 43 can never start"):
+        notice.warn(lone, "job %s can never start", "43")
+    lone.addHandler(logging.StreamHandler(io.StringIO()))          # the user's logging
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        notice.warn(lone, "job %s can never start", "44")
