@@ -59,7 +59,8 @@ $JOBQUEUE_CONFIG (a file or directory), JOBQUEUE_<SECTION>__<KEY> variables.""",
 Checks YAML syntax, keys, types, sizes, durations and profiles of each file on its own, and
 exits 1 with one line per problem (file:line: key: what is wrong and what is allowed).""",
     "info": """examples:
-  jobqueue info --scheduler-file ~/.jobqueue/slurm-1a2b3c.json   # printed by jobqueue submit
+  jobqueue info --scheduler-file ~/.jobqueue/slurm-1a2b3c.vm.4242.json   # printed by submit
+  jobqueue info 4711                 # the `jobqueue submit --detach` driver running as job 4711
   JOBQUEUE_TOKEN=... jobqueue info tcp://10.0.0.5:8786
   jobqueue info --json | python -m json.tool
 
@@ -247,6 +248,10 @@ def _info_target(args):
     from .core.scheduler import read_scheduler_file
 
     token = os.environ.get("JOBQUEUE_TOKEN")
+    if args.address and args.address.isdigit():      # the job id of a --detach driver
+        from .submit import driver_scheduler_file
+
+        return read_scheduler_file(driver_scheduler_file(args.address))
     if args.address:
         return args.address, token
     path = args.scheduler_file
@@ -471,7 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=None, parser=c)
 
     i = _formatted(sub, "info", "show a running scheduler's workers, tasks and jobs")
-    i.add_argument("address", nargs="?", metavar="ADDRESS", help="tcp://host:port")
+    i.add_argument("address", nargs="?", metavar="ADDRESS",
+                   help="tcp://host:port, or the job id of a `jobqueue submit --detach` driver")
     i.add_argument("--scheduler-file", help="JSON file with the address and token")
     i.add_argument("--json", action="store_true", help="print the raw state as JSON")
     i.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the "

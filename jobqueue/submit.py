@@ -442,10 +442,9 @@ class Driver:
         from .core.scheduler import write_scheduler_file
 
         c = self.cluster
+        driver_job = os.environ.get(DRIVER_JOB)
         say(f"{type(c).__name__} {c.name}: scheduler at {c.scheduler_address}")
-        link = c.dashboard_link
-        say(f"dashboard: {link}" if link else "dashboard: none (scheduler.dashboard-address is "
-            "null)")
+        say(_dashboard_message(c.dashboard_link, driver_job))
         path = self.args.scheduler_file
         if not path:
             from .batch import owned
@@ -453,7 +452,8 @@ class Driver:
             directory = owned.directory()
             os.makedirs(directory, mode=0o700, exist_ok=True)
             owned.remove_stale(directory)
-            path = os.path.join(directory, owned.owned_name(c.name, ".json"))
+            stem = f"driver-{driver_job}" if driver_job else c.name
+            path = os.path.join(directory, owned.owned_name(stem, ".json"))
         try:
             write_scheduler_file(path, c.scheduler_address, c.token)
         except OSError as e:
@@ -461,7 +461,8 @@ class Driver:
             raise config.ConfigError(f"{what} {path}: cannot write it ({e.strerror or e}); "
                                      "give a path in a directory you can write") from None
         self.scheduler_file = path
-        say(f"`jobqueue info --scheduler-file {path}` shows its workers, tasks and jobs")
+        how = driver_job or f"--scheduler-file {path}"
+        say(f"`jobqueue info {how}` shows its workers, tasks and jobs")
 
     def _announce_jobs(self) -> None:
         from .config import format_bytes, format_walltime
@@ -536,11 +537,49 @@ mkdir -p {{ local_directory | q }} && export TMPDIR={{ local_directory | q }}
 
 # `jobqueue submit --detach`: this job runs the scheduler and the script; the workers are batch
 # jobs of their own, cancelled when the script ends or when this job is cancelled.
+# `jobqueue info JOBID` finds its scheduler file by this job's id.
+export JOBQUEUE_DRIVER_JOB="$JOBQUEUE_JOB_ID"
 cd {{ workdir | q }} || exit 1
 exec {{ python | q }} -m jobqueue submit{% for arg in driver_args %} {{ arg | q }}{% endfor %}
 
 """
 _DRIVER_MARK = "-m jobqueue submit"
+DRIVER_JOB = "JOBQUEUE_DRIVER_JOB"     # set in a --detach driver's job: its batch job id
+
+
+def _dashboard_message(link, driver_job) -> str:
+    """The dashboard's link; from a driver job, with the node it runs on and how to reach a
+    link on 127.0.0.1 from elsewhere (an ssh tunnel)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not link:
+        return "dashboard: none (scheduler.dashboard-address is null)"
+    if not driver_job:
+        return f"dashboard: {link}"
+    node = socket.gethostname()
+    parts = urlsplit(link)
+    text = f"dashboard: {link} on {node}, where job {driver_job} runs"
+    if parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        text += (f"; from the login node: ssh -N -L {parts.port}:127.0.0.1:{parts.port} {node}, "
+                 f"then open the link there")
+    return text
+
+
+def driver_scheduler_file(job_id: str) -> str:
+    """The scheduler file of the `jobqueue submit --detach` driver running as batch job job_id
+    (for `jobqueue info JOBID`)."""
+    import glob
+
+    from .batch import owned
+
+    found = sorted(glob.glob(os.path.join(owned.directory(), f"driver-{job_id}.*.json")),
+                   key=os.path.getmtime)
+    if not found:
+        raise ValueError(f"no scheduler file of a `jobqueue submit --detach` driver job "
+                         f"{job_id} in {owned.directory()}: the driver writes one once its "
+                         "cluster runs (its output file says so) and removes it at the end")
+    return found[-1]
 _NOT_FORWARDED = ("help", "script", "args", "cluster", "detach", "dry_run", "driver_walltime",
                   "driver_memory")
 
@@ -627,6 +666,7 @@ def detach(kind: str, args) -> int:
         f"the workers in jobs of their own; it survives logout\n"
         f"  its output: {' and '.join(logs)}\n"
         f"  follow it:  tail -f {shlex.quote(logs[0])}\n"
+        f"  look in:    jobqueue info {job_id}   (workers, tasks and jobs, once it runs)\n"
         f"  stop it:    {shlex.join(system.cancel_argv([job_id]))}   (cancels its worker "
         f"jobs too)")
     return 0

@@ -758,12 +758,24 @@ class JobQueueCluster(Cluster):
         from ..config import format_bytes
 
         n, threads, memory = self._summary()
+        return (f"{type(self).__name__}({self.name!r}, {self.scheduler_address!r}, "
+                f"workers={n}, threads={threads}, memory={format_bytes(memory)}, "
+                f"jobs: {self._jobs_text()})")
+
+    def _jobs_text(self) -> str:
         live = self.live_jobs()
         pending = sum(j.state is JobState.PENDING for j in live)
         running = sum(j.state is JobState.RUNNING for j in live)
-        return (f"{type(self).__name__}({self.name!r}, {self.scheduler_address!r}, "
-                f"workers={n}, threads={threads}, memory={format_bytes(memory)}, "
-                f"jobs: {pending} pending, {running} running)")
+        return f"{pending} pending, {running} running"
+
+    def _repr_html_(self):
+        """The base table, with the jobs and where their output goes."""
+        import html
+
+        rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(v)}</td></tr>"
+                       for k, v in [("jobs", self._jobs_text()),
+                                    ("job output", self.log_directory)])
+        return super()._repr_html_().replace("</table>", rows + "</table>", 1)
 
     # -- closing --------------------------------------------------------------------------------
 

@@ -465,3 +465,14 @@ def test_a_reused_pid_does_not_keep_a_dead_owners_file(tmp_path):
     assert owned.remove_stale(str(tmp_path)) == [] and path.exists()
     os.utime(path, (0, 0))                # written before pid 1 started: its pid was reused
     assert owned.remove_stale(str(tmp_path)) == [str(path)] and not path.exists()
+
+
+def test_the_html_repr_shows_the_jobs_as_the_text_repr_does(slurm):
+    cluster, fake = slurm
+    cluster.scale(jobs=3)
+    fake.set("40_0", "RUNNING")
+    poll(cluster)
+    assert "jobs: 2 pending, 1 running" in repr(cluster)
+    html = cluster._repr_html_()
+    assert "<th style='text-align:left'>jobs</th><td>2 pending, 1 running</td>" in html
+    assert f"<td>{cluster.log_directory}</td>" in html and html.count("<table>") == 1

@@ -6,6 +6,7 @@ tests may share the batch system), and checks that none are left when the comman
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -230,4 +231,50 @@ def test_detach_runs_to_completion_as_a_batch_job(tmp_path, name):
     state = subprocess.run(["sacct", "-n", "-X", "-j", job_id, "-o", "State"],
                            capture_output=True, text=True).stdout
     assert "COMPLETED" in state or state.strip() == "", state     # sacct may not keep records
+    wait_until(lambda: not queued(name), 30, "the worker jobs should leave the queue")
+
+
+GATED = """
+import os, sys, time
+from jobqueue import Client
+client = Client()
+while not os.path.exists(sys.argv[1]):       # the test opens the gate
+    time.sleep(0.2)
+print("released", client.submit(sum, [1, 2]).result(), flush=True)
+"""
+
+
+def test_detached_driver_is_found_by_its_job_id(tmp_path, name):
+    script, gate = tmp_path / "gated.py", tmp_path / "gate"
+    script.write_text(GATED)
+    env = environment(tmp_path)
+    out = subprocess.run(command(tmp_path, name, "--jobs", "1", "--detach", "--driver-memory",
+                                 "500MB", str(script), str(gate)),
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.strip()
+    assert f"look in:    jobqueue info {job_id}" in out.stderr
+    log = tmp_path / "logs" / f"{name}-driver-{job_id}.out"
+
+    def info():
+        return subprocess.run([sys.executable, "-m", "jobqueue", "info", job_id],
+                              capture_output=True, text=True, timeout=60, env=env)
+
+    try:
+        wait_until(lambda: info().returncode == 0, 120, f"jobqueue info {job_id} should answer")
+        shown = info().stdout
+        assert "dashboard" in shown and f"{name}-" in shown, shown   # its worker job
+        text = log.read_text()
+        node = socket.gethostname()
+        assert re.search(rf"dashboard: http://127\.0\.0\.1:(\d+)/\S+ on {node}, where job "
+                         rf"{job_id} runs; from the login node: ssh -N -L \1:127\.0\.0\.1:\1 "
+                         rf"{node}", text), text
+        assert f"`jobqueue info {job_id}` shows its workers, tasks and jobs" in text
+    finally:
+        gate.touch()
+    wait_until(lambda: not queued(f"{name}-driver"), 120, f"the driver {job_id} should finish")
+    assert "released 3" in log.read_text()
+    gone = info()
+    assert gone.returncode == 1 and f"no scheduler file of a `jobqueue submit --detach` " \
+        f"driver job {job_id}" in gone.stderr
     wait_until(lambda: not queued(name), 30, "the worker jobs should leave the queue")
