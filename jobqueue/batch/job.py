@@ -150,6 +150,7 @@ class JobQueueCluster(Cluster):
         self._submissions = 0
         self.start_retries = keep_mod.RETRIES
         self.replacements = 0                # jobs submitted to replace ended ones
+        self._submit_errors = 0              # replacement submit commands failed in a row
         self.failure = ""                    # why no more jobs are submitted ('': none)
         lifetime = script_mod.worker_lifetime(s.get("walltime"))
         self._retire_after = (float(lifetime["lifetime"]) - float(lifetime["lifetime_stagger"])
@@ -262,6 +263,8 @@ class JobQueueCluster(Cluster):
     async def _keep(self, replacing=True):
         """Submit what the target needs (see keep.py), or give up on jobs that keep failing.
         The caller holds ``_keeping``."""
+        if self.failure:                     # given up: only scale() or adapt() start again
+            return
         jobs = [j.view() for j in list(self.jobs.values())]
         target = self._target if self._adaptive is None else None
         decision = keep_mod.decide(target, jobs, time.time(), retries=self.start_retries,
@@ -277,11 +280,24 @@ class JobQueueCluster(Cluster):
                         self.name, decision.target, target)
             self._target = decision.target
             self._outside = sum(j.cancelled_outside for j in jobs)
-        if decision.submit:
-            if replacing:
-                logger.info("%s: submitting %d: %s", self.name, decision.submit, decision.reason)
-            new = await self._submit(decision.submit)
-            self.replacements += len(new) if replacing else 0
+        if not decision.submit:
+            return
+        if not replacing:                    # scale(): a failed submit raises to the caller
+            await self._submit(decision.submit)
+            return
+        logger.info("%s: submitting %d: %s", self.name, decision.submit, decision.reason)
+        try:
+            self.replacements += len(await self._submit(decision.submit))
+            self._submit_errors = 0
+        except BatchCommandError as e:
+            self._submit_errors += 1
+            if self._submit_errors >= self.start_retries:
+                self.failure = (f"no more jobs are submitted: the submit command failed "
+                                f"{self._submit_errors} times in a row: {e}")
+                notice.warn(logger, "%s: %s", self.name, self.failure, level=logging.ERROR)
+            else:
+                notice.warn(logger, "%s: could not submit a replacement (will try again): %s",
+                            self.name, e)
 
     async def retire_jobs(self, jobs):
         """Scale down gracefully: results that only these jobs' workers hold move to other

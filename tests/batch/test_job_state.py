@@ -476,3 +476,22 @@ def test_the_html_repr_shows_the_jobs_as_the_text_repr_does(slurm):
     html = cluster._repr_html_()
     assert "<th style='text-align:left'>jobs</th><td>2 pending, 1 running</td>" in html
     assert f"<td>{cluster.log_directory}</td>" in html and html.count("<table>") == 1
+
+
+def test_a_submit_command_that_keeps_failing_gives_up_after_three_tries(slurm, caplog):
+    cluster, fake = slurm
+    cluster.scale(jobs=1)
+    fake.set("40", "COMPLETED")
+    fake.fail("sbatch", times=3, stderr="sbatch: error: Batch job submission failed: "
+                                        "Invalid partition name specified")
+    for _ in range(3):
+        assert poll(cluster) == 1                      # the poll itself went well
+    assert fake.calls["sbatch"] == 4 and cluster.live_jobs() == []
+    assert cluster.failure.startswith("no more jobs are submitted: the submit command failed "
+                                      "3 times in a row: sbatch --parsable")
+    assert "Invalid partition name specified" in cluster.failure
+    said = [r.getMessage() for r in caplog.records if "could not submit a replacement" in
+            r.getMessage()]
+    assert len(said) == 2
+    poll(cluster)
+    assert fake.calls["sbatch"] == 4
