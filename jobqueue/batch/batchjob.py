@@ -32,7 +32,7 @@ class BatchJob(Job):
         self.native = ""
         self.stale = False
         self.submitted = time.time()
-        self.started = None          # when it was first seen running (time.time())
+        self.started: float | None = None    # when it was first seen running (time.time())
         self.ever_connected: set = set()
         self.cancel_requested = False
         self.gone = False

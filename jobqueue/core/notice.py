@@ -21,7 +21,7 @@ def _shown(logger: logging.Logger, level: int) -> bool:
     """Would a handler other than a scheduler's log buffer take a record of level?"""
     from .scheduler import LogBuffer
 
-    current = logger
+    current: logging.Logger | None = logger
     while current is not None:
         if any(not isinstance(h, LogBuffer) and h.level <= level for h in current.handlers):
             return True
