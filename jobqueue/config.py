@@ -27,7 +27,6 @@ import os
 import re
 from pathlib import Path
 
-import yaml
 
 __all__ = ["ConfigError", "get", "source", "resolve", "show", "validate_file", "refresh",
            "parse_bytes", "format_bytes", "parse_timedelta", "format_walltime", "SCHEMA"]
@@ -324,13 +323,19 @@ def _check(tree: dict, sources: dict) -> list:
 # -------------------------------------------------------------------------------------------- reading
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-    pass
+def _loader(text: str):
+    """A safe YAML loader over ``text`` (yaml is imported here, on first use: parse_bytes and
+    parse_timedelta serve every worker process, which reads no YAML)."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
 
 
 def _parse_yaml(text: str, name: str):
     """Return (data, {key path: line}) of one YAML document; errors name the file and line."""
-    loader = _Loader(text)
+    import yaml
+
+    loader = _loader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -362,6 +367,8 @@ def _yaml_error(e, name: str) -> str:
 
 
 def _key_lines(node, path: tuple, lines: dict, name: str):
+    import yaml
+
     if not isinstance(node, yaml.MappingNode):
         return
     for key_node, value_node in node.value:
@@ -413,8 +420,14 @@ def _env_path(name: str):
 
 
 def _env_value(text: str):
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_Loader)
+        loader = _loader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError:
         return text
 
@@ -605,6 +618,8 @@ def resolve(section: str, arguments: dict | None = None, profile: str | None = N
 
 
 def _yaml_text(value) -> str:
+    import yaml
+
     return yaml.safe_dump([value], default_flow_style=True, width=10 ** 9).strip()[1:-1]
 
 

@@ -109,13 +109,9 @@ def _random():
 
 def route_address(scheduler_address: str) -> str:
     """The local IP address that routes to the scheduler."""
-    host, port = parse_address(scheduler_address)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect((host, port))
-            return s.getsockname()[0]
-        except OSError:
-            return "127.0.0.1"
+    from ..node import route_source
+
+    return route_source(*parse_address(scheduler_address)) or "127.0.0.1"
 
 
 class ProcessUsage:
@@ -607,28 +603,19 @@ class Worker:
 
 def main(argv=None):
     """Run one worker process in the foreground (the nanny starts these)."""
+    from ..node import add_worker_arguments
+
     p = argparse.ArgumentParser(prog="python -m jobqueue.core.worker")
-    p.add_argument("scheduler")
-    p.add_argument("--nthreads", type=int, default=1)
-    p.add_argument("--name")
-    p.add_argument("--memory-limit", type=int, default=0)
-    p.add_argument("--host")
-    p.add_argument("--death-timeout", type=float, default=60.0)
-    p.add_argument("--heartbeat-interval", type=float, default=1.0)
-    p.add_argument("--memory-pause", type=float, default=0.8)
-    p.add_argument("--lifetime", type=float, default=None)
-    p.add_argument("--lifetime-stagger", type=float, default=0.0)
-    args = p.parse_args(argv)
+    add_worker_arguments(p, nanny=False)    # the options of `jobqueue worker`, one process
+    args = vars(p.parse_args(argv))
+    scheduler = args.pop("scheduler")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def run():
         gc.freeze()  # the modules loaded so far live as long as the process: never scan them
-        w = Worker(args.scheduler, nthreads=args.nthreads, name=args.name,
-                   memory_limit=args.memory_limit, host=args.host,
-                   death_timeout=args.death_timeout, heartbeat_interval=args.heartbeat_interval,
-                   memory_pause=args.memory_pause, lifetime=args.lifetime,
-                   lifetime_stagger=args.lifetime_stagger)
+        # options not given keep Worker's defaults (the nanny gives them all, from the config)
+        w = Worker(scheduler, **{k: v for k, v in args.items() if v is not None})
         try:
             await w.start()
         except (CommClosedError, RuntimeError) as e:

@@ -13,6 +13,8 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 
+from ..core.scheduler_api import Load
+
 logger = logging.getLogger("jobqueue.adaptive")
 
 UNKNOWN_TASK_DURATION = 0.5   # seconds, for task kinds that never finished yet
@@ -125,28 +127,20 @@ def decide(snap: Snapshot, policy: Policy, state: AdaptState = AdaptState()):
                             f"rounds"), replace(state, down_rounds=0))
 
 
-def snapshot(cluster, now: float) -> Snapshot:
-    """Read the scheduler's state and the cluster's jobs (on the event loop)."""
-    state = cluster.scheduler.state
-    tasks: dict = {}
-    for group in state.groups.values():
-        s = group.states
-        n = s["queued"] + s["no-worker"] + s["waiting"] + s["processing"]
-        if n:
-            tasks[group.name] = n
-    durations = {g.name: g.average_duration for g in state.groups.values()
-                 if g.average_duration is not None}
-    by_name = state.names
+def snapshot(cluster, load: Load, now: float) -> Snapshot:
+    """The scheduler's load (from its :class:`~jobqueue.core.scheduler_api.SchedulerAPI`) and
+    the cluster's jobs, as the policy reads them."""
+    by_name = load.workers
     jobs = []
     for key, job in list(cluster.jobs.items()):
         jstate = str(job.state)
         if jstate not in ("pending", "running") or getattr(job, "cancel_requested", False):
             continue
         names = tuple(n for n in job.worker_names() if n in by_name)
-        busy = sum(len(by_name[n].processing) for n in names)
+        busy = sum(by_name[n].processing for n in names)
         jobs.append(JobLoad(key, jstate, names, busy, getattr(job, "ends_at", None)))
-    return Snapshot(now, tasks, durations, tuple(jobs), cluster.threads_per_job,
-                    cluster.workers_per_job)
+    return Snapshot(now, dict(load.tasks), dict(load.durations), tuple(jobs),
+                    cluster.threads_per_job, cluster.workers_per_job)
 
 
 class Adaptive:
@@ -180,7 +174,7 @@ class Adaptive:
             await asyncio.sleep(self.interval)
 
     async def step(self):
-        snap = snapshot(self.cluster, time.time())
+        snap = snapshot(self.cluster, await self.cluster.scheduler.load(), time.time())
         decision, self.state = decide(snap, self.policy, self.state)
         if decision.nothing:
             return decision

@@ -131,10 +131,11 @@ def test_remote_half_fills_in_what_only_the_host_knows(monkeypatch):
     monkeypatch.setenv("SSH_CONNECTION", "10.0.0.1 50000 10.0.0.7 22")
     assert ssh_remote.fill_in(["scheduler", "--port", "0"]) == \
         ["scheduler", "--port", "0", "--host", "10.0.0.7"]
-    args = ssh_remote.fill_in(["worker", "tcp://x:1", "--nthreads", "auto", "--nworkers", "1",
-                               "--memory-limit", "auto"])
-    assert int(args[3]) >= 1 and int(args[7]) == psutil.virtual_memory().total
-    assert ssh_remote.fill_in(["scheduler", "--interface", "lo"])[1:] == ["--host", "127.0.0.1"]
+    # `jobqueue scheduler --interface` and `jobqueue worker ... auto` work these out themselves
+    assert ssh_remote.fill_in(["scheduler", "--interface", "lo"]) == \
+        ["scheduler", "--interface", "lo"]
+    worker = ["worker", "tcp://x:1", "--nthreads", "auto", "--memory-limit", "auto"]
+    assert ssh_remote.fill_in(worker) == worker
 
 
 def test_remote_half_stops_its_command_when_stdin_closes():
