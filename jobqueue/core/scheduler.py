@@ -550,9 +550,13 @@ class Scheduler:
         return {"tasks": tasks, "durations": durations, "workers": self.worker_rows()}
 
     def _replicate(self, cid, msg):
+        workers = msg.get("workers")
+        if workers is not None and not _is(workers, STR_LIST):
+            raise MalformedMessage("replicate: workers must be a list of str or null")
+
         async def replicate():
             try:
-                self._reply(cid, msg, await self.replicate(msg["keys"]))
+                self._reply(cid, msg, await self.replicate(msg["keys"], workers))
             except Exception as e:
                 self._reply(cid, msg, error=f"replicate failed: {e}")
 
@@ -560,11 +564,13 @@ class Scheduler:
         self._tasks.append(task)
         task.add_done_callback(self._tasks.remove)
 
-    async def replicate(self, keys, timeout: float = 60.0) -> dict:
-        """Copy the results ``keys`` to every running worker (``scatter(broadcast=True)``):
-        each worker that lacks one fetches it from a holder. ``{key: [holders]}`` at the end."""
+    async def replicate(self, keys, workers=None, timeout: float = 60.0) -> dict:
+        """Copy the results ``keys`` to every running worker (of ``workers``, names or
+        addresses, if given; ``scatter(broadcast=True)``): each worker that lacks one fetches
+        it from a holder. ``{key: [holders]}`` at the end."""
         state = self.state
         deadline = time.monotonic() + timeout
+        targets = None if workers is None else {self._resolve(w) for w in workers}
 
         def missing():
             plan: dict = {}
@@ -574,7 +580,8 @@ class Scheduler:
                     continue
                 holders = [ws.address for ws in ts.who_has]
                 for ws in state.workers.values():
-                    if ws.status == "running" and ws not in ts.who_has:
+                    if ws.status == "running" and ws not in ts.who_has and (
+                            targets is None or ws.address in targets):
                         plan.setdefault(ws.address, {})[key] = holders
             return plan
 

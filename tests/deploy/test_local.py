@@ -2,6 +2,7 @@
 import glob
 import os
 import tempfile
+import time
 
 import psutil
 
@@ -77,3 +78,15 @@ def test_the_cluster_talks_to_its_scheduler_through_the_interface():
         assert view.name == f"{cluster.name}-0" and view.address in cluster.workers
         load = cluster._sync(cluster.scheduler.load())
         assert load.tasks == {} and set(load.workers) == {view.name}
+
+
+def test_idle_timeout_closes_the_scheduler_and_its_cluster():
+    cluster = LocalCluster(n_workers=1, dashboard_address=None, idle_timeout=1.0)
+    (job,) = cluster.jobs.values()
+    deadline = time.monotonic() + 30
+    while cluster.status != "closed":
+        assert time.monotonic() < deadline, "the idle cluster did not close"
+        time.sleep(0.1)
+    assert job.proc.wait(10) == 0
+    assert "no client and no task for 1 s (scheduler.idle-timeout)" in \
+        cluster.get_logs()["scheduler"]
