@@ -63,6 +63,8 @@ SCHEMA = {
     "ssh": {"connect-options": "mapping", "remote-python": "str?", "worker-options": "mapping",
             "scheduler-options": "mapping"},
     "adaptive": {"target-duration": "time", "wait-count": "int", "interval": "time"},
+    "security": {"protocol": "str", "tls-ca-file": "path?", "tls-cert": "path?",
+                 "tls-key": "path?"},
     "profiles": "mapping",   # checked by _check_profiles against the section each profile names
 }
 PROFILE_KINDS = ("local", "ssh", "slurm", "pbs", "sge")

@@ -168,9 +168,11 @@ def remove_private(path: str | None) -> None:
         pass
 
 
-def write_scheduler_file(path: str, address: str, token: str) -> str:
-    """JSON with the scheduler's address and token (see :func:`write_private`)."""
-    return write_private(path, json.dumps({"address": address, "token": token}))
+def write_scheduler_file(path: str, address: str, token: str, env: dict | None = None) -> str:
+    """JSON with the scheduler's address and token, and the environment a client needs (e.g.
+    where the TLS certificates are), in a private file (see :func:`write_private`)."""
+    return write_private(path, json.dumps({"address": address, "token": token,
+                                           **({"env": env} if env else {})}))
 
 
 def read_scheduler_file(path: str) -> tuple[str, str]:

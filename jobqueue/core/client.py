@@ -176,6 +176,19 @@ def _find_address(address, scheduler_file, token):
     return address, token
 
 
+def _security_for(cluster, scheduler_file):
+    """The TLS settings of the cluster's own scheduler or of a scheduler file (None: config)."""
+    scheduler = getattr(cluster, "scheduler", None)
+    if getattr(scheduler, "security", None) is not None:
+        return scheduler.security
+    scheduler_file = scheduler_file or os.environ.get("JOBQUEUE_SCHEDULER_FILE")
+    if scheduler_file:
+        from .scheduler import scheduler_file_security
+
+        return scheduler_file_security(scheduler_file)
+    return None
+
+
 class Client:
     """Connect to a scheduler (or start a LocalCluster) and submit work.
 
@@ -220,7 +233,8 @@ class Client:
         self._function_cache: dict = {}
         self._rid = itertools.count(1)
         self._replies: dict = {}
-        self._peers = PeerPool(token)
+        self.security = _security_for(self.cluster, scheduler_file)
+        self._peers = PeerPool(token, self.security)
         self._callback_pool = None
         self.status = "connecting"
         self._loop = loop_mod.get_loop()
@@ -234,7 +248,7 @@ class Client:
         return loop_mod.sync(coro, timeout)
 
     async def _start(self, timeout):
-        comm = await connect(self.address, self.token, timeout=timeout)
+        comm = await connect(self.address, self.token, timeout=timeout, security=self.security)
         await comm.write([{"op": "register-client", "id": self.id}])
         (reply,) = await comm.read()
         if reply.get("op") != "welcome":

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
+import os
 import secrets
+import shutil
+import tempfile
 import time
 from collections import deque
 
@@ -17,6 +21,7 @@ from ..node import read_scheduler_file, write_scheduler_file  # noqa: F401 (thei
 from . import protocol
 from .comm import BatchedSend, CommClosedError, Listener, format_address
 from .scheduler_state import SchedulerState
+from .security import Security
 
 logger = logging.getLogger("jobqueue.scheduler")
 
@@ -152,8 +157,10 @@ class Scheduler:
     def __init__(self, token=None, host: str = "127.0.0.1", port: int = 0,
                  allowed_failures: int = 3, worker_ttl: float | None = 300.0,
                  scheduler_file: str | None = None, dashboard_address=None,
-                 idle_timeout: float | None = None):
+                 idle_timeout: float | None = None, security: Security | None = None):
         self.token = token or secrets.token_urlsafe(32)
+        self.security = security  # None: from the config, at start
+        self._tls_dir = None
         self.host = host
         self.port = port
         self.worker_ttl = worker_ttl
@@ -205,10 +212,15 @@ class Scheduler:
         root.addHandler(self.log)
         if root.level == logging.NOTSET:
             root.setLevel(logging.INFO)
-        self.listener = Listener(self.token, self._handle)
+        security = self.security or Security.from_config()
+        if security.tls and not security.complete:
+            self._tls_dir = tempfile.mkdtemp(prefix="tls-", dir=node.private_directory())
+            security = security.ready(self._tls_dir)
+        self.security = security
+        self.listener = Listener(self.token, self._handle, security=security)
         port = await self.listener.start(self.host, self.port)
         host = self.host if self.host not in ("", "0.0.0.0") else node.public_address()
-        self.address = format_address(host, port)
+        self.address = format_address(host, port, self.listener.scheme)
         self.listener.serve_in_process(self.address)
         self.status = "running"
         loop = asyncio.get_running_loop()
@@ -218,7 +230,8 @@ class Scheduler:
             self._tasks.append(loop.create_task(self._check_idle()))
         if self.scheduler_file:
             try:
-                write_scheduler_file(self.scheduler_file, self.address, self.token)
+                write_scheduler_file(self.scheduler_file, self.address, self.token,
+                                     self.security.env())
             except OSError:
                 self.scheduler_file = None      # not ours: close() must not remove it
                 await self.close(close_workers=False)
@@ -253,6 +266,8 @@ class Scheduler:
             bs.close()
         self.status = "closed"
         node.remove_private(self.scheduler_file)
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
         logger.info("scheduler at %s closed", self.address)
         logging.getLogger("jobqueue").removeHandler(self.log)
         self._worker_change()
@@ -679,3 +694,14 @@ class Scheduler:
                 "dashboard_link": self.dashboard_link,
                 "settings": {"allowed_failures": self.state.allowed_failures,
                              "worker_ttl": self.worker_ttl, "idle_timeout": self.idle_timeout}}
+
+
+
+def scheduler_file_security(path: str) -> Security | None:
+    """The TLS settings a scheduler file names, if any."""
+    with open(os.path.expanduser(path)) as f:
+        env = json.load(f).get("env") or {}
+    if env.get("JOBQUEUE_SECURITY__PROTOCOL") != "tls":
+        return None
+    return Security("tls", env["JOBQUEUE_SECURITY__TLS_CA_FILE"],
+                    env["JOBQUEUE_SECURITY__TLS_CERT"], env["JOBQUEUE_SECURITY__TLS_KEY"])

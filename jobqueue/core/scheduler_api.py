@@ -66,6 +66,7 @@ class SchedulerAPI(abc.ABC):
     """The one interface between a cluster manager and its scheduler."""
 
     address: str | None = None
+    security = None      # the TLS settings workers need to reach it (Security), or None
 
     @property
     def dashboard_link(self) -> str | None:
@@ -138,6 +139,10 @@ class InProcess(SchedulerAPI):
     @property
     def dashboard_link(self) -> str | None:
         return self.server.dashboard_link
+
+    @property
+    def security(self):             # type: ignore[override]
+        return self.server.security
 
     async def start(self) -> InProcess:
         await self.server.start()

@@ -24,6 +24,7 @@ from .comm import (BatchedSend, CommClosedError, Listener, PeerPool, connect, fo
                    parse_address)
 from .errors import UnpicklableResult
 from .protocol import Raw, substitute
+from .security import Security, scheme_of
 
 logger = logging.getLogger("jobqueue.worker")
 
@@ -154,8 +155,11 @@ class Worker:
     def __init__(self, scheduler_address: str, *, token=None, nthreads: int = 1, name=None,
                  memory_limit: int = 0, host=None, port: int = 0, death_timeout: float = 60.0,
                  heartbeat_interval: float = 1.0, memory_pause: float = 0.8,
-                 lifetime: float | None = None, lifetime_stagger: float = 0.0):
+                 lifetime: float | None = None, lifetime_stagger: float = 0.0,
+                 security: Security | None = None):
         self.scheduler_address = scheduler_address
+        # TLS when the scheduler speaks it: for the scheduler, peers and our own data server
+        self.security = security or Security.from_config()
         self.token = token if token is not None else os.environ.get("JOBQUEUE_TOKEN")
         self.nthreads = max(1, int(nthreads))
         self.memory_limit = int(memory_limit or 0)
@@ -186,7 +190,7 @@ class Worker:
         self._wake = False
         self._threads: list = []
         self._fn_lock = threading.Lock()
-        self.peers = PeerPool(self.token)
+        self.peers = PeerPool(self.token, self.security)
         self._closed = None
         self.loop = None
         self.executed = 0
@@ -197,9 +201,11 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         self._closed = asyncio.Event()
         host = self.host or route_address(self.scheduler_address)
-        self.listener = Listener(self.token, self._serve)
+        tls = scheme_of(self.scheduler_address) == "tls"
+        self.listener = Listener(self.token, self._serve, role="worker",
+                                 security=self.security if tls else None)
         port = await self.listener.start(host, self.port)
-        self.address = format_address(host, port)
+        self.address = format_address(host, port, self.listener.scheme)
         if self.name is None:
             self.name = self.address
         for i in range(self.nthreads):
@@ -227,7 +233,8 @@ class Worker:
         delay, last = 0.05, None
         while True:
             try:
-                comm = await connect(self.scheduler_address, self.token,
+                comm = await connect(self.scheduler_address, self.token, role="worker",
+                                     security=self.security,
                                      timeout=max(1.0, min(10.0, deadline - time.monotonic())))
                 await comm.write([{"op": "register-worker", "address": self.address,
                                    "name": self.name, "nthreads": self.nthreads,
