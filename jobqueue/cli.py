@@ -291,10 +291,11 @@ def format_info(info: dict) -> str:
              f"workers    {len(workers)}, {threads} threads, {format_bytes(memory)}"]
     settings = info.get("settings")
     if settings:
-        ttl = settings.get("worker_ttl")
+        ttl, idle = settings.get("worker_ttl"), settings.get("idle_timeout")
         lines.append(f"settings   allowed-failures {settings.get('allowed_failures')}, "
-                     f"worker-ttl {'never' if ttl is None else f'{ttl:g} s'}")
-    rows = [(w.get("name", ""), address, str(w.get("nthreads", "")),
+                     f"worker-ttl {'never' if ttl is None else f'{ttl:g} s'}, "
+                     f"idle-timeout {'never' if idle is None else f'{idle:g} s'}")
+    rows: list[tuple] = [(w.get("name", ""), address, str(w.get("nthreads", "")),
              format_bytes(w.get("memory_limit", 0)), str(w.get("processing", 0)),
              str(w.get("stored", 0)))
             for address, w in sorted(workers.items(), key=lambda aw: str(aw[1].get("name")))]
@@ -306,7 +307,7 @@ def format_info(info: dict) -> str:
     if jobs is None:
         lines.append("jobs       (not a cluster's scheduler)")
     else:
-        counts = {}
+        counts: dict = {}
         for job in jobs:
             counts[job["state"]] = counts.get(job["state"], 0) + 1
         lines.append(f"jobs       {len(jobs)}" + (": " + ", ".join(
@@ -381,10 +382,12 @@ def add_cluster_options(p, batch_only=False):
                    help="a named set of settings from the config (profiles: NAME:)")
     g.add_argument("--cores", type=_positive_int, metavar="N",
                    help="cores per job (local: threads per worker process)")
-    g.add_argument("--memory", type=_size, metavar="SIZE", help="memory per job, e.g. 32GB (local: per worker)")
+    g.add_argument("--memory", type=_size, metavar="SIZE",
+                   help="memory per job, e.g. 32GB (local: per worker)")
     g.add_argument("--processes", type=_positive_int, metavar="N",
                    help="worker processes per job (ssh: per host)")
-    g.add_argument("--walltime", type=_duration, metavar="TIME", help="time limit per job, e.g. 01:00:00, 90m")
+    g.add_argument("--walltime", type=_duration, metavar="TIME",
+                   help="time limit per job, e.g. 01:00:00, 90m")
     g.add_argument("--queue", metavar="NAME", help="partition or queue")
     g.add_argument("--account", metavar="NAME", help="account or project to charge")
     g.add_argument("--job-name", metavar="NAME", help="name of the worker jobs in the queue")
@@ -395,9 +398,10 @@ def add_cluster_options(p, batch_only=False):
                    help="a shell line run before the worker starts, e.g. 'module load python' "
                    "(repeat for more)")
     g.add_argument("--log-directory", metavar="DIR", help="where job output files go")
-    g.add_argument("--python", metavar="PATH", help="python that runs the workers (ssh: on the hosts)")
-    g.add_argument("--interface", metavar="NAME", help="network interface for the scheduler and workers, e.g. "
-                   "ib0")
+    g.add_argument("--python", metavar="PATH",
+                   help="python that runs the workers (ssh: on the hosts)")
+    g.add_argument("--interface", metavar="NAME",
+                   help="network interface for the scheduler and workers, e.g. ib0")
     g.add_argument("--poll-interval", type=_duration, metavar="TIME",
                    help="how often to ask the batch system about the jobs")
     return g
@@ -414,9 +418,11 @@ def _add_submit(sub):
                       "systems)")
     size.add_argument("--adapt", metavar="MIN:MAX",
                       help="scale between MIN and MAX jobs with the load")
-    s.add_argument("--hosts", metavar="HOSTS", help="ssh: comma-separated hosts, the scheduler's first")
-    s.add_argument("--scheduler-file", metavar="PATH", help="write the scheduler's address and token here for "
-                   "`jobqueue info` (default: ~/.jobqueue/CLUSTER.json, removed at exit)")
+    s.add_argument("--hosts", metavar="HOSTS",
+                   help="ssh: comma-separated hosts, the scheduler's first")
+    s.add_argument("--scheduler-file", metavar="PATH",
+                   help="write the scheduler's address and token here for `jobqueue info` "
+                   "(default: ~/.jobqueue/CLUSTER.json, removed at exit)")
     s.add_argument("--dry-run", action="store_true",
                    help="print the job script and the commands, submit nothing")
     s.add_argument("--detach", action="store_true",

@@ -23,7 +23,7 @@ import socket
 import stat
 import sys
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, Callable
 
 # ------------------------------------------------------------------------------------ addresses
 
@@ -230,7 +230,7 @@ def _fraction(text: str) -> float:
 
 
 # (option, type, help, nanny only). Defaults are None: "from the config" (WorkerCommand.resolved).
-_OPTIONS = (
+_OPTIONS: tuple[tuple[str, Callable[[str], Any], str, bool], ...] = (
     ("nthreads", _count_or_auto, "threads per worker process (auto: cores / nworkers)", False),
     ("nworkers", _count, "worker processes (default 1)", True),
     ("memory-limit", _size_or_auto, "per worker process, e.g. 4GB (0: none; auto: the host's "
@@ -281,7 +281,8 @@ def add_worker_arguments(parser, nanny: bool = True) -> None:
         if nanny_only and not nanny:
             continue
         if not nanny:        # one process: the nanny has worked out what "auto" means
-            convert = {_count_or_auto: _count, _size_or_auto: _size}.get(convert, convert)
+            strict: dict[Callable, Callable] = {_count_or_auto: _count, _size_or_auto: _size}
+            convert = strict.get(convert, convert)
         parser.add_argument(f"--{option}", type=_argparse_type(convert), help=help)
 
 
@@ -308,7 +309,8 @@ class WorkerCommand:
     @classmethod
     def from_args(cls, args) -> WorkerCommand:
         """From parsed arguments (``add_worker_arguments``)."""
-        return cls(**{f.name: getattr(args, f.name, None) for f in fields(cls)})
+        values: dict[str, Any] = {f.name: getattr(args, f.name, None) for f in fields(cls)}
+        return cls(**values)
 
     def resolved(self) -> WorkerCommand:
         """Defaults filled in: config values for what was not given, this host's cores and

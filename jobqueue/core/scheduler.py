@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from collections import deque
+from typing import Any
 
 from .. import node
 from ..node import read_scheduler_file, write_scheduler_file  # noqa: F401 (their old home)
@@ -68,7 +69,7 @@ STR_LIST = "list of str"
 # The fields each message must carry, checked before the message reaches the state machine:
 # an authenticated but broken (or hostile) peer gets its connection closed, and the state
 # is never left half-updated by a wrong type.
-SCHEMAS = {
+SCHEMAS: dict[str, dict[str, Any]] = {
     "task-finished": {"key": str, "nbytes": int, "type": (str, NONE), "start": (int, float, NONE),
                       "stop": (int, float, NONE), "data": (*BLOB, NONE)},
     "task-erred": {"key": str, "exception": (*BLOB, NONE), "traceback": (str, NONE),
@@ -176,7 +177,7 @@ class Scheduler:
         self.worker_streams: dict[str, BatchedSend] = {}
         self.client_streams: dict[str, BatchedSend] = {}
         self.runs: dict = {}
-        self.listener = None
+        self.listener: Listener | None = None
         self.address = None
         self.status = "init"
         self.started = time.time()
@@ -261,7 +262,8 @@ class Scheduler:
             t.cancel()
         if self.dashboard is not None:
             await self.dashboard.stop()
-        self.listener.stop()
+        if self.listener is not None:
+            self.listener.stop()
         for bs in list(self.worker_streams.values()) + list(self.client_streams.values()):
             bs.close()
         self.status = "closed"
@@ -638,7 +640,7 @@ class Scheduler:
                 break
             await asyncio.sleep(0.01)
         for _ in range(3):  # copy what only they hold; again if a copy failed
-            pending = {}
+            pending: dict = {}
             for address in workers:
                 for target, keys in state.replicate_plan(address).items():
                     pending.setdefault(target, {}).update(keys)
@@ -686,7 +688,7 @@ class Scheduler:
 
     def info(self) -> dict:
         workers = self.worker_rows()
-        counts = {}
+        counts: dict = {}
         for ts in self.state.tasks.values():
             counts[ts.state] = counts.get(ts.state, 0) + 1
         return {"address": self.address, "workers": workers, "tasks": counts,

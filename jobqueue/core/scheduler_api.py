@@ -19,7 +19,10 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from .comm import Comm
 
 logger = logging.getLogger("jobqueue.scheduler_api")
 
@@ -65,8 +68,16 @@ def _by_name(rows: dict) -> dict:
 class SchedulerAPI(abc.ABC):
     """The one interface between a cluster manager and its scheduler."""
 
-    address: str | None = None
-    security = None      # the TLS settings workers need to reach it (Security), or None
+    @property
+    @abc.abstractmethod
+    def address(self) -> str | None:
+        """``tcp://host:port`` (or ``tls://``) once started, else None."""
+
+    @property
+    def security(self) -> Any:
+        """The TLS settings (a :class:`~jobqueue.core.security.Security`) workers need to
+        reach the scheduler, or None."""
+        return None
 
     @property
     def dashboard_link(self) -> str | None:
@@ -133,7 +144,7 @@ class InProcess(SchedulerAPI):
         self._on_close: list = []
 
     @property
-    def address(self) -> str | None:        # type: ignore[override]
+    def address(self) -> str | None:
         return self.server.address
 
     @property
@@ -141,7 +152,7 @@ class InProcess(SchedulerAPI):
         return self.server.dashboard_link
 
     @property
-    def security(self):             # type: ignore[override]
+    def security(self) -> Any:
         return self.server.security
 
     async def start(self) -> InProcess:
@@ -196,6 +207,8 @@ class Remote(SchedulerAPI):
     ``retire-workers``, ``close-workers``); the worker view is refreshed in the background,
     every ``poll`` seconds while ``expecting()`` says a worker is awaited, else every second."""
 
+    address: str | None = None      # set once known
+
     def __init__(self, token: str, address: str | None = None, name: str = "cluster",
                  poll: float = 0.1, expecting: Callable[[], bool] | None = None):
         self.token = token
@@ -204,25 +217,25 @@ class Remote(SchedulerAPI):
         self.poll = poll
         self.expecting = expecting or (lambda: False)
         self.status = "init"
-        self.comm = None
+        self.comm: Comm | None = None
         self._info: dict = {"address": address, "workers": {}}
         self._workers: dict = {}
-        self._changed: asyncio.Event | None = None
-        self._lock: asyncio.Lock | None = None
+        self._changed = asyncio.Event()
+        self._lock = asyncio.Lock()
         self._rid = 0
-        self._poller = None
+        self._poller: asyncio.Task | None = None
         self._on_close: list = []
 
     async def start(self) -> Remote:
         from .comm import connect
 
-        self._lock = asyncio.Lock()
-        self._changed = asyncio.Event()
-        self.comm = await connect(self.address, self.token)
-        await self.comm.write([{"op": "register-client", "id": f"{self.name}-cluster"}])
-        (reply,) = await self.comm.read()
+        if self.address is None:
+            raise RuntimeError("Remote: no scheduler address to connect to")
+        self.comm = comm = await connect(self.address, self.token)
+        await comm.write([{"op": "register-client", "id": f"{self.name}-cluster"}])
+        (reply,) = await comm.read()
         if reply.get("op") != "welcome":
-            self.comm.abort()
+            comm.abort()
             raise RuntimeError(f"the scheduler at {self.address} refused this cluster: "
                                f"{reply.get('message')}")
         await self.refresh()
@@ -231,14 +244,15 @@ class Remote(SchedulerAPI):
         return self
 
     async def _request(self, op: str, **fields):
-        if self.comm is None:
+        comm = self.comm
+        if comm is None:
             raise RuntimeError(f"not connected to the scheduler at {self.address}")
         async with self._lock:
             self._rid += 1
             rid = self._rid
-            await self.comm.write([{"op": op, "rid": rid, **fields}])
+            await comm.write([{"op": op, "rid": rid, **fields}])
             while True:
-                for msg in await self.comm.read():
+                for msg in await comm.read():
                     if msg.get("op") == "reply" and msg.get("rid") == rid:
                         if msg.get("error"):
                             raise RuntimeError(f"scheduler at {self.address}: {msg['error']}")

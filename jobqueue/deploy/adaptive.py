@@ -42,7 +42,7 @@ class Snapshot:
 @dataclass(frozen=True)
 class Policy:
     minimum_jobs: int = 0
-    maximum_jobs: int = math.inf
+    maximum_jobs: float = math.inf    # a whole number, or no limit
     target_duration: float = 5.0
     wait_count: int = 3
     max_jobs: int | None = None     # the site's cap on queued + running jobs
@@ -99,7 +99,7 @@ def decide(snap: Snapshot, policy: Policy, state: AdaptState = AdaptState()):
     capacity = [j for j in live if j.name not in expiring]
     cap = policy.max_jobs if policy.max_jobs is not None else math.inf
     if target > len(capacity):
-        room = max(0, min(cap - len(live), target - len(capacity)))
+        room = int(max(0, min(cap - len(live), target - len(capacity))))
         if not room:
             return Decision(target=target, reason=f"need {target} jobs but the site cap "
                             f"({policy.max_jobs}) is reached"), replace(state, down_rounds=0)

@@ -24,10 +24,13 @@ import secrets
 import signal
 import threading
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core import loop as loop_mod
 from ..core.scheduler_api import InProcess, SchedulerAPI, in_scope, log_scope, wait_for_workers
+
+if TYPE_CHECKING:
+    from .adaptive import Adaptive
 
 logger = logging.getLogger("jobqueue.cluster")
 
@@ -138,7 +141,8 @@ class Cluster:
 
     @property
     def scheduler_address(self) -> str:
-        return self.scheduler.address
+        """Where workers and clients connect (known once the scheduler has started)."""
+        return self.scheduler.address or ""
 
     @property
     def dashboard_link(self) -> str | None:
@@ -159,14 +163,16 @@ class Cluster:
     def new_job(self, name: str) -> Job:
         raise NotImplementedError
 
-    def _jobs_for(self, n=None, jobs=None, cores=None, memory=None) -> int:
+    def _jobs_for(self, n: int | None = None, jobs: int | None = None,
+                  cores: int | None = None, memory: int | str | None = None) -> int:
         if jobs is not None:
             return int(jobs)
         if n is not None:
             return -(-int(n) // self.workers_per_job)
         raise TypeError("scale() needs n (workers) or jobs=")
 
-    def scale(self, n=None, jobs=None, cores=None, memory=None, wait=True):
+    def scale(self, n: int | None = None, jobs: int | None = None, cores: int | None = None,
+              memory: int | str | None = None, wait: bool = True) -> None:
         """Ask for *n* workers (or *jobs* jobs, or enough for *cores*/*memory*).
 
         A manual scale() turns adaptive scaling off: the size you ask for is the size you get.
@@ -182,8 +188,10 @@ class Cluster:
     async def _add_jobs(self, count: int):
         await self._scale_to(len(self.live_jobs()) + count, wait=False)
 
-    def adapt(self, minimum=None, maximum=None, minimum_jobs=None, maximum_jobs=None,
-              target_duration=None, wait_count=None, interval=None):
+    def adapt(self, minimum: int | None = None, maximum: int | None = None,
+              minimum_jobs: int | None = None, maximum_jobs: int | None = None,
+              target_duration: float | str | None = None, wait_count: int | None = None,
+              interval: float | str | None = None) -> Adaptive:
         """Follow the load between bounds given in workers (minimum/maximum) or jobs.
 
         Every ``interval`` the adaptive policy sizes the cluster so that the queued and running
@@ -326,10 +334,10 @@ class Cluster:
     def _remove_temporary(self) -> None:
         """Remove what the cluster made for itself alone (temporary directories)."""
 
-    def __enter__(self):
+    def __enter__(self) -> Cluster:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.close()
 
     def _summary(self):
@@ -348,15 +356,17 @@ class Cluster:
         from ..config import format_bytes
 
         n, threads, memory = self._summary()
-        rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(str(v))}</td></tr>"
+        th = "<th style='text-align:left'>"
+        rows = "".join(f"<tr>{th}{k}</th><td>{html.escape(str(v))}</td></tr>"
                        for k, v in [("scheduler", self.scheduler_address), ("workers", n),
                                     ("threads", threads), ("memory", format_bytes(memory)),
                                     ("status", self.status)])
         link = html.escape(self.dashboard_link or "")
         if link:
-            rows += (f"<tr><th style='text-align:left'>dashboard</th>"
+            rows += (f"<tr>{th}dashboard</th>"
                      f"<td><a href='{link}' target='_blank'>{link}</a></td></tr>")
-        return f"<div><b>{type(self).__name__}</b> {html.escape(self.name)}<table>{rows}</table></div>"
+        return (f"<div><b>{type(self).__name__}</b> {html.escape(self.name)}"
+                f"<table>{rows}</table></div>")
 
 
 _clusters: weakref.WeakSet = weakref.WeakSet()

@@ -22,6 +22,8 @@ def _total_memory() -> int:
 class ProcessJob(Job):
     """`jobqueue worker ...` as a local subprocess: the same command a batch job runs."""
 
+    cluster: LocalCluster
+
     def __init__(self, cluster, name):
         super().__init__(cluster, name)
         self.proc = None
@@ -93,6 +95,8 @@ class ProcessJob(Job):
 class ThreadJob(Job):
     """A worker inside this process, on the cluster's event loop (``processes=False``)."""
 
+    cluster: LocalCluster
+
     def __init__(self, cluster, name):
         super().__init__(cluster, name)
         self.worker = None
@@ -156,7 +160,7 @@ class LocalCluster(Cluster):
         self.death_timeout = death_timeout or get("worker.death-timeout")
         self.dashboard_address = dashboard_address
         self._temporary = None if local_directory else tempfile.mkdtemp(prefix="jobqueue-local-")
-        self.local_directory = local_directory or self._temporary
+        self.local_directory: str = local_directory or self._temporary or ""
         self._closed_jobs: list = []
         super().__init__(host=host, scheduler_port=scheduler_port,
                          dashboard_address=dashboard_address, **kwargs)

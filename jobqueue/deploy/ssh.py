@@ -34,6 +34,8 @@ import sys
 import tempfile
 import time
 
+from typing import Any
+
 from .. import node
 from ..core.errors import CommClosedError
 from ..core.scheduler_api import Remote
@@ -216,16 +218,17 @@ class SSHSession:
         self.argv = argv
         self.log_path = log_path
         self.python = python
-        self.proc = None
+        self.proc: subprocess.Popen | None = None
         self.kept: str | None = None
 
     def start(self, token: str):
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=log,
+                                                stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            self.proc.stdin.write(token.encode() + b"\n")
-            self.proc.stdin.flush()
+            assert proc.stdin is not None
+            proc.stdin.write(token.encode() + b"\n")
+            proc.stdin.flush()
         except OSError:
             pass    # ssh already exited: problem() says why
 
@@ -259,7 +262,7 @@ class SSHSession:
 
     async def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
+        while self.proc is not None and self.proc.poll() is None:
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.02)
@@ -267,24 +270,27 @@ class SSHSession:
 
     async def stop(self, timeout: float = 5.0):
         """Let the session end on its own for ``timeout`` s, then hang up, then kill ssh."""
-        if self.proc is None:
+        proc = self.proc
+        if proc is None:
             return
         if not await self.wait(timeout):
             self.hangup()
             if not await self.wait(STOP_GRACE):
                 logger.warning("ssh session on %s did not end after hang-up; killing ssh "
                                "(the remote side stops on its own)", self.host)
-                self.proc.terminate()
+                proc.terminate()
                 if not await self.wait(2.0):
-                    self.proc.kill()
+                    proc.kill()
         self.hangup()
-        self.proc.wait()
+        proc.wait()
 
 
 # -- jobs and the remote scheduler ------------------------------------------------------------
 
 class SSHJob(Job):
     """``jobqueue worker`` (a nanny and its worker processes) on one host, in one ssh session."""
+
+    cluster: SSHCluster
 
     def __init__(self, cluster, name, index: int):
         super().__init__(cluster, name)
@@ -397,8 +403,10 @@ class SSHCluster(Cluster):
 
     kind = "ssh"
 
-    def __init__(self, hosts, connect_options=None, worker_options=None, scheduler_options=None,
-                 remote_python=None, *, profile=None, log_directory=None, **kwargs):
+    def __init__(self, hosts: list[str], connect_options: dict | list[dict] | None = None,
+                 worker_options: dict | None = None, scheduler_options: dict | None = None,
+                 remote_python: str | list[str] | None = None, *, profile: str | None = None,
+                 log_directory: str | None = None, **kwargs: Any):
         from .. import config
 
         if isinstance(hosts, str) or len(hosts) < 2:
@@ -422,7 +430,7 @@ class SSHCluster(Cluster):
                                           "scheduler_options")
         self.workers_per_job = self.worker_options["nworkers"]
         self._temporary = None if log_directory else tempfile.mkdtemp(prefix="jobqueue-ssh-")
-        self.log_directory = log_directory or self._temporary
+        self.log_directory: str = log_directory or self._temporary or ""
         os.makedirs(self.log_directory, exist_ok=True)
         self._closed_jobs: list = []
         self.local_scheduler = is_this_machine(self.scheduler_host)
@@ -481,7 +489,8 @@ class SSHCluster(Cluster):
 
     def new_job(self, name) -> Job:
         live = collections.Counter(j.index for j in self.jobs.values()
-                                   if j.state not in ("closing", "closed"))
+                                   if isinstance(j, SSHJob)
+                                   and j.state not in ("closing", "closed"))
         index = min(range(len(self.worker_hosts)), key=lambda i: live[i])
         return SSHJob(self, name, index)
 
