@@ -160,9 +160,11 @@ def cmd_scheduler(args) -> int:
             return 1
         print(f"scheduler at {s.address}" + (f"; address and token in {path}" if path else ""),
               file=sys.stderr, flush=True)
-        closed = loop.create_task(s.closed.wait())     # by itself: scheduler.idle-timeout
-        await asyncio.wait([loop.create_task(stop.wait()), closed],
-                           return_when=asyncio.FIRST_COMPLETED)
+        waits = [loop.create_task(stop.wait()), loop.create_task(s.closed.wait())]
+        # closed by itself: a client's shutdown(), or scheduler.idle-timeout
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
         await s.close()
         return 0
 

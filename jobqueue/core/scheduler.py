@@ -80,7 +80,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "worker-status": {"status": str},
     "run-result": {"status": str},
     "retire-self": {},
-    "update-graph": {"tasks": list, "functions": (dict, NONE)},
+    "update-graph": {"tasks": list, "functions": (dict, NONE), "graph": (int, NONE)},
+    "retry": {"keys": STR_LIST},
+    "terminate": {},
     "release-keys": {"keys": STR_LIST},
     "cancel": {"keys": STR_LIST},
     "who-has": {"keys": STR_LIST},
@@ -92,7 +94,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "adaptive-load": {},
 }
 TASK_FIELDS = ((str, "key"), (str, "group"), ((str, NONE), "fid"), ((*BLOB, NONE), "args"),
-               (STR_LIST, "dependencies"), ((STR_LIST, NONE), "restrictions"), (int, "retries"))
+               (STR_LIST, "dependencies"), ((STR_LIST, NONE), "restrictions"), (int, "retries"),
+               (int, "priority"), (int, "flags"))
 
 
 def _is(value, kind) -> bool:
@@ -115,10 +118,13 @@ def check_message(msg: dict) -> None:
 
 def check_task(task) -> None:
     # Written out (not a loop over TASK_FIELDS): this runs once per task on the hot path.
-    if type(task) is not list or len(task) != 7:
+    if type(task) is not list or (len(task) != 7 and len(task) != 9):
         raise MalformedMessage("update-graph: each task is [key, group, fid, args, "
-                               "dependencies, restrictions, retries]")
-    key, group, fid, args, deps, restrictions, retries = task
+                               "dependencies, restrictions, retries] or a graph's task, "
+                               "[..., priority, flags]")
+    if len(task) == 9 and not (type(task[7]) is int and type(task[8]) is int):
+        raise MalformedMessage("update-graph: a graph task's priority and flags are ints")
+    key, group, fid, args, deps, restrictions, retries = task[:7]
     if not (type(key) is str and type(group) is str and (fid is None or type(fid) is str)
             and (args is None or type(args) is bytes or type(args) is memoryview)
             and type(deps) is list and (restrictions is None or type(restrictions) is list)
@@ -182,7 +188,7 @@ class Scheduler:
         self.status = "init"
         self.started = time.time()
         self.log = LogBuffer()
-        self.closed = None                 # an asyncio.Event, set once close() has finished
+        self.closed = asyncio.Event()      # set once close() has finished
         self._workers_changed: list = []   # futures of callers waiting for a worker to come/go
         self._tasks: list = []
         self._rid = 0
@@ -197,7 +203,8 @@ class Scheduler:
             "cancel": self._cancel, "who-has": self._who_has, "scheduler-info": self._info,
             "run": self._run, "close-workers": self._close_workers,
             "retire-workers": self._retire_workers, "replicate": self._replicate,
-            "adaptive-load": self._adaptive_load,
+            "adaptive-load": self._adaptive_load, "retry": self._retry,
+            "terminate": self._terminate,
         }
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -208,7 +215,6 @@ class Scheduler:
         if LOG_SCOPE.get() is None:
             LOG_SCOPE.set(f"scheduler-{id(self):x}")
         self.log.scope = LOG_SCOPE.get()
-        self.closed = asyncio.Event()
         root = logging.getLogger("jobqueue")
         root.addHandler(self.log)
         if root.level == logging.NOTSET:
@@ -259,7 +265,8 @@ class Scheduler:
             while self.worker_streams and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
         for t in self._tasks:
-            t.cancel()
+            if t is not asyncio.current_task():
+                t.cancel()
         if self.dashboard is not None:
             await self.dashboard.stop()
         if self.listener is not None:
@@ -273,8 +280,7 @@ class Scheduler:
         logger.info("scheduler at %s closed", self.address)
         logging.getLogger("jobqueue").removeHandler(self.log)
         self._worker_change()
-        if self.closed is not None:
-            self.closed.set()
+        self.closed.set()
 
     async def _check_idle(self):
         """Close after ``idle_timeout`` without a client and without a task."""
@@ -287,8 +293,7 @@ class Scheduler:
             elif time.monotonic() - idle_since >= self.idle_timeout:
                 logger.info("no client and no task for %g s (scheduler.idle-timeout): closing",
                             self.idle_timeout)
-                self._tasks.remove(asyncio.current_task())   # close() cancels the others
-                await self.close()
+                await self.close()          # it cancels the other tasks, not this one
                 return
 
     def _worker_change(self):
@@ -498,7 +503,17 @@ class Scheduler:
         for fid, blob in functions.items():
             if type(fid) is not str or not isinstance(blob, BLOB):
                 raise MalformedMessage("update-graph: functions map ids to bytes")
-        self.state.update_graph(cid, tasks, functions)
+        self.state.update_graph(cid, tasks, functions, msg.get("graph"))
+
+    def _retry(self, cid, msg):
+        self.state.retry(cid, msg["keys"])
+
+    def _terminate(self, cid, msg):
+        """A client's shutdown(): close the workers and this scheduler."""
+        logger.info("client %s asked the scheduler to shut down", cid)
+        self._reply(cid, msg, True)
+        task = asyncio.get_running_loop().create_task(self.close())
+        self._tasks.append(task)
 
     def _release_keys(self, cid, msg):
         self.state.release_keys(cid, msg["keys"])

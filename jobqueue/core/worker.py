@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import heapq
 import logging
 import os
 import pickle
@@ -17,7 +18,6 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
 
 from . import protocol
 from .comm import (BatchedSend, CommClosedError, Listener, PeerPool, connect, format_address,
@@ -38,9 +38,16 @@ _PLAIN = _ATOMIC | {bytes, bytearray, list, tuple, dict, set, frozenset}
 
 
 def sizeof(obj, depth=2) -> int:
-    """Cheap estimate of the bytes an object holds."""
+    """Cheap estimate of the bytes an object holds (dask's own estimate once a task has
+    loaded dask: it knows arrays, dataframes and their containers)."""
     if type(obj) in _ATOMIC:
         return sys.getsizeof(obj)
+    dask_sizeof = sys.modules.get("dask.sizeof")
+    if dask_sizeof is not None:
+        try:
+            return int(dask_sizeof.sizeof(obj))
+        except Exception:
+            pass
     try:
         return memoryview(obj).nbytes
     except TypeError:
@@ -139,10 +146,11 @@ class ProcessUsage:
 
 
 class WTask:
-    __slots__ = ("key", "fid", "args", "deps", "want", "state", "missing")
+    __slots__ = ("key", "fid", "args", "deps", "want", "state", "missing", "priority")
 
-    def __init__(self, key, fid, args, deps, want):
+    def __init__(self, key, fid, args, deps, want, priority=0):
         self.key = key
+        self.priority = priority
         self.fid = fid
         self.args = args
         self.deps = deps
@@ -178,7 +186,8 @@ class Worker:
         self.function_blobs: dict = {}
         self.functions: dict = {}
         self.fetching: dict = {}          # dependency key -> set of WTask waiting for it
-        self.ready: deque = deque()
+        self.ready: list = []             # heap of (priority, seq, WTask): the scheduler's order
+        self._seq = 0
         self.executing = 0
         self.paused = False
         self.status = "init"
@@ -340,7 +349,8 @@ class Worker:
                 t.state = "executing"
             t.want = msg.get("want", False)
             return
-        t = WTask(key, fid, msg["args"], msg.get("deps"), msg.get("want", False))
+        t = WTask(key, fid, msg["args"], msg.get("deps"), msg.get("want", False),
+                  msg.get("priority", 0))
         self.tasks[key] = t
         if t.deps:
             t.missing = {d for d in t.deps if d not in self.data}
@@ -349,7 +359,7 @@ class Worker:
             self._fetch(t)
         else:
             t.state = "ready"
-            self.ready.append(t)
+            self._push_ready(t)
 
     def _free_keys(self, msg):
         for key in msg["keys"]:
@@ -442,7 +452,7 @@ class Worker:
             t.missing.discard(key)
             if not t.missing and t.state == "fetch":
                 t.state = "ready"
-                self.ready.append(t)
+                self._push_ready(t)
 
     def _fail(self, t, exc):
         t.state = "done"
@@ -484,10 +494,14 @@ class Worker:
 
     # -- execution ----------------------------------------------------------------------------
 
+    def _push_ready(self, t):
+        self._seq += 1
+        heapq.heappush(self.ready, (t.priority, self._seq, t))
+
     def _pump(self):
         limit = self.nthreads + PREFETCH
         while self.ready and self.executing < limit and not self.paused:
-            t = self.ready.popleft()
+            t = heapq.heappop(self.ready)[2]
             if t.state != "ready":
                 continue
             t.state = "executing"
@@ -547,6 +561,8 @@ class Worker:
                     data = None
             return (True, t, result, nbytes, data, start, stop)
         except Exception as e:
+            if hasattr(e, "add_note"):  # Python 3.11+: the client's traceback names the task
+                e.add_note(f"(raised by task {t.key!r} on worker {self.name})")
             return (False, t, dumps_exception(e), format_traceback(e), None, start, time.time())
 
     def _drain(self):
