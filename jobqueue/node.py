@@ -196,6 +196,8 @@ AUTO = "auto"
 
 
 def _size(text: str) -> int:
+    if text.isdigit():        # as the nanny passes it: no need to load the config module
+        return int(text)
     from .config import parse_bytes
 
     return parse_bytes(text)
@@ -217,6 +219,12 @@ def _count_or_auto(text: str):
 
 
 def _duration(text: str) -> float:
+    try:
+        seconds = float(text)          # as the nanny passes it
+    except ValueError:
+        seconds = -1.0
+    if seconds >= 0 and seconds != float("inf"):
+        return seconds
     from .config import parse_timedelta
 
     return parse_timedelta(text)
