@@ -19,7 +19,7 @@ import threading
 import time
 import traceback
 
-from . import protocol
+from . import protocol, shm
 from .comm import (BatchedSend, CommClosedError, Listener, PeerPool, connect, format_address,
                    parse_address)
 from .errors import UnpicklableResult
@@ -469,28 +469,38 @@ class Worker:
                                   "holders": holders})
 
     async def _serve(self, comm):
-        """Data server: peers and clients ask for results."""
-        while True:
-            msgs = await comm.read()
-            replies = []
-            for msg in msgs:
-                if msg["op"] == "get-data":
-                    data, missing, errors = {}, [], {}
-                    for key in msg["keys"]:
-                        if key not in self.data:
-                            missing.append(key)
-                            continue
-                        try:
-                            data[key] = [Raw(f) for f in protocol.serialize(self.data[key])]
-                        except Exception as e:
-                            errors[key] = (f"the result of {key!r} "
-                                           f"({type(self.data[key]).__name__}) cannot be "
-                                           f"pickled: {type(e).__name__}: {e}")
-                    replies.append({"op": "data", "data": data, "missing": missing,
-                                    "errors": errors})
-                else:
-                    replies.append({"op": "error", "message": f"unknown op {msg['op']!r}"})
-            await comm.write(replies)
+        """Data server: peers and clients ask for results. A peer on this machine gets large
+        frames through shared memory (shm.py); files it did not take are removed when it asks
+        again or leaves."""
+        created: list = []
+        try:
+            while True:
+                msgs = await comm.read()
+                shm.discard(created)
+                replies = [self._get_data(msg, created) if msg["op"] == "get-data" else
+                           {"op": "error", "message": f"unknown op {msg['op']!r}"}
+                           for msg in msgs]
+                await comm.write(replies)
+        finally:
+            shm.discard(created)
+
+    def _get_data(self, msg, created) -> dict:
+        local = msg.get("shm") is not None and msg.get("shm") == shm.namespace()
+        data, missing, errors = {}, [], {}
+        for key in msg["keys"]:
+            if key not in self.data:
+                missing.append(key)
+                continue
+            try:
+                frames = protocol.serialize(self.data[key])
+            except Exception as e:
+                errors[key] = (f"the result of {key!r} ({type(self.data[key]).__name__}) "
+                               f"cannot be pickled: {type(e).__name__}: {e}")
+                continue
+            if local:
+                frames = shm.export(frames, created)
+            data[key] = [f if isinstance(f, dict) else Raw(f) for f in frames]
+        return {"op": "data", "data": data, "missing": missing, "errors": errors}
 
     # -- execution ----------------------------------------------------------------------------
 
