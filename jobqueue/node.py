@@ -239,7 +239,8 @@ def _fraction(text: str) -> float:
 
 # (option, type, help, nanny only). Defaults are None: "from the config" (WorkerCommand.resolved).
 _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, bool], ...] = (
-    ("nthreads", _count_or_auto, "threads per worker process (auto: cores / nworkers)", False),
+    ("nthreads", _count_or_auto, "threads per worker process (default 1; auto: cores / nworkers)",
+     False),
     ("nworkers", _count, "worker processes (default 1)", True),
     ("memory-limit", _size_or_auto, "per worker process, e.g. 4GB (0: none; auto: the host's "
      "memory / nworkers)", False),
