@@ -428,7 +428,7 @@ class Driver:
         if self.kind not in BATCH or self.failed:
             return
         expected = (c._target or 0) * c.processes
-        if not self.announced_workers and expected and len(c.workers) >= expected:
+        if not self.announced_workers and expected and len(c.scheduler.workers()) >= expected:
             self.announced_workers = True
             say(f"{_plural(expected, 'worker')} connected")
         if c.failure:
@@ -439,7 +439,7 @@ class Driver:
     # -- messages -----------------------------------------------------------------------------
 
     def _announce_cluster(self) -> None:
-        from .core.scheduler import write_scheduler_file
+        from .node import private_path, write_scheduler_file
 
         c = self.cluster
         driver_job = os.environ.get(DRIVER_JOB)
@@ -449,17 +449,15 @@ class Driver:
         if not path:
             from .batch import owned
 
-            directory = owned.directory()
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            owned.remove_stale(directory)
+            owned.remove_stale()
             stem = f"driver-{driver_job}" if driver_job else c.name
-            path = os.path.join(directory, owned.owned_name(stem, ".json"))
+            path = private_path(owned.owned_name(stem, ".json"))
         try:
             write_scheduler_file(path, c.scheduler_address, c.token)
-        except OSError as e:
+        except OSError as e:        # PrivateFileError says which path and why
             what = "--scheduler-file" if self.args.scheduler_file else "the scheduler file"
-            raise config.ConfigError(f"{what} {path}: cannot write it ({e.strerror or e}); "
-                                     "give a path in a directory you can write") from None
+            raise config.ConfigError(f"{what}: {e}; give a path in a directory you can "
+                                     "write") from None
         self.scheduler_file = path
         how = driver_job or f"--scheduler-file {path}"
         say(f"`jobqueue info {how}` shows its workers, tasks and jobs")
@@ -494,11 +492,9 @@ class Driver:
             c.close()
         except Exception as e:
             say(f"closing {c.name} failed: {e}; check the batch queue for jobs left behind")
-        if self.scheduler_file:
-            try:
-                os.unlink(self.scheduler_file)
-            except OSError:
-                pass
+        from .node import remove_private
+
+        remove_private(self.scheduler_file)
         self._summary(before)
 
     def _summary(self, before) -> None:

@@ -480,7 +480,8 @@ def test_standalone_scheduler_takes_settings_from_config_and_flags(tmp_path):
     try:
         with Client(scheduler_file=str(sched_file)) as client:
             info = client.scheduler_info()
-            assert info["settings"] == {"allowed_failures": 5, "worker_ttl": 2.0}
+            assert info["settings"] == {"allowed_failures": 5, "worker_ttl": 2.0,
+                                        "idle_timeout": None}
 
             async def silent_worker():  # registers, then never sends a heartbeat
                 token = json.loads(sched_file.read_text())["token"]
@@ -503,7 +504,8 @@ def test_standalone_scheduler_takes_settings_from_config_and_flags(tmp_path):
     try:
         with Client(scheduler_file=str(sched_file)) as client:
             assert client.scheduler_info()["settings"] == {"allowed_failures": 0,
-                                                           "worker_ttl": None}
+                                                           "worker_ttl": None,
+                                                           "idle_timeout": None}
     finally:
         proc.terminate()
         proc.wait(10)
@@ -511,6 +513,24 @@ def test_standalone_scheduler_takes_settings_from_config_and_flags(tmp_path):
                            "soon"], capture_output=True, text=True,
                           env=subprocess_env(tmp_path)).returncode
     assert code == 2  # argparse refuses what config would refuse
+
+
+def test_standalone_scheduler_closes_after_idle_timeout(tmp_path):
+    """scheduler.idle-timeout: with no client and no task for that long, `jobqueue scheduler`
+    closes, removes its scheduler file and exits 0."""
+    from jobqueue import Client
+
+    site = write(tmp_path / "site.yaml", "scheduler:\n  idle-timeout: 1s\n")
+    proc, sched_file = _start_scheduler(tmp_path, JOBQUEUE_CONFIG=str(site))
+    try:
+        with Client(scheduler_file=str(sched_file)) as client:
+            assert client.scheduler_info()["settings"]["idle_timeout"] == 1.0
+        assert proc.wait(30) == 0
+        assert "no client and no task for 1 s (scheduler.idle-timeout)" in proc.stderr.read()
+        assert not sched_file.exists()
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_unusable_paths_name_the_option_and_the_path(tmp_path):
@@ -523,7 +543,7 @@ def test_unusable_paths_name_the_option_and_the_path(tmp_path):
     out = submit(tmp_path, "--cluster", "local", "--jobs", "1", "--scheduler-file",
                  "/proc/nope/s.json", str(script))
     assert out.returncode == 1, out.stderr
-    assert "--scheduler-file /proc/nope/s.json: cannot write it (No such file or directory)" \
+    assert "--scheduler-file: cannot create /proc/nope/s.json: No such file or directory" \
         in out.stderr and not (tmp_path / "ran").exists()
     out = submit(tmp_path, "--cluster", "slurm", "--cores", "1", "--memory", "500MB",
                  str(script), JOBQUEUE_SLURM__LOG_DIRECTORY="/proc/nope")

@@ -6,10 +6,14 @@ whatever the last poll said; its workers are read from the scheduler when asked.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from ..deploy.cluster import Job
 from . import keep as keep_mod
 from .status import JobState, JobStatus
+
+if TYPE_CHECKING:
+    from .job import JobQueueCluster
 
 LOG_TAIL_LINES = 20
 
@@ -21,6 +25,8 @@ class BatchJob(Job):
     system's, e.g. ``Resources``), ``stale`` (the last status poll failed, so this may be old),
     ``workers`` (names of its workers connected now).
     """
+
+    cluster: JobQueueCluster
 
     def __init__(self, cluster, job_id: str, submission: str = "", order: int = 0):
         self.job_id = job_id
@@ -117,9 +123,9 @@ class BatchJob(Job):
         c = self.cluster
         return c.system.log_paths(c.log_directory, c.job_name, self.job_id)
 
-    def info(self) -> dict:
+    def info(self, connected: dict | None = None) -> dict:
         """The dashboard's row, with the output file's path."""
-        return {**super().info(), "output": self.log_paths()[0]}
+        return {**super().info(connected), "output": self.log_paths()[0]}
 
     def logs(self) -> str:
         parts = []

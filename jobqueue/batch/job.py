@@ -18,13 +18,12 @@ import os
 import tempfile
 import time
 
-from .. import config
+from .. import config, node
 from ..core import notice
 from ..deploy.cluster import Cluster, _clusters
 from . import keep as keep_mod
 from . import owned
 from . import script as script_mod
-from .network import interface_address, public_address
 from .batchjob import BatchJob
 from .runner import BatchCommandError, CommandRunner
 from .status import JobState, JobStatus, Pending, Verdict
@@ -47,11 +46,8 @@ def scheduler_host(system_name: str, settings: dict) -> str:
     """The address the scheduler listens on and tells workers and clients to connect to: the one
     the compute nodes reach this host by, i.e. the interface's (interface=ib0) or that of the
     default route."""
-    interface = settings.get("interface")
-    if not interface:
-        return public_address()
     try:
-        return interface_address(interface)
+        return node.choose_address(interface=settings.get("interface"))
     except ValueError as e:
         raise config.ConfigError(f"{system_name}.interface: {e}") from None
 
@@ -80,8 +76,9 @@ async def submit_script(runner, system: BatchSystem, text: str, settings: dict,
 
 
 def _write_token_file(name: str, token: str) -> str:
-    """~/.jobqueue/NAME.HOST.PID.token, mode 0600 in a 0700 directory (named after its owner, so
-    that the next cluster removes it if this process dies without cleaning up: see owned.py).
+    """~/.jobqueue/NAME.HOST.PID.token, a private file (:func:`jobqueue.node.write_private`)
+    named after its owner, so that the next cluster removes it if this process dies without
+    cleaning up (see owned.py).
 
     Why a file: the token must reach the job without appearing on a command line (ps shows those
     to every user) or in the job script (batch systems keep scripts and show them, e.g. scontrol
@@ -89,15 +86,8 @@ def _write_token_file(name: str, token: str) -> str:
     (PBS Variable_List) and qstat -j (Grid Engine env_list) show to other users. The home
     directory is shared with the compute nodes on HPC systems; the script reads the file.
     """
-    directory = owned.directory()
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    owned.remove_stale(directory)
-    path = os.path.join(directory, owned.owned_name(name, ".token"))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
-    os.chmod(path, 0o600)
-    return path
+    owned.remove_stale()
+    return node.write_private(node.private_path(owned.owned_name(name, ".token")), token)
 
 
 class JobQueueCluster(Cluster):
@@ -302,7 +292,7 @@ class JobQueueCluster(Cluster):
     async def retire_jobs(self, jobs):
         """Scale down gracefully: results that only these jobs' workers hold move to other
         workers, then the jobs are cancelled with one command (they stay in ``jobs``)."""
-        connected = self.scheduler.state.names
+        connected = self.scheduler.workers()
         names = [n for j in jobs for n in j.worker_names() if n in connected]
         if names:
             await self.scheduler.retire_workers(names)
@@ -497,7 +487,7 @@ class JobQueueCluster(Cluster):
         """Names of the workers connected to the scheduler now (none once it has closed)."""
         if self._scheduler_closed:
             return ()
-        return self.scheduler.state.names
+        return self.scheduler.workers()
 
     def _observe_jobs(self):
         """Note which workers of each job are connected (a job whose worker connected is
@@ -514,7 +504,7 @@ class JobQueueCluster(Cluster):
             if job.done and not job.reported:
                 self._report(job)
             if job.done and job.workers:
-                self._close_workers(job)
+                await self._close_workers(job)
         async with self._keeping:
             await self._keep()
 
@@ -555,13 +545,10 @@ class JobQueueCluster(Cluster):
         else:
             notice.warn(logger, "%s: %s; its workers are gone", self.name, job.summary())
 
-    def _close_workers(self, job: BatchJob):
+    async def _close_workers(self, job: BatchJob):
         """Ask the workers of a job that has ended to leave (their processes should be gone)."""
-        for name in job.workers:
-            ws = self.scheduler.state.names.get(name)
-            stream = self.scheduler.worker_streams.get(ws.address) if ws else None
-            if stream is not None:
-                stream.send({"op": "close", "reason": f"its job {job.job_id} has ended"})
+        await self.scheduler.close_workers(sorted(job.workers),
+                                           f"its job {job.job_id} has ended")
 
     # -- waiting, reporting ---------------------------------------------------------------------
 
@@ -573,9 +560,9 @@ class JobQueueCluster(Cluster):
 
     async def _wait_for_workers(self, n, timeout):
         deadline = None if timeout is None else time.monotonic() + timeout
-        while len(self.scheduler.state.workers) < n:
+        while len(self.scheduler.workers()) < n:
             self._observe_jobs()
-            have = len(self.scheduler.state.workers)
+            have = len(self.scheduler.workers())
             problem = self._cannot_bring(n, have)
             if problem:
                 raise RuntimeError(f"{self.name}: waiting for {n} workers, {have} connected, "
@@ -583,7 +570,8 @@ class JobQueueCluster(Cluster):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name}: {have} of {n} workers connected within "
                                    f"{timeout:g} s; jobs: {self._job_counts()}")
-            await asyncio.sleep(0.05)
+            # a worker that joins wakes this at once; job states change with each poll
+            await self.scheduler.wait_for_worker_change(0.25)
         self._observe_jobs()
 
     def _cannot_bring(self, n: int, have: int) -> str:
@@ -663,11 +651,7 @@ class JobQueueCluster(Cluster):
         try:
             self._sync(close(), timeout + self.command_timeout)
         finally:
-            if self.token_file:
-                try:
-                    os.unlink(self.token_file)
-                except OSError:
-                    pass
+            node.remove_private(self.token_file)
             self.status = "closed"
             _clusters.discard(self)
 

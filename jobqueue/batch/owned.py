@@ -18,7 +18,10 @@ SUFFIXES = (".token", ".json")
 
 
 def directory() -> str:
-    return os.path.join(os.path.expanduser("~"), ".jobqueue")
+    """~/.jobqueue (made safe: see :func:`jobqueue.node.private_directory`)."""
+    from ..node import private_directory
+
+    return private_directory()
 
 
 def _host() -> str:
@@ -63,6 +66,8 @@ def remove_stale(where: str | None = None) -> list:
         path = os.path.join(where, name)
         if _owner_gone(path, int(pid)):
             try:
+                if os.lstat(path).st_uid != os.getuid():
+                    continue
                 os.unlink(path)
             except OSError:
                 continue
