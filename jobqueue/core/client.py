@@ -664,8 +664,22 @@ class Client(DaskMixin):
         return _build(futures, errors == "skip")
 
     def cancel(self, futures):
+        """Cancel *futures* (and, on the scheduler, every task that depends on them). They are
+        cancelled here at once: a graph built after this call never counts on their keys,
+        which the scheduler drops before it reads that graph."""
         if isinstance(futures, Future):
             futures = [futures]
+        fire = []
+        with self._cond:
+            for f in futures:
+                st = f._state
+                if st.status in (PENDING, FINISHED):
+                    st.status = CANCELLED
+                    fire.extend(st.callbacks or ())
+                    st.callbacks = None
+            self._cond.notify_all()
+        for future, fn in fire:
+            self._call(fn, future)
         self._send({"op": "cancel", "keys": [f.key for f in futures]})
 
     def run(self, func, *args, workers=None, **kwargs):
