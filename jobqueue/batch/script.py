@@ -68,11 +68,15 @@ class JobScriptError(ValueError):
 # ------------------------------------------------------------------------------------ settings
 
 def split_cores(cores: int, processes: int | None) -> tuple:
-    """(processes, threads per process). Without ``processes``: the divisor of ``cores`` nearest
-    its square root, so 8 cores -> 2 x 4 threads, 12 -> 3 x 4, 1 -> 1 x 1."""
+    """(processes, threads per process), as dask-jobqueue splits them. Without ``processes``:
+    one process per core up to 4 cores, then the smallest divisor of ``cores`` at least its
+    square root, so 4 cores -> 4 x 1 thread, 6 -> 3 x 2, 8 -> 4 x 2, 12 -> 4 x 3, 7 -> 7 x 1."""
     if processes is None:
-        divisors = [d for d in range(1, cores + 1) if cores % d == 0]
-        processes = min(divisors, key=lambda d: (abs(d - math.sqrt(cores)), d))
+        if cores <= 4:
+            processes = cores
+        else:
+            processes = min(d for d in range(1, cores + 1)
+                            if cores % d == 0 and d >= math.sqrt(cores))
     return processes, max(1, cores // processes)
 
 

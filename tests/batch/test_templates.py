@@ -203,13 +203,17 @@ def test_sge_one_core_asks_for_no_parallel_environment(isolated_config):
 def test_processes_split_cores_and_memory(isolated_config):
     argv = worker_argv(render("slurm", cores=12, memory="12GB"))
     options = dict(zip(argv[5::2], argv[6::2]))
-    assert (options["--nworkers"], options["--nthreads"]) == ("3", "4")
-    assert options["--memory-limit"] == str(4 * 10 ** 9)
+    assert (options["--nworkers"], options["--nthreads"]) == ("4", "3")
+    assert options["--memory-limit"] == str(3 * 10 ** 9)
 
 
 @pytest.mark.parametrize("cores, processes, expected", [
-    (1, None, (1, 1)), (2, None, (1, 2)), (4, None, (2, 2)), (8, None, (2, 4)),
-    (12, None, (3, 4)), (16, None, (4, 4)), (7, None, (1, 7)), (36, None, (6, 6)),
+    # dask-jobqueue 0.9's split (distributed's nprocesses_nthreads): processes = cores up to 4,
+    # then the smallest divisor of cores that is at least its square root
+    (1, None, (1, 1)), (2, None, (2, 1)), (3, None, (3, 1)), (4, None, (4, 1)),
+    (5, None, (5, 1)), (6, None, (3, 2)), (7, None, (7, 1)), (8, None, (4, 2)),
+    (9, None, (3, 3)), (12, None, (4, 3)), (16, None, (4, 4)), (32, None, (8, 4)),
+    (36, None, (6, 6)), (40, None, (8, 5)),
     (8, 8, (8, 1)), (8, 1, (1, 8)), (8, 3, (3, 2)),
 ])
 def test_split_cores(cores, processes, expected):
