@@ -29,7 +29,7 @@ from typing import Any
 from pathlib import Path
 
 
-__all__ = ["ConfigError", "get", "source", "resolve", "show", "validate_file", "refresh",
+__all__ = ["ConfigError", "get", "source", "resolve", "show", "validate_file", "refresh", "warn_user",
            "parse_bytes", "format_bytes", "parse_timedelta", "format_walltime", "SCHEMA"]
 
 DEFAULTS_FILE = Path(__file__).with_name("jobqueue.yaml")
@@ -69,6 +69,11 @@ SCHEMA: dict[str, Any] = {
     "profiles": "mapping",   # checked by _check_profiles against the section each profile names
 }
 PROFILE_KINDS = ("local", "ssh", "slurm", "pbs", "sge")
+BATCH_SECTIONS = ("slurm", "pbs", "sge")
+# dask-jobqueue's old names of batch settings (it still accepts them, with a warning): accepted
+# as arguments and in its config files, with a FutureWarning naming the new name.
+RENAMED = {"env-extra": "job-script-prologue", "job-extra": "job-extra-directives",
+           "extra": "worker-extra-args", "header-skip": "job-directives-skip"}
 
 
 class ConfigError(ValueError):
@@ -589,9 +594,42 @@ def _profile(state: _State, section: str, name: str) -> dict:
     return {k: v for k, v in profiles[name].items() if k != "kind"}
 
 
+def warn_user(message: str, category=FutureWarning) -> None:
+    """warnings.warn, attributed to the first caller outside the jobqueue package."""
+    import sys
+    import warnings
+
+    package = str(Path(__file__).resolve().parent)
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def _renamed(arguments: dict, section: str) -> dict:
+    """Arguments with dask-jobqueue's old names replaced by ours, each with a FutureWarning; if
+    both names are given, the new one wins."""
+    if section not in BATCH_SECTIONS:
+        return arguments
+    out = dict(arguments)
+    for old, new in RENAMED.items():
+        old_name, new_name = _underscore(old), _underscore(new)
+        value = out.pop(old_name, out.pop(old, None))
+        if value is None:
+            continue
+        if out.get(new_name, out.get(new)) is not None:
+            warn_user(f"{section}: {old_name} is dask-jobqueue's old name for {new_name}, and "
+                      f"both are given: {old_name}={value!r} is ignored; remove it")
+        else:
+            warn_user(f"{section}: {old_name} is dask-jobqueue's old name for {new_name}; "
+                      f"write {new_name}={value!r}")
+            out[new_name] = value
+    return out
+
+
 def _arguments(arguments: dict, schema: dict, section: str, problems: list) -> dict:
     out = {}
-    for name, value in arguments.items():
+    for name, value in _renamed(arguments, section).items():
         key = name.replace("_", "-")
         if value is None:
             continue

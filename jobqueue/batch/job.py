@@ -158,8 +158,9 @@ class JobQueueCluster(Cluster):
     walltime, job_name, job_extra_directives, job_directives_skip, job_script_prologue,
     worker_extra_args, interface, local_directory, log_directory, python, shebang,
     death_timeout, submit_command_extra, cancel_command_extra, template, job_array,
-    poll_interval, max_jobs. ``profile="name"`` (or ``config_name="name"``) applies a named
-    set of overrides first.
+    poll_interval, max_jobs. dask-jobqueue's old names (env_extra, job_extra, extra,
+    header_skip) are read with a FutureWarning. ``profile="name"`` (or ``config_name="name"``)
+    applies a named set of overrides first.
     Everything is checked here: a wrong name or value raises ConfigError saying where it came
     from and what is allowed.
     """

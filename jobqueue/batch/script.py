@@ -83,8 +83,10 @@ def split_cores(cores: int, processes: int | None) -> tuple:
 def settings(section: str, arguments: dict, profile: str | None = None) -> dict:
     """The checked settings of a cluster: config section < profile < arguments.
 
-    ``project`` is another name for ``account``. Raises ConfigError naming, for each problem,
-    where the value came from (argument, file:line, variable), the key and what is allowed.
+    ``project`` is another name for ``account``; given both, account wins, with a warning, as in
+    dask-jobqueue. dask-jobqueue's old names (``job_extra``...) are read with a FutureWarning.
+    Raises ConfigError naming, for each problem, where the value came from (argument,
+    file:line, variable), the key and what is allowed.
     """
     from .. import config
 
@@ -92,9 +94,11 @@ def settings(section: str, arguments: dict, profile: str | None = None) -> dict:
     project = arguments.pop("project", None)
     if project is not None:
         if arguments.get("account") is not None:
-            raise config.ConfigError(f"argument: {section}: give account or project (two names "
-                                     "for one setting), not both")
-        arguments["account"] = project
+            config.warn_user(f"{section}: account={arguments['account']!r} and "
+                             f"project={project!r} are two names for one setting: account wins; "
+                             "remove project")
+        else:
+            arguments["account"] = project
     resolved = config.resolve(section, arguments, profile)
     problems = []
     for key, message in check(resolved):

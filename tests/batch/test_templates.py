@@ -330,8 +330,6 @@ def test_template_syntax_error_names_file_and_line(isolated_config, tmp_path):
     ({"cores": 2, "memory": "1GB", "shebang": "bash"}, r"slurm\.shebang: must start with #!"),
     ({"cores": 2, "memory": "1GB", "template": "/no/such.j2"},
      r"slurm\.template: /no/such\.j2: no such file"),
-    ({"cores": 2, "memory": "1GB", "account": "a", "project": "b"},
-     r"give account or project"),
     ({"cores": 2, "memory": "1GB", "job_array": "yes"}, r"slurm\.job-array: 'yes' is not true or "
                                                         r"false"),
     ({"cores": 2, "memory": "1GB", "job_extra_directives": "--exclusive"},
