@@ -180,7 +180,7 @@ class JobQueueCluster(Cluster):
         self.kind = self.system.name
         self.settings = script_mod.settings(self.system.name, settings, profile)
         s = self.settings
-        self.processes, self.threads = script_mod.split_cores(s["cores"], s.get("processes"))
+        self.processes, self.threads = script_mod.split_job(s)
         self.workers_per_job = self.processes
         self.threads_per_job = self.processes * self.threads
         self.max_jobs = s.get("max_jobs")

@@ -80,6 +80,25 @@ def split_cores(cores: int, processes: int | None) -> tuple:
     return processes, max(1, cores // processes)
 
 
+# Worker options the cluster sets itself: it names each worker after its job, which is how it
+# knows which job a worker belongs to.
+_OWN_WORKER_OPTIONS = {"name": "the cluster names each worker after its job (JOB_NAME-JOBID-N) to "
+                               "know which job it belongs to; set job_name instead"}
+
+
+def split_job(settings: dict) -> tuple:
+    """(processes, threads per process) of one job: :func:`split_cores`, unless the settings'
+    worker_extra_args give ``--nworkers``/``--nprocs`` or ``--nthreads`` (as a dask-jobqueue
+    user may), which win and are what the cluster counts on."""
+    from ..node import parse_worker_options
+
+    options = parse_worker_options(settings.get("worker_extra_args") or ())
+    processes = options.get("nworkers") or settings.get("processes")
+    processes, threads = split_cores(settings["cores"], processes)
+    nthreads = options.get("nthreads")
+    return processes, (threads if nthreads in (None, "auto") else nthreads)
+
+
 def settings(section: str, arguments: dict, profile: str | None = None) -> dict:
     """The checked settings of a cluster: config section < profile < arguments.
 
@@ -161,9 +180,21 @@ def check(settings: dict) -> list:
             if _has_control(item):
                 bad(key, f"item {item!r} contains a newline or control character; give one "
                     "line per item")
+    problems += _check_worker_args(s.get("worker_extra_args") or ())
     if s.get("template") and not Path(s["template"]).is_file():
         bad("template", f"{s['template']}: no such file (a jinja2 job-script template)")
     return problems
+
+
+def _check_worker_args(args) -> list:
+    from ..node import parse_worker_options
+
+    try:
+        options = parse_worker_options(args)
+    except ValueError as e:
+        return [("worker_extra_args", f"{list(args)}: {e}")]
+    return [("worker_extra_args", f"--{name.replace('_', '-')} cannot be set here: {why}")
+            for name, why in _OWN_WORKER_OPTIONS.items() if name in options]
 
 
 def _has_control(text: str) -> bool:
@@ -198,7 +229,7 @@ def context(settings: dict, *, scheduler_address: str, token_file: str, python: 
     from ..config import format_walltime
 
     s = settings
-    processes, threads = split_cores(s["cores"], s.get("processes"))
+    processes, threads = split_job(s)
     walltime = s.get("walltime")
     return {
         "shebang": s["shebang"], "job_name": s["job_name"], "queue": s.get("queue"),

@@ -76,3 +76,83 @@ def test_job_script_splits_cores_as_dask_jobqueue(isolated_config, cores, worker
     options = dict(zip(argv[5::2], argv[6::2]))
     assert (int(options["--nworkers"]), int(options["--nthreads"])) == (workers, threads)
     assert re.search(rf"ncpus={cores}\b", render("pbs", cores=cores, memory="12GB"))
+
+
+# ------------------------------------------------------------------ worker_extra_args, checked
+
+DASK_JOBQUEUE_WORKER_ARGS = [
+    "--local-directory", "/scratch/me", "--lifetime", "55m", "--lifetime-stagger", "4m",
+    "--memory-limit", "3GB", "--death-timeout", "120", "--interface", "ib0",
+]
+
+
+def test_worker_args_dask_jobqueue_users_pass_are_accepted(isolated_config):
+    settings = script.settings("slurm", {"cores": 8, "memory": "8GB",
+                                         "worker_extra_args": DASK_JOBQUEUE_WORKER_ARGS})
+    from jobqueue import node
+    options = node.parse_worker_options(settings["worker_extra_args"])
+    assert options == {"local_directory": "/scratch/me", "lifetime": 3300.0,
+                       "lifetime_stagger": 240.0, "memory_limit": 3_000_000_000,
+                       "death_timeout": 120.0, "interface": "ib0"}
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--resources", "GPU=1"], r"--resources: abstract resources .* not supported yet"),
+    (["--preload", "mymod"], r"--preload"),
+    (["--no-nanny"], r"--no-nanny: jobqueue worker always supervises"),
+    (["--bogus", "1"], r"does not accept --bogus 1; it accepts .*--local-directory"),
+    (["--nthreads", "many"], r"argument --nthreads: invalid"),
+    (["--name", "w"], r"--name cannot be set here: the cluster names each worker after its job"),
+])
+def test_worker_args_we_do_not_take_are_refused_at_construction(isolated_config, args, named):
+    with pytest.raises(ConfigError, match=r"argument: slurm\.worker-extra-args: .*" + named):
+        script.settings("slurm", {"cores": 2, "memory": "1GB", "worker_extra_args": args})
+    from jobqueue import SLURMCluster
+    with pytest.raises(ConfigError, match=named):       # before any job or scheduler exists
+        SLURMCluster(cores=2, memory="1GB", worker_extra_args=args)
+
+
+@pytest.mark.parametrize("args, workers, threads", [
+    (["--nprocs", "2"], 2, 4), (["--nworkers", "8"], 8, 1), (["--nthreads", "1"], 4, 1),
+    (["--nworkers", "2", "--nthreads", "2"], 2, 2),
+])
+def test_worker_count_in_worker_args_is_what_the_cluster_counts(isolated_config, args, workers,
+                                                                threads):
+    settings = script.settings("sge", {"cores": 8, "memory": "8GB", "worker_extra_args": args})
+    assert script.split_job(settings) == (workers, threads)
+    text = render("sge", cores=8, memory="8GB", worker_extra_args=args)
+    from jobqueue.node import parse_worker_options
+    argv = worker_argv(text)
+    seen = parse_worker_options(argv[5:])         # as the worker reads it: the last one wins
+    assert (seen["nworkers"], seen["nthreads"]) == (workers, threads)
+
+
+def test_jobqueue_worker_runs_with_the_worker_args_dask_jobqueue_users_pass(tmp_path):
+    """A real `jobqueue worker` with dask-worker's options, as a job script would start it."""
+    import os
+    import subprocess
+    import sys
+
+    from jobqueue import Client, LocalCluster
+
+    scratch = tmp_path / "scratch"
+    with LocalCluster(n_workers=0, processes=False) as cluster, Client(cluster) as client:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobqueue", "worker", cluster.scheduler_address,
+             "--nprocs", "2", "--nthreads", "2", "--local-directory", str(scratch),
+             "--lifetime", "1h", "--lifetime-stagger", "1m", "--memory-limit", "1GB",
+             "--death-timeout", "30", "--interface", "lo", "--name", "w"],
+            env={**os.environ, "JOBQUEUE_TOKEN": cluster.token}, stderr=subprocess.PIPE,
+            text=True)
+        try:
+            cluster.wait_for_workers(2, timeout=60)
+            workers = cluster.scheduler_info()["workers"]
+            assert sorted(w["name"] for w in workers.values()) == ["w-0", "w-1"]
+            assert [w["nthreads"] for w in workers.values()] == [2, 2]
+            assert {w["memory_limit"] for w in workers.values()} == {1_000_000_000}
+            assert all(a.startswith("tcp://127.0.0.1:") for a in workers)
+            tmpdirs = client.run(lambda: os.environ["TMPDIR"])
+            assert set(tmpdirs.values()) == {str(scratch)} and scratch.is_dir()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

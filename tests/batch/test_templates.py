@@ -228,7 +228,7 @@ HOSTILE = "x'; touch /tmp/pwned; echo '$(reboot)`id`"
 @pytest.mark.parametrize("kind", SYSTEMS)
 def test_hostile_values_stay_one_word(isolated_config, kind):
     text = render(kind, cores=2, memory="2GB", python=f"/opt/my python/{HOSTILE}",
-                  worker_extra_args=[HOSTILE], interface="eth0 $(id)")
+                  worker_extra_args=["--local-directory", HOSTILE], interface="eth0 $(id)")
     argv = worker_argv(text)
     assert argv[0] == f"/opt/my python/{HOSTILE}"
     assert argv[-1] == HOSTILE
