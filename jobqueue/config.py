@@ -3,11 +3,16 @@
 Layers, later wins::
 
     package jobqueue/jobqueue.yaml                 source "default"
+    dask-jobqueue's jobqueue.yaml  (DASK_FILES)    source "path:line (dask-jobqueue KEY)"
     /etc/jobqueue/*.yaml, sorted    (SITE_DIRS)    source "path:line"
     ~/.config/jobqueue/*.yaml       (USER_DIRS)    source "path:line"
     $JOBQUEUE_CONFIG, a file or a directory        source "path:line"
     JOBQUEUE_<SECTION>__<KEY>=value                source the variable's name
     constructor arguments, through resolve()       source "argument"
+
+dask-jobqueue's files (/etc/dask/jobqueue.yaml, ~/.config/dask/jobqueue.yaml; DASK_FILES) come
+just above the package defaults, their ``jobqueue.slurm.*`` keys read as ``slurm.*`` with its old
+names translated (see jobqueue/compat.py); a value they set that we cannot honour is warned about.
 
 Environment: ``JOBQUEUE_SLURM__QUEUE=debug`` sets ``slurm.queue``; ``__`` separates levels, ``_`` in
 a key becomes ``-`` and values are read as YAML (``7`` is an int, ``[a, b]`` a list, ``30s`` a string).
@@ -35,6 +40,8 @@ __all__ = ["ConfigError", "get", "source", "resolve", "show", "validate_file", "
 DEFAULTS_FILE = Path(__file__).with_name("jobqueue.yaml")
 SITE_DIRS = ["/etc/jobqueue"]            # tests point these at temporary directories
 USER_DIRS = ["~/.config/jobqueue"]       # "~" is expanded when the files are read
+# dask-jobqueue's config files: read below ours, their keys translated (jobqueue/compat.py)
+DASK_FILES = ["/etc/dask/jobqueue.yaml", "~/.config/dask/jobqueue.yaml"]
 ENV_PREFIX = "JOBQUEUE_"
 
 # Types: int, float, bool, str, size (-> int bytes), time (-> float seconds), list (of str),
@@ -463,10 +470,35 @@ def _file_where(path, lines):
     return lambda p: f"{path}:{lines[p]}" if p in lines else str(path)
 
 
+def _dask_layer(path: Path):
+    """A dask-jobqueue config file as a layer: keys translated, each note warned about once
+    per load, every value's source its file and line under dask-jobqueue's key."""
+    from . import compat
+
+    data, lines = _read_yaml(path)
+    tree, origin, notes = compat.translate(data, SCHEMA, RENAMED)
+    for key_path, text, old_name in notes:
+        line = lines.get(key_path)
+        warn_user(f"{path}:{line}: {text}" if line else f"{path}: {text}",
+                  FutureWarning if old_name else UserWarning)
+
+    def where(p):
+        theirs = origin.get(p)
+        if theirs is None:
+            return f"{path} (dask-jobqueue)"
+        return f"{path}:{lines.get(theirs, '?')} (dask-jobqueue {_dotted(theirs)})"
+    return tree, where
+
+
 def _layers():
     """Yield (data, where, label) for each layer, lowest first; where(key path) -> source text."""
     data, _ = _read_yaml(DEFAULTS_FILE)
     yield data, lambda p: "default", "default"
+    for name in DASK_FILES:
+        path = Path(name).expanduser()
+        if path.is_file():
+            data, where = _dask_layer(path)
+            yield data, where, f"{path} (dask-jobqueue, translated)"
     for path in _layer_files():
         data, lines = _read_yaml(path)
         yield data, _file_where(path, lines), str(path)

@@ -74,6 +74,7 @@ def isolated_config(tmp_path, monkeypatch):
     (tmp_path / "etc").mkdir()
     monkeypatch.setattr(config, "SITE_DIRS", [str(tmp_path / "etc")])
     monkeypatch.setattr(config, "USER_DIRS", [str(tmp_path / "user")])
+    monkeypatch.setattr(config, "DASK_FILES", [])
     config.refresh()
     yield tmp_path
     config.refresh()
