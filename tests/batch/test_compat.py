@@ -156,3 +156,54 @@ def test_jobqueue_worker_runs_with_the_worker_args_dask_jobqueue_users_pass(tmp_
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+# --------------------------------------- n_workers=, job_header, adapt() in cores and memory
+
+@pytest.fixture
+def slurm(tmp_path):
+    from _realsystem import slurm_running
+    from conftest import needs_service
+    from jobqueue import SLURMCluster
+
+    needs_service(slurm_running(), "SLURM (ci/slurm/start.sh)")
+    clusters = []
+
+    def make(**settings):
+        c = SLURMCluster(**{"cores": 1, "memory": "500MB", "walltime": "00:10:00",
+                            "log_directory": str(tmp_path), "poll_interval": 0.5, **settings})
+        clusters.append(c)
+        return c
+    yield make
+    for c in clusters:
+        c.close()
+
+
+@pytest.mark.slurm
+def test_n_workers_at_construction_starts_them(slurm):
+    cluster = slurm(cores=2, processes=2, n_workers=3)     # 3 workers: 2 jobs of 2
+    assert len(cluster.jobs) == 2
+    cluster.wait_for_workers(4, timeout=60)
+    assert len(cluster.scheduler_info()["workers"]) == 4
+
+
+@pytest.mark.slurm
+def test_job_header_is_the_directives_of_the_job_script(slurm):
+    cluster = slurm(queue="debug", job_extra_directives=["--exclusive"])
+    header = cluster.job_header.splitlines()
+    assert header and all(line.startswith("#SBATCH ") for line in header)
+    assert "#SBATCH -p debug" in header and header[-1] == "#SBATCH --exclusive"
+    assert cluster.job_script().startswith("#!/usr/bin/env bash\n" + cluster.job_header + "\n\n")
+
+
+@pytest.mark.slurm
+def test_adapt_takes_bounds_in_cores_and_memory(slurm):
+    cluster = slurm(cores=2, processes=1, memory="1GB")
+    adaptive = cluster.adapt(minimum_cores=3, maximum_memory="4.5GB", maximum=10)
+    assert (adaptive.policy.minimum_jobs, adaptive.policy.maximum_jobs) == (2, 4)
+    from _realsystem import wait_until
+    wait_until(lambda: len(cluster.jobs) == 2, 30, "adapt() should start the minimum, 2 jobs")
+    cluster.wait_for_workers(2, timeout=60)
+    adaptive = cluster.adapt(minimum_jobs=1, minimum_memory="2.5GB", maximum_cores=8,
+                             maximum_jobs=5)
+    assert (adaptive.policy.minimum_jobs, adaptive.policy.maximum_jobs) == (3, 4)
