@@ -289,7 +289,8 @@ class Client(DaskMixin):
         try:
             await self._comm.dispatch(on_batch)
         except (CommClosedError, protocol.ProtocolError) as e:
-            if self.status == "running":
+            if self.status == "running" and getattr(self.cluster, "status", "") not in (
+                    "closing", "closed"):       # a cluster closed on purpose: nothing to say
                 logger.error("lost the connection to the scheduler at %s: %s", self.address, e)
             self.status = "closed"
             lost = CommClosedError(f"lost the connection to the scheduler at {self.address}")

@@ -325,11 +325,13 @@ class SchedulerState:
         if ws in self.idle and len(ws.processing) >= self._capacity(ws):
             del self.idle[ws]
 
-    def _fill(self, ws):
-        """Give queued root tasks to *ws* until its slots are full."""
+    def _fill(self, ws, threads_only=False):
+        """Give queued root tasks to *ws* until its slots are full (or, with *threads_only*,
+        until each of its threads has one: the pipeline's extra slots come second)."""
         cap = self._capacity(ws)
+        upto = min(cap, ws.nthreads) if threads_only else cap
         queue = self.queue
-        while queue and len(ws.processing) < cap:
+        while queue and len(ws.processing) < upto:
             ts = heapq.heappop(queue)[2]
             if ts.state == "queued":
                 self._compute(ts, ws)
@@ -339,10 +341,14 @@ class SchedulerState:
             self.idle.pop(ws, None)
 
     def _fill_all(self):
-        for ws in list(self.idle):
-            if not self.queue:
-                break
-            self._fill(ws)
+        """Every idle thread gets a task before any worker gets its pipeline's extra ones:
+        two long tasks and two idle one-thread workers run side by side, not one after the
+        other on the first."""
+        for threads_only in (True, False):
+            for ws in list(self.idle):
+                if not self.queue:
+                    return
+                self._fill(ws, threads_only)
 
     def _retry_unrunnable(self):
         for ts in list(self.unrunnable):

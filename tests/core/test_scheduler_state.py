@@ -84,6 +84,18 @@ def test_root_tasks_queue_on_scheduler(s):
     assert len(wout[B]) == 2
 
 
+def test_idle_threads_first_then_pipelines(s):
+    """Two tasks, two idle one-thread workers: one each, not both on the first (whose pipeline
+    has room for two); a third and fourth then fill the pipelines."""
+    s.add_worker(A, "a", 1, 0)
+    s.add_worker(B, "b", 1, 0)
+    wout, _ = submit(s, task("x-0"), task("x-1"))
+    assert ops(wout[A]) == [("compute", "x-0")] and ops(wout[B]) == [("compute", "x-1")]
+    wout, _ = submit(s, task("x-2"), task("x-3"), task("x-4"))
+    assert len(wout[A]) == len(wout[B]) == 1
+    assert [t.state for t in (s.tasks["x-4"],)] == ["queued"]
+
+
 def test_pipeline_deepens_for_short_tasks(s):
     s.add_worker(A, "a", 1, 0)
     submit(s, *[task(f"x-{i}") for i in range(200)])
