@@ -638,7 +638,8 @@ def warn_user(message: str, category=FutureWarning) -> None:
     import warnings
 
     package = str(Path(__file__).resolve().parent)
-    frame, level = sys._getframe(1), 2
+    frame: Any = sys._getframe(1)
+    level = 2
     while frame is not None and frame.f_code.co_filename.startswith(package):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)

@@ -10,6 +10,8 @@ from jobqueue.config import ConfigError
 
 from test_templates import directives, isolated_config, render, worker_argv  # noqa: F401
 
+pytestmark = pytest.mark.usefixtures("isolated_config")   # package defaults only
+
 OLD_NAMES = [
     ("env_extra", ["module load python"], "job_script_prologue"),
     ("job_extra", ["--exclusive"], "job_extra_directives"),
@@ -20,8 +22,7 @@ OLD_NAMES = [
 
 @pytest.mark.parametrize("kind", ["slurm", "pbs", "sge"])
 @pytest.mark.parametrize("old, value, new", OLD_NAMES)
-def test_old_name_is_read_as_the_new_one_with_a_future_warning(isolated_config, kind, old,
-                                                               value, new):
+def test_old_name_is_read_as_the_new_one_with_a_future_warning(kind, old, value, new):
     with pytest.warns(FutureWarning, match=rf"{old} is dask-jobqueue's old name for {new}") as w:
         settings = script.settings(kind, {"cores": 2, "memory": "1GB", old: value})
     assert settings[new] == value
@@ -29,7 +30,7 @@ def test_old_name_is_read_as_the_new_one_with_a_future_warning(isolated_config, 
     assert settings == script.settings(kind, {"cores": 2, "memory": "1GB", new: value})
 
 
-def test_old_names_land_in_the_job_script(isolated_config):
+def test_old_names_land_in_the_job_script():
     with pytest.warns(FutureWarning):
         text = render("slurm", cores=2, memory="2GB", env_extra=["module load python"],
                       job_extra=["--exclusive"], header_skip=["--mem"])
@@ -38,14 +39,14 @@ def test_old_names_land_in_the_job_script(isolated_config):
     assert not any("--mem" in d for d in directives(text, "#SBATCH"))
 
 
-def test_new_name_wins_over_the_old_one_with_a_warning(isolated_config):
+def test_new_name_wins_over_the_old_one_with_a_warning():
     with pytest.warns(FutureWarning, match=r"both are given: job_extra=\['--a'\] is ignored"):
         settings = script.settings("pbs", {"cores": 2, "memory": "1GB", "job_extra": ["--a"],
                                            "job_extra_directives": ["--b"]})
     assert settings["job_extra_directives"] == ["--b"]
 
 
-def test_job_extra_is_not_taken_for_job_array(isolated_config):
+def test_job_extra_is_not_taken_for_job_array():
     with pytest.warns(FutureWarning):
         script.settings("slurm", {"cores": 2, "memory": "1GB", "job_extra": ["--x"]})
     with pytest.raises(ConfigError) as e:
@@ -53,13 +54,13 @@ def test_job_extra_is_not_taken_for_job_array(isolated_config):
     assert "job_array" not in str(e.value)
 
 
-def test_old_names_are_only_batch_settings(isolated_config):
+def test_old_names_are_only_batch_settings():
     from jobqueue import config
     with pytest.raises(ConfigError, match=r"argument: local\.extra: unknown setting"):
         config.resolve("local", {"extra": ["--x"]})
 
 
-def test_account_wins_over_project_with_a_warning(isolated_config):
+def test_account_wins_over_project_with_a_warning():
     with pytest.warns(FutureWarning, match=r"account='a' and project='b' .* account wins"):
         text = render("slurm", cores=2, memory="1GB", account="a", project="b")
     assert "-A a" in directives(text, "#SBATCH")
@@ -71,7 +72,7 @@ def test_account_wins_over_project_with_a_warning(isolated_config):
 
 @pytest.mark.parametrize("cores, workers, threads", [
     (1, 1, 1), (2, 2, 1), (4, 4, 1), (6, 3, 2), (8, 4, 2), (10, 5, 2), (12, 4, 3), (24, 6, 4)])
-def test_job_script_splits_cores_as_dask_jobqueue(isolated_config, cores, workers, threads):
+def test_job_script_splits_cores_as_dask_jobqueue(cores, workers, threads):
     argv = worker_argv(render("pbs", cores=cores, memory="12GB"))
     options = dict(zip(argv[5::2], argv[6::2]))
     assert (int(options["--nworkers"]), int(options["--nthreads"])) == (workers, threads)
@@ -86,7 +87,7 @@ DASK_JOBQUEUE_WORKER_ARGS = [
 ]
 
 
-def test_worker_args_dask_jobqueue_users_pass_are_accepted(isolated_config):
+def test_worker_args_dask_jobqueue_users_pass_are_accepted():
     settings = script.settings("slurm", {"cores": 8, "memory": "8GB",
                                          "worker_extra_args": DASK_JOBQUEUE_WORKER_ARGS})
     from jobqueue import node
@@ -104,7 +105,7 @@ def test_worker_args_dask_jobqueue_users_pass_are_accepted(isolated_config):
     (["--nthreads", "many"], r"argument --nthreads: invalid"),
     (["--name", "w"], r"--name cannot be set here: the cluster names each worker after its job"),
 ])
-def test_worker_args_we_do_not_take_are_refused_at_construction(isolated_config, args, named):
+def test_worker_args_we_do_not_take_are_refused_at_construction(args, named):
     with pytest.raises(ConfigError, match=r"argument: slurm\.worker-extra-args: .*" + named):
         script.settings("slurm", {"cores": 2, "memory": "1GB", "worker_extra_args": args})
     from jobqueue import SLURMCluster
@@ -116,8 +117,7 @@ def test_worker_args_we_do_not_take_are_refused_at_construction(isolated_config,
     (["--nprocs", "2"], 2, 4), (["--nworkers", "8"], 8, 1), (["--nthreads", "1"], 4, 1),
     (["--nworkers", "2", "--nthreads", "2"], 2, 2),
 ])
-def test_worker_count_in_worker_args_is_what_the_cluster_counts(isolated_config, args, workers,
-                                                                threads):
+def test_worker_count_in_worker_args_is_what_the_cluster_counts(args, workers, threads):
     settings = script.settings("sge", {"cores": 8, "memory": "8GB", "worker_extra_args": args})
     assert script.split_job(settings) == (workers, threads)
     text = render("sge", cores=8, memory="8GB", worker_extra_args=args)
