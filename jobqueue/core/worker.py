@@ -296,37 +296,35 @@ class Worker:
 
     def handle(self, *stimuli):
         """Feed the state machine; carry out its instructions."""
-        msgs = []
         for ins in self.state.handle_stimulus(*stimuli):
             kind = type(ins)
             if kind is Execute:
                 self._work.put(ins)
             elif kind is Send:
-                msgs.append(ins.msg)
+                if self.stream is not None:
+                    self.stream.send_many(ins.msgs)
             elif kind is Gather:
                 self.loop.create_task(self._gather(ins.holder, ins.keys))
             else:
                 raise TypeError(f"unknown instruction {ins!r}")
-        if msgs and self.stream is not None:
-            self.stream.send_many(msgs)
 
     def _on_scheduler_batch(self, msgs):
+        """One batch of messages from the scheduler; its stimuli share an id (op-n)."""
         stimuli = []
-        ids = self._ids
+        n = next(self._ids)
+        sid = f"compute-{n}"
         for msg in msgs:
             op = msg["op"]
             if op == "compute":
                 if "func" in msg:
                     self.function_blobs[msg["fid"]] = bytes(msg["func"])
-                stimuli.append(ComputeTask(
-                    key=msg["key"], fid=msg["fid"], args=msg["args"], deps=msg.get("deps"),
-                    want=msg.get("want", False), priority=msg.get("priority", 0),
-                    stimulus_id=f"compute-{next(ids)}"))
+                stimuli.append(ComputeTask(  # positional: one per task, the cheapest way
+                    sid, msg["key"], msg["fid"], msg["args"], msg.get("deps"),
+                    msg.get("want", False), msg.get("priority", 0)))
             elif op == "free-keys":
-                stimuli.append(FreeKeys(keys=msg["keys"], stimulus_id=f"free-keys-{next(ids)}"))
+                stimuli.append(FreeKeys(f"free-keys-{n}", msg["keys"]))
             elif op == "acquire-replicas":
-                stimuli.append(AcquireReplicas(keys=msg["keys"],
-                                               stimulus_id=f"acquire-replicas-{next(ids)}"))
+                stimuli.append(AcquireReplicas(f"acquire-replicas-{n}", msg["keys"]))
             elif op == "run":
                 self._run(msg)
             elif op == "close":
@@ -460,10 +458,8 @@ class Worker:
             done, self._done, self._wake = self._done, [], False
         sid = f"executed-{next(self._ids)}"
         self.handle(*[
-            ExecuteSuccess(key=key, value=a, nbytes=b, data=data, start=start, stop=stop,
-                           stimulus_id=sid) if ok else
-            ExecuteFailure(key=key, exception=a, traceback=b, start=start, stop=stop,
-                           stimulus_id=sid)
+            ExecuteSuccess(sid, key, a, b, data, start, stop) if ok else
+            ExecuteFailure(sid, key, a, b, start, stop)
             for ok, key, a, b, data, start, stop in done])
 
     # -- health -------------------------------------------------------------------------------
