@@ -35,7 +35,7 @@ logger = logging.getLogger("jobqueue.worker")
 
 INLINE_RESULT = 16 * 1024
 EXIT_NO_SCHEDULER = 3  # the nanny does not restart a worker that exits with this
-PREFETCH = 2
+PREFETCH = 2  # tasks queued for the threads beyond one each: a thread never waits for the loop
 
 
 _ATOMIC = frozenset({int, float, bool, type(None), complex, str})

@@ -388,7 +388,7 @@ def test_random_stimuli_keep_every_invariant():
         ws = WorkerState(A, nthreads=2, prefetch=1, rng=rng)
         pending = []  # instructions not answered yet
         keys = [f"k{i}" for i in range(12)]
-        for step in range(200):
+        for _ in range(200):
             roll = rng.random()
             if roll < 0.35 or not pending:
                 key = rng.choice(keys)
