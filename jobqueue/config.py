@@ -25,9 +25,9 @@ import copy
 import math
 import os
 import re
+from typing import Any
 from pathlib import Path
 
-import yaml
 
 __all__ = ["ConfigError", "get", "source", "resolve", "show", "validate_file", "refresh",
            "parse_bytes", "format_bytes", "parse_timedelta", "format_walltime", "SCHEMA"]
@@ -39,7 +39,7 @@ ENV_PREFIX = "JOBQUEUE_"
 
 # Types: int, float, bool, str, size (-> int bytes), time (-> float seconds), list (of str),
 # mapping (free form, not key-checked), path (str, "~" expanded), size|auto. A trailing "?" allows null.
-_BATCH = {
+_BATCH: dict[str, str] = {
     "job-name": "str", "cores": "int?", "memory": "size?", "processes": "int?", "queue": "str?",
     "account": "str?", "walltime": "time?", "job-extra-directives": "list",
     "job-directives-skip": "list", "job-script-prologue": "list", "worker-extra-args": "list",
@@ -48,7 +48,7 @@ _BATCH = {
     "cancel-command-extra": "list", "template": "path?", "job-array": "bool", "poll-interval": "time",
     "max-jobs": "int?",
 }
-SCHEMA = {
+SCHEMA: dict[str, Any] = {
     "scheduler-address": "str?",
     "scheduler": {"allowed-failures": "int", "worker-ttl": "time?", "port": "int",
                   "dashboard-address": "str?", "dashboard-token-required": "bool?",
@@ -181,7 +181,9 @@ def _parse_time_text(text: str) -> float:
 
 
 def _parse_clock(text: str, stripped: str) -> float:
-    days, clock = re.fullmatch(_CLOCK, stripped).groups()
+    match = re.fullmatch(_CLOCK, stripped)
+    assert match is not None     # _parse_time_text checked it
+    days, clock = match.groups()
     fields = [float(f) for f in clock.split(":")]
     if days is not None:                       # D-HH, D-HH:MM, D-HH:MM:SS
         fields += [0.0] * (3 - len(fields))
@@ -300,7 +302,7 @@ def _walk(tree: dict, schema: dict, path: tuple, where, problems: list, rename=s
 
 
 def _check_profiles(profiles, where) -> list:
-    problems = []
+    problems: list[str] = []
     for name, body in (profiles if isinstance(profiles, dict) else {}).items():
         p = ("profiles", name)
         if not isinstance(body, dict):
@@ -319,20 +321,26 @@ def _check_profiles(profiles, where) -> list:
 def _check(tree: dict, sources: dict) -> list:
     def where(p):
         return sources.get(p, "default")
-    problems = []
+    problems: list[str] = []
     _walk(tree, SCHEMA, (), where, problems)
     return problems + _check_profiles(tree.get("profiles"), where)
 
 # -------------------------------------------------------------------------------------------- reading
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-    pass
+def _loader(text: str):
+    """A safe YAML loader over ``text`` (yaml is imported here, on first use: parse_bytes and
+    parse_timedelta serve every worker process, which reads no YAML)."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
 
 
 def _parse_yaml(text: str, name: str):
     """Return (data, {key path: line}) of one YAML document; errors name the file and line."""
-    loader = _Loader(text)
+    import yaml
+
+    loader = _loader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -347,7 +355,7 @@ def _parse_yaml(text: str, name: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{name}:{node.start_mark.line + 1}: a config file is a mapping of "
                           f"'key: value' lines, not a {type(data).__name__}")
-    lines = {}
+    lines: dict[tuple, int] = {}
     _key_lines(node, (), lines, name)
     return data, lines
 
@@ -364,6 +372,8 @@ def _yaml_error(e, name: str) -> str:
 
 
 def _key_lines(node, path: tuple, lines: dict, name: str):
+    import yaml
+
     if not isinstance(node, yaml.MappingNode):
         return
     for key_node, value_node in node.value:
@@ -415,8 +425,14 @@ def _env_path(name: str):
 
 
 def _env_value(text: str):
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_Loader)
+        loader = _loader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError:
         return text
 
@@ -483,7 +499,9 @@ _STATE: _State | None = None
 
 
 def _load() -> _State:
-    tree, sources, layers = {}, {}, []
+    tree: dict = {}
+    sources: dict = {}
+    layers: list = []
     for data, where, label in _layers():
         _merge(tree, data, sources, (), where)
         layers.append(label)
@@ -541,7 +559,8 @@ def get(key: str, default=_missing):
     if default is not _missing and _find(state.tree, key) is None:
         return default
     path = _path_or_raise(state.tree, key)
-    node, spec = state.tree, SCHEMA
+    node: Any = state.tree
+    spec: Any = SCHEMA
     for part in path:
         node = node[part]
         spec = spec.get(part) if isinstance(spec, dict) else None
@@ -592,7 +611,9 @@ def resolve(section: str, arguments: dict | None = None, profile: str | None = N
     if not isinstance(schema, dict):
         sections = [k for k, v in SCHEMA.items() if isinstance(v, dict)]
         raise ConfigError(f"no config section {section!r}{_did_you_mean(section, sections)}")
-    values, origin, problems = copy.deepcopy(state.tree.get(section) or {}), {}, []
+    values = copy.deepcopy(state.tree.get(section) or {})
+    origin: dict = {}
+    problems: list[str] = []
     if profile is not None:
         _merge(values, _profile(state, section, profile), origin, (section,),
                lambda p: state.sources.get(("profiles", profile) + p[1:], f"profile {profile}"))
@@ -607,6 +628,8 @@ def resolve(section: str, arguments: dict | None = None, profile: str | None = N
 
 
 def _yaml_text(value) -> str:
+    import yaml
+
     return yaml.safe_dump([value], default_flow_style=True, width=10 ** 9).strip()[1:-1]
 
 
@@ -642,6 +665,7 @@ def validate_file(path) -> list:
         data, lines = _read_yaml(path)
     except ConfigError as e:
         return e.problems
-    tree, sources = {}, {}
+    tree: dict = {}
+    sources: dict = {}
     _merge(tree, data, sources, (), _file_where(path, lines))
     return _check(tree, sources)

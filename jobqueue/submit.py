@@ -212,7 +212,7 @@ def preview_job_script(kind: str, arguments: dict, profile):
     """(adapter, settings, script, scheduler address) as a cluster would submit them, without
     starting one: the port and the token file's name are only known once it runs."""
     from .batch import script as script_mod
-    from .batch.network import interface_address, public_address
+    from .node import interface_address, public_address
 
     system = cluster_class(kind).system
     s = script_mod.settings(kind, arguments, profile)
@@ -426,7 +426,7 @@ class Driver:
             return
         jobs = list(c.jobs.values())
         expected = len(jobs) * c.processes
-        if not self.announced_workers and jobs and len(c.scheduler.state.workers) >= expected:
+        if not self.announced_workers and jobs and len(c.scheduler.workers()) >= expected:
             self.announced_workers = True
             say(f"{expected} worker{'s' if expected != 1 else ''} connected")
         if self.warned or not jobs or not all(j.done and j.reported for j in jobs):
@@ -444,18 +444,14 @@ class Driver:
     # -- messages -----------------------------------------------------------------------------
 
     def _announce_cluster(self) -> None:
-        from .core.scheduler import write_scheduler_file
+        from .node import private_path, write_scheduler_file
 
         c = self.cluster
         say(f"{type(c).__name__} {c.name}: scheduler at {c.scheduler_address}")
         link = c.dashboard_link
         say(f"dashboard: {link}" if link else "dashboard: none (scheduler.dashboard-address is "
             "null)")
-        path = self.args.scheduler_file
-        if not path:
-            directory = os.path.join(os.path.expanduser("~"), ".jobqueue")
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            path = os.path.join(directory, f"{c.name}.json")
+        path = self.args.scheduler_file or private_path(f"{c.name}.json")
         write_scheduler_file(path, c.scheduler_address, c.token)
         self.scheduler_file = path
         say(f"`jobqueue info --scheduler-file {path}` shows its workers, tasks and jobs")
@@ -490,11 +486,9 @@ class Driver:
             c.close()
         except Exception as e:
             say(f"closing {c.name} failed: {e}; check the batch queue for jobs left behind")
-        if self.scheduler_file:
-            try:
-                os.unlink(self.scheduler_file)
-            except OSError:
-                pass
+        from .node import remove_private
+
+        remove_private(self.scheduler_file)
         self._summary(before)
 
     def _summary(self, before) -> None:

@@ -466,7 +466,8 @@ def test_standalone_scheduler_takes_settings_from_config_and_flags(tmp_path):
     try:
         with Client(scheduler_file=str(sched_file)) as client:
             info = client.scheduler_info()
-            assert info["settings"] == {"allowed_failures": 5, "worker_ttl": 2.0}
+            assert info["settings"] == {"allowed_failures": 5, "worker_ttl": 2.0,
+                                        "idle_timeout": None}
 
             async def silent_worker():  # registers, then never sends a heartbeat
                 token = json.loads(sched_file.read_text())["token"]
@@ -489,7 +490,8 @@ def test_standalone_scheduler_takes_settings_from_config_and_flags(tmp_path):
     try:
         with Client(scheduler_file=str(sched_file)) as client:
             assert client.scheduler_info()["settings"] == {"allowed_failures": 0,
-                                                           "worker_ttl": None}
+                                                           "worker_ttl": None,
+                                                           "idle_timeout": None}
     finally:
         proc.terminate()
         proc.wait(10)
@@ -497,3 +499,21 @@ def test_standalone_scheduler_takes_settings_from_config_and_flags(tmp_path):
                            "soon"], capture_output=True, text=True,
                           env=subprocess_env(tmp_path)).returncode
     assert code == 2  # argparse refuses what config would refuse
+
+
+def test_standalone_scheduler_closes_after_idle_timeout(tmp_path):
+    """scheduler.idle-timeout: with no client and no task for that long, `jobqueue scheduler`
+    closes, removes its scheduler file and exits 0."""
+    from jobqueue import Client
+
+    site = write(tmp_path / "site.yaml", "scheduler:\n  idle-timeout: 1s\n")
+    proc, sched_file = _start_scheduler(tmp_path, JOBQUEUE_CONFIG=str(site))
+    try:
+        with Client(scheduler_file=str(sched_file)) as client:
+            assert client.scheduler_info()["settings"]["idle_timeout"] == 1.0
+        assert proc.wait(30) == 0
+        assert "no client and no task for 1 s (scheduler.idle-timeout)" in proc.stderr.read()
+        assert not sched_file.exists()
+    finally:
+        proc.kill()
+        proc.wait()

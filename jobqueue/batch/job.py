@@ -18,10 +18,9 @@ import sys
 import tempfile
 import time
 
-from .. import config
+from .. import config, node
 from ..deploy.cluster import Cluster, Job, _clusters
 from . import script as script_mod
-from .network import interface_address, public_address
 from .runner import BatchCommandError, CommandRunner
 from .status import JobState, JobStatus
 from .system import BatchSystem
@@ -140,7 +139,7 @@ class BatchJob(Job):
 
 
 def _write_token_file(name: str, token: str) -> str:
-    """~/.jobqueue/NAME.token, mode 0600 in a 0700 directory.
+    """~/.jobqueue/NAME.token, a private file (:func:`jobqueue.node.write_private`).
 
     Why a file: the token must reach the job without appearing on a command line (ps shows those
     to every user) or in the job script (batch systems keep scripts and show them, e.g. scontrol
@@ -148,14 +147,7 @@ def _write_token_file(name: str, token: str) -> str:
     (PBS Variable_List) and qstat -j (Grid Engine env_list) show to other users. The home
     directory is shared with the compute nodes on HPC systems; the script reads the file.
     """
-    directory = os.path.join(os.path.expanduser("~"), ".jobqueue")
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    path = os.path.join(directory, f"{name}.token")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
-    os.chmod(path, 0o600)
-    return path
+    return node.write_private(node.private_path(f"{name}.token"), token)
 
 
 class JobQueueCluster(Cluster):
@@ -217,11 +209,8 @@ class JobQueueCluster(Cluster):
         # The scheduler listens on the address the compute nodes reach this host by: the
         # interface's (interface=ib0) or that of the default route. It is also what it tells
         # workers and clients to connect to.
-        interface = self.settings.get("interface")
-        if not interface:
-            return public_address()
         try:
-            return interface_address(interface)
+            return node.choose_address(interface=self.settings.get("interface"))
         except ValueError as e:
             raise config.ConfigError(f"{self.system.name}.interface: {e}") from None
 
@@ -279,7 +268,7 @@ class JobQueueCluster(Cluster):
     async def retire_jobs(self, jobs):
         """Scale down gracefully: results that only these jobs' workers hold move to other
         workers, then the jobs are cancelled with one command (they stay in ``jobs``)."""
-        connected = self.scheduler.state.names
+        connected = self.scheduler.workers()
         names = [n for j in jobs for n in j.worker_names() if n in connected]
         if names:
             await self.scheduler.retire_workers(names)
@@ -427,7 +416,7 @@ class JobQueueCluster(Cluster):
 
     def _track_workers(self):
         """Which of each job's workers are connected; a connected worker means a running job."""
-        names = self.scheduler.state.names
+        names = self.scheduler.workers()
         for job in list(self.jobs.values()):
             if job.done and not job.workers:
                 continue
@@ -446,7 +435,7 @@ class JobQueueCluster(Cluster):
             if job.done and not job.reported:
                 self._report(job)
             if job.done and job.workers:
-                self._close_workers(job)
+                await self._close_workers(job)
 
     async def _remove_stuck(self, stuck):
         """Jobs that failed but stay in the queue (Grid Engine's Eqw): say why, then cancel."""
@@ -485,13 +474,10 @@ class JobQueueCluster(Cluster):
         else:
             logger.warning("%s: %s; its workers are gone", self.name, job.summary())
 
-    def _close_workers(self, job: BatchJob):
+    async def _close_workers(self, job: BatchJob):
         """Ask the workers of a job that has ended to leave (their processes should be gone)."""
-        for name in job.workers:
-            ws = self.scheduler.state.names.get(name)
-            stream = self.scheduler.worker_streams.get(ws.address) if ws else None
-            if stream is not None:
-                stream.send({"op": "close", "reason": f"its job {job.job_id} has ended"})
+        await self.scheduler.close_workers(sorted(job.workers),
+                                           f"its job {job.job_id} has ended")
 
     # -- waiting, reporting ---------------------------------------------------------------------
 
@@ -503,9 +489,9 @@ class JobQueueCluster(Cluster):
 
     async def _wait_for_workers(self, n, timeout):
         deadline = None if timeout is None else time.monotonic() + timeout
-        while len(self.scheduler.state.workers) < n:
+        while len(self.scheduler.workers()) < n:
             self._track_workers()
-            have = len(self.scheduler.state.workers)
+            have = len(self.scheduler.workers())
             live = self.live_jobs()
             possible = have + sum(self.processes - len(j.workers) for j in live)
             ended = [j for j in list(self.jobs.values()) if j.done and not j.ever_connected
@@ -567,11 +553,7 @@ class JobQueueCluster(Cluster):
         try:
             self._sync(close(), timeout + self.command_timeout)
         finally:
-            if self.token_file:
-                try:
-                    os.unlink(self.token_file)
-                except OSError:
-                    pass
+            node.remove_private(self.token_file)
             self.status = "closed"
             _clusters.discard(self)
 

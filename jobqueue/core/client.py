@@ -612,7 +612,10 @@ class Client(DaskMixin):
         return futures
 
     def scatter(self, data, workers=None, broadcast=False):
-        """Put local data on workers; returns Futures (same structure as *data*)."""
+        """Put local data on workers; returns Futures (same structure as *data*).
+
+        ``broadcast=True`` copies every piece to every worker (of ``workers``, if given), so
+        that tasks using it on any worker need not fetch it first."""
         self._check_open()
         restrictions = self._restrictions(workers)
 
@@ -627,10 +630,23 @@ class Client(DaskMixin):
             return future
 
         if isinstance(data, dict):
-            return {k: one(v, str(k)) for k, v in data.items()}
-        if isinstance(data, (list, tuple, set)):
-            return type(data)(one(v) for v in data)
-        return one(data)
+            out = {k: one(v, str(k)) for k, v in data.items()}
+        elif isinstance(data, (list, tuple, set)):
+            out = type(data)(one(v) for v in data)
+        else:
+            out = one(data)
+        if broadcast:
+            self.replicate(out, workers=workers)
+        return out
+
+    def replicate(self, futures, workers=None) -> None:
+        """Copy the results of *futures* to every worker (of *workers*, if given); returns
+        once they are there."""
+        flat = []
+        _collect(futures, flat)
+        self._wait([f._state for f in flat])
+        self._sync(self._request({"op": "replicate", "keys": [f.key for f in flat],
+                                  "workers": self._restrictions(workers)}))
 
     def gather(self, futures, errors="raise"):
         """Results of *futures* (a Future, or lists/tuples/dicts of them), same structure."""

@@ -14,7 +14,6 @@ environment (:meth:`Security.env`). Host names are not checked: the CA is the cl
 from __future__ import annotations
 
 import os
-import ssl
 import subprocess
 from dataclasses import dataclass
 
@@ -89,8 +88,11 @@ class Security:
                 "JOBQUEUE_SECURITY__TLS_CERT": self.cert,
                 "JOBQUEUE_SECURITY__TLS_KEY": self.key}
 
-    def context(self, server_side: bool) -> ssl.SSLContext:
-        if not self.complete:
+    def context(self, server_side: bool):
+        """An ssl.SSLContext (ssl is imported here: a worker without TLS does without it)."""
+        import ssl
+
+        if not (self.ca_file and self.cert and self.key):
             raise ValueError("TLS needs security.tls-ca-file, tls-cert and tls-key (or "
                              "protocol tls with none of them, for a temporary certificate)")
         purpose = ssl.Purpose.CLIENT_AUTH if server_side else ssl.Purpose.SERVER_AUTH

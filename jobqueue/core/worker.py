@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 
-from . import protocol
+from . import protocol, shm
 from .comm import (BatchedSend, CommClosedError, Listener, PeerPool, connect, format_address,
                    parse_address)
 from .errors import UnpicklableResult
@@ -116,13 +116,9 @@ def _settle(fut, result, exc):
 
 def route_address(scheduler_address: str) -> str:
     """The local IP address that routes to the scheduler."""
-    host, port = parse_address(scheduler_address)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect((host, port))
-            return s.getsockname()[0]
-        except OSError:
-            return "127.0.0.1"
+    from ..node import route_source
+
+    return route_source(*parse_address(scheduler_address)) or "127.0.0.1"
 
 
 class ProcessUsage:
@@ -369,29 +365,39 @@ class Worker:
                               stimulus_id=sid))
 
     async def _serve(self, comm):
-        """Data server: peers and clients ask for results."""
+        """Data server: peers and clients ask for results. A peer on this machine gets large
+        frames through shared memory (shm.py); files it did not take are removed when it asks
+        again or leaves."""
+        created: list = []
+        try:
+            while True:
+                msgs = await comm.read()
+                shm.discard(created)
+                replies = [self._get_data(msg, created) if msg["op"] == "get-data" else
+                           {"op": "error", "message": f"unknown op {msg['op']!r}"}
+                           for msg in msgs]
+                await comm.write(replies)
+        finally:
+            shm.discard(created)
+
+    def _get_data(self, msg, created) -> dict:
+        local = msg.get("shm") is not None and msg.get("shm") == shm.namespace()
         stored = self.state.data
-        while True:
-            msgs = await comm.read()
-            replies = []
-            for msg in msgs:
-                if msg["op"] == "get-data":
-                    data, missing, errors = {}, [], {}
-                    for key in msg["keys"]:
-                        if key not in stored:
-                            missing.append(key)
-                            continue
-                        try:
-                            data[key] = [Raw(f) for f in protocol.serialize(stored[key])]
-                        except Exception as e:
-                            errors[key] = (f"the result of {key!r} "
-                                           f"({type(stored[key]).__name__}) cannot be "
-                                           f"pickled: {type(e).__name__}: {e}")
-                    replies.append({"op": "data", "data": data, "missing": missing,
-                                    "errors": errors})
-                else:
-                    replies.append({"op": "error", "message": f"unknown op {msg['op']!r}"})
-            await comm.write(replies)
+        data, missing, errors = {}, [], {}
+        for key in msg["keys"]:
+            if key not in stored:
+                missing.append(key)
+                continue
+            try:
+                frames = protocol.serialize(stored[key])
+            except Exception as e:
+                errors[key] = (f"the result of {key!r} ({type(stored[key]).__name__}) "
+                               f"cannot be pickled: {type(e).__name__}: {e}")
+                continue
+            if local:
+                frames = shm.export(frames, created)
+            data[key] = [f if isinstance(f, dict) else Raw(f) for f in frames]
+        return {"op": "data", "data": data, "missing": missing, "errors": errors}
 
     # -- execution ----------------------------------------------------------------------------
 
@@ -420,7 +426,7 @@ class Worker:
                 self._wake = True
             self.loop.call_soon_threadsafe(self._drain)
 
-    def _execute(self, ins: Execute):
+    def _execute(self, ins):
         """Run one task (on a thread): ExecuteSuccess or ExecuteFailure, without its id."""
         start = time.time()
         try:
@@ -493,28 +499,19 @@ class Worker:
 
 def main(argv=None):
     """Run one worker process in the foreground (the nanny starts these)."""
+    from ..node import add_worker_arguments
+
     p = argparse.ArgumentParser(prog="python -m jobqueue.core.worker")
-    p.add_argument("scheduler")
-    p.add_argument("--nthreads", type=int, default=1)
-    p.add_argument("--name")
-    p.add_argument("--memory-limit", type=int, default=0)
-    p.add_argument("--host")
-    p.add_argument("--death-timeout", type=float, default=60.0)
-    p.add_argument("--heartbeat-interval", type=float, default=1.0)
-    p.add_argument("--memory-pause", type=float, default=0.8)
-    p.add_argument("--lifetime", type=float, default=None)
-    p.add_argument("--lifetime-stagger", type=float, default=0.0)
-    args = p.parse_args(argv)
+    add_worker_arguments(p, nanny=False)    # the options of `jobqueue worker`, one process
+    args = vars(p.parse_args(argv))
+    scheduler = args.pop("scheduler")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def run():
         gc.freeze()  # the modules loaded so far live as long as the process: never scan them
-        w = Worker(args.scheduler, nthreads=args.nthreads, name=args.name,
-                   memory_limit=args.memory_limit, host=args.host,
-                   death_timeout=args.death_timeout, heartbeat_interval=args.heartbeat_interval,
-                   memory_pause=args.memory_pause, lifetime=args.lifetime,
-                   lifetime_stagger=args.lifetime_stagger)
+        # options not given keep Worker's defaults (the nanny gives them all, from the config)
+        w = Worker(scheduler, **{k: v for k, v in args.items() if v is not None})
         try:
             await w.start()
         except (CommClosedError, RuntimeError) as e:

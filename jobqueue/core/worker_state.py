@@ -215,7 +215,7 @@ class WorkerState:
         self.executing = 0          # Execute instructions whose result has not come back
         self.executed = 0
         self.paused = False
-        self.log = deque(maxlen=transition_log)
+        self.log: deque = deque(maxlen=transition_log)  # (key, old, new, stimulus id)
         self.stimulus_id = ""
         self._out: list = []        # instructions of the current step
         self._msgs: list = []       # messages to the scheduler of the current step

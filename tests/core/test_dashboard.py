@@ -78,7 +78,7 @@ def test_dashboard_in_chromium_matches_scheduler(tmp_path):
     gate = tmp_path / "release"
     with LocalCluster(n_workers=2, threads_per_worker=2, memory_limit="1GB",
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
-        state = cluster.scheduler.state
+        state = cluster.scheduler.server.state
         assert client.gather(client.map(slow_inc, range(300))) == list(range(1, 301))
         failed = client.map(fails, range(3))
         assert all(isinstance(f.exception(), ValueError) for f in failed)
@@ -203,11 +203,11 @@ def test_metrics_parse_and_match_scheduler():
         for f in bad:
             assert isinstance(f.exception(), ValueError)
         cluster.scale(1)
-        wait_until(lambda: len(cluster.scheduler.state.workers) == 1, what="scale down to 1")
+        wait_until(lambda: len(cluster.scheduler.workers()) == 1, what="scale down to 1")
         status, headers, text = get(cluster.dashboard_link, "/metrics")
         assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
         samples, kinds = parse_prometheus(text)
-        counts = cluster.scheduler.state.counts
+        counts = cluster.scheduler.server.state.counts
         one = lambda name, **labels: samples[(name, frozenset(labels.items()))]  # noqa: E731
         assert one("jobqueue_tasks_finished_total") == counts["tasks-finished"] == 100
         assert one("jobqueue_tasks_erred_total") == counts["tasks-erred"] == 3
@@ -258,11 +258,11 @@ def test_token_mode_refuses_without_token_and_reveals_nothing(token_required):
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         client.gather(client.map(inc, range(5)))
         link = cluster.dashboard_link
-        token = cluster.scheduler.dashboard.token
+        token = cluster.scheduler.server.dashboard.token
         assert link.endswith(f"/status?token={token}") and token != cluster.token
         port = str(urlsplit(link).port)
         secrets_ = [token, cluster.token, cluster.scheduler_address, cluster.name,
-                    *cluster.scheduler.state.names, "inc"]
+                    *cluster.scheduler.server.state.names, "inc"]
         wrong = [{}, {"Authorization": "Bearer nope"},
                  {"Cookie": f"jobqueue-dashboard-{port}=nope"}, {"Authorization": f"Basic {token}"}]
         for route in ROUTES:
@@ -435,7 +435,7 @@ def test_jobs_and_logs_of_a_local_cluster(tmp_path):
     with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="1GB",
                       dashboard_address="127.0.0.1:0") as cluster:
         link = cluster.dashboard_link
-        jobs = api.jobs(cluster.scheduler)
+        jobs = api.jobs(cluster.scheduler.server)
         assert jobs["counts"] == {"running": 2}
         assert all(j["workers"] == [j["name"]] and j["id"].isdigit() for j in jobs["jobs"])
         status, _, body = get(link, "/api/logs")

@@ -116,6 +116,17 @@ def test_as_completed_wait_callbacks(client):
     assert seen == [6]
 
 
+def test_scatter_broadcast_puts_the_data_on_every_worker(client):
+    workers = sorted(client.scheduler_info()["workers"])
+    assert len(workers) == 2
+    [big] = client.scatter([b"x" * (1 << 20)], broadcast=True)
+    small = client.scatter({"only-on-one": 1}, workers=workers[:1], broadcast=True)
+    who = client._sync(client._request({"op": "who-has", "keys": [big.key, "only-on-one"]}))
+    assert sorted(who[big.key]) == workers and who["only-on-one"] == workers[:1]
+    assert client.submit(len, big, workers=workers[1:]).result() == 1 << 20
+    assert small["only-on-one"].result() == 1
+
+
 def test_scatter_and_gather_structures(client):
     data = client.scatter([1, 2, 3])
     total = client.submit(sum, data)

@@ -40,14 +40,14 @@ def parse_address(address) -> tuple[str, int]:
         text = address.strip()
         if text.startswith("["):
             host, _, rest = text[1:].partition("]")
-            port = rest.lstrip(":")
+            port_text = rest.lstrip(":")
         elif text.count(":") == 1 or ":" not in text:
-            host, _, port = text.rpartition(":")
+            host, _, port_text = text.rpartition(":")
         else:
             raise ValueError(f"dashboard address {address!r}: write an IPv6 host in brackets, "
                              "e.g. [::1]:8787")
         try:
-            port = int(port)
+            port = int(port_text)
         except ValueError:
             raise ValueError(f"dashboard address {address!r}: expected host:port, :port or "
                              "port, e.g. :8787 or 0.0.0.0:8787") from None
