@@ -59,7 +59,8 @@ $JOBQUEUE_CONFIG (a file or directory), JOBQUEUE_<SECTION>__<KEY> variables.""",
 Checks YAML syntax, keys, types, sizes, durations and profiles of each file on its own, and
 exits 1 with one line per problem (file:line: key: what is wrong and what is allowed).""",
     "info": """examples:
-  jobqueue info --scheduler-file ~/.jobqueue/slurm-1a2b3c.json   # printed by jobqueue submit
+  jobqueue info --scheduler-file ~/.jobqueue/slurm-1a2b3c.vm.4242.json   # printed by submit
+  jobqueue info 4711                 # the `jobqueue submit --detach` driver running as job 4711
   JOBQUEUE_TOKEN=... jobqueue info tcp://10.0.0.5:8786
   jobqueue info --json | python -m json.tool
 
@@ -256,6 +257,10 @@ def _info_target(args):
     from .node import read_scheduler_file
 
     token = os.environ.get("JOBQUEUE_TOKEN")
+    if args.address and args.address.isdigit():      # the job id of a --detach driver
+        from .submit import driver_scheduler_file
+
+        return read_scheduler_file(driver_scheduler_file(args.address))
     if args.address:
         return args.address, token
     path = args.scheduler_file
@@ -354,6 +359,19 @@ _size = _checked_by("parse_bytes")
 _duration = _checked_by("parse_timedelta")
 
 
+def _walltime(text):
+    """--walltime: any duration; what a bare number means depends on the batch system."""
+    from . import config
+
+    try:
+        config.parse_timedelta(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"cannot read {text!r} as a walltime: give HH:MM:SS, 1h30m, 90m, or a bare number, "
+            "which SLURM reads as minutes and PBS and Grid Engine as seconds") from None
+    return text
+
+
 def _duration_or_never(text):
     return text if text == "never" else _duration(text)
 
@@ -388,8 +406,9 @@ def add_cluster_options(p, batch_only=False):
                    help="memory per job, e.g. 32GB (local: per worker)")
     g.add_argument("--processes", type=_positive_int, metavar="N",
                    help="worker processes per job (ssh: per host)")
-    g.add_argument("--walltime", type=_duration, metavar="TIME",
-                   help="time limit per job, e.g. 01:00:00, 90m")
+    g.add_argument("--walltime", type=_walltime, metavar="TIME",
+                   help="time limit per job, e.g. 01:00:00, 90m; a bare number is minutes for "
+                        "SLURM, seconds for PBS and SGE")
     g.add_argument("--queue", metavar="NAME", help="partition or queue")
     g.add_argument("--account", metavar="NAME", help="account or project to charge")
     g.add_argument("--job-name", metavar="NAME", help="name of the worker jobs in the queue")
@@ -430,7 +449,7 @@ def _add_submit(sub):
     s.add_argument("--detach", action="store_true",
                    help="run this command itself as a batch job (survives logout); print its "
                    "job id and log file")
-    s.add_argument("--driver-walltime", type=_duration, metavar="TIME",
+    s.add_argument("--driver-walltime", type=_walltime, metavar="TIME",
                    help="--detach: time limit of the driver job (default: --walltime)")
     s.add_argument("--driver-memory", type=_size, default="2GB", metavar="SIZE",
                    help="--detach: memory of the driver job (default 2GB)")
@@ -471,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=None, parser=c)
 
     i = _formatted(sub, "info", "show a running scheduler's workers, tasks and jobs")
-    i.add_argument("address", nargs="?", metavar="ADDRESS", help="tcp://host:port")
+    i.add_argument("address", nargs="?", metavar="ADDRESS",
+                   help="tcp://host:port, or the job id of a `jobqueue submit --detach` driver")
     i.add_argument("--scheduler-file", help="JSON file with the address and token")
     i.add_argument("--json", action="store_true", help="print the raw state as JSON")
     i.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the "

@@ -58,7 +58,7 @@ SCHEMA: dict[str, Any] = {
                "lifetime": "time?", "lifetime-stagger": "time"},
     "local": {"n-workers": "int?", "threads-per-worker": "int?", "processes": "bool",
               "memory-limit": "size|auto"},
-    "slurm": {**_BATCH, "job-cpu": "int?", "job-mem": "size?"},
+    "slurm": {**_BATCH, "walltime": "minutes?", "job-cpu": "int?", "job-mem": "size?"},
     "pbs": {**_BATCH, "resource-spec": "str?"},
     "sge": {**_BATCH, "resource-spec": "str?"},
     "ssh": {"connect-options": "mapping", "remote-python": "str?", "worker-options": "mapping",
@@ -143,44 +143,48 @@ _TIME_PARTS = rf"(?:\s*{_NUMBER}\s*[A-Za-z]+\s*,?)+\s*"
 _CLOCK = r"(?:(\d+)-)?(\d+(?::\d+){0,2}(?:\.\d+)?)"
 _TIME_FORMS = ("use seconds (30, 1.5), a number and a unit (45s, 90m, 1h30m, '2 days', 500ms) "
                "or a clock time (MM:SS, HH:MM:SS, D-HH, D-HH:MM:SS as in SLURM)")
+_TIME_FORMS_MINUTES = ("use minutes (90, as SLURM reads --time=90), a number and a unit (45s, "
+                       "90m, 1h30m, '2 days') or a clock time (MM:SS, HH:MM:SS, D-HH, "
+                       "D-HH:MM:SS as in SLURM)")
 
 
-def parse_timedelta(value) -> float:
+def parse_timedelta(value, unit: float = 1) -> float:
     """'01:00:00', '1h', '60m', '3600s', '0-01:00:00' and 3600 all give 3600.0 seconds.
 
-    A bare number (or numeric text) is seconds, unlike SLURM's --time where a bare number is minutes.
+    A bare number (or numeric text) counts ``unit`` seconds: 1 by default; 60 for a SLURM
+    walltime, as SLURM reads ``--time=60`` as 60 minutes.
     """
+    forms = _TIME_FORMS if unit == 1 else _TIME_FORMS_MINUTES
     if _is_number(value):
-        seconds = float(value)
+        seconds = float(value) * unit
     elif isinstance(value, str):
-        seconds = _parse_time_text(value)
+        seconds = _parse_time_text(value, unit, forms)
     else:
-        raise ValueError(f"cannot read {value!r} as a duration: expected text or a number; "
-                         f"{_TIME_FORMS}")
+        raise ValueError(f"cannot read {value!r} as a duration: expected text or a number; {forms}")
     if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"cannot read {value!r} as a duration: it must be positive; {_TIME_FORMS}")
+        raise ValueError(f"cannot read {value!r} as a duration: it must be positive; {forms}")
     return seconds
 
 
-def _parse_time_text(text: str) -> float:
+def _parse_time_text(text: str, bare: float = 1, forms: str = _TIME_FORMS) -> float:
     stripped = text.strip()
     if re.fullmatch(rf"[+-]?{_NUMBER}", stripped):
-        return float(stripped)
+        return float(stripped) * bare
     if re.fullmatch(_CLOCK, stripped):
-        return _parse_clock(text, stripped)
+        return _parse_clock(text, stripped, forms)
     if re.fullmatch(_TIME_PARTS, stripped):
         total = 0.0
         for number, unit in re.findall(_TIME_PART, stripped):
             factor = _TIME_UNITS.get(unit.lower()) or _TIME_UNITS.get(unit.lower().removesuffix("s"))
             if factor is None:
                 raise ValueError(f"cannot read {text!r} as a duration: unknown unit {unit!r}; "
-                                 f"{_TIME_FORMS}")
+                                 f"{forms}")
             total += float(number) * factor
         return total
-    raise ValueError(f"cannot read {text!r} as a duration; {_TIME_FORMS}")
+    raise ValueError(f"cannot read {text!r} as a duration; {forms}")
 
 
-def _parse_clock(text: str, stripped: str) -> float:
+def _parse_clock(text: str, stripped: str, forms: str = _TIME_FORMS) -> float:
     match = re.fullmatch(_CLOCK, stripped)
     assert match is not None     # _parse_time_text checked it
     days, clock = match.groups()
@@ -191,12 +195,12 @@ def _parse_clock(text: str, stripped: str) -> float:
     elif len(fields) == 2:                     # MM:SS
         fields.insert(0, 0.0)
     elif len(fields) != 3:                     # HH:MM:SS
-        raise ValueError(f"cannot read {text!r} as a duration; {_TIME_FORMS}")
+        raise ValueError(f"cannot read {text!r} as a duration; {forms}")
     hours, minutes, seconds = fields
     leading_minutes = days is None and clock.count(":") == 1
     if seconds >= 60 or minutes >= 60 and not leading_minutes:
         raise ValueError(f"cannot read {text!r} as a duration: minutes and seconds must be below 60 "
-                         f"(only the first field may be larger); {_TIME_FORMS}")
+                         f"(only the first field may be larger); {forms}")
     return hours * 3600 + minutes * 60 + seconds
 
 
@@ -245,10 +249,12 @@ _CONVERT = {
     "path": _typed(lambda v: isinstance(v, str), os.path.expanduser, "a path"),
     "size": parse_bytes,
     "time": parse_timedelta,
+    "minutes": lambda value: parse_timedelta(value, unit=60),
     "size|auto": _to_memory_limit,
 }
 _EXPECT = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
            "size": "a size such as 32GB", "time": "a duration such as 30s", "list": "a list of strings",
+           "minutes": "a duration such as 01:30:00 or 90m (a bare number is minutes)",
            "mapping": "a mapping", "path": "a path", "size|auto": "a size such as 32GB, or auto"}
 
 

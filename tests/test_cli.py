@@ -87,7 +87,9 @@ def test_usage_errors_exit_2(capsys, tmp_path):
     script = write(tmp_path / "s.py", "print(1)\n")
     for argv, says in [
             (["submit", "--memory", "lots", str(script)], "cannot read 'lots' as a size"),
-            (["submit", "--walltime", "soon", str(script)], "cannot read 'soon' as a duration"),
+            (["submit", "--walltime", "soon", str(script)],
+             "cannot read 'soon' as a walltime: give HH:MM:SS, 1h30m, 90m, or a bare number, "
+             "which SLURM reads as minutes and PBS and Grid Engine as seconds"),
             (["submit", "--jobs", "0", str(script)], "must be at least 1"),
             (["submit", "--jobs", "2", "--adapt", "1:3", str(script)], "not allowed with"),
             (["submit", "--cluster", "nope", str(script)], "invalid choice"),
@@ -197,6 +199,16 @@ def test_script_slurm(env, capsys):
                  "--nthreads 2 --nworkers 1 --memory-limit 1000000000"]:
         assert line in out.splitlines() or line in out, line
     assert re.search(r"-m jobqueue worker tcp://[\d.]+:PORT ", out)
+
+
+@pytest.mark.parametrize("kind, directive", [("slurm", "#SBATCH -t 01:00:00"),
+                                             ("pbs", "#PBS -l walltime=00:01:00"),
+                                             ("sge", "#$ -l h_rt=00:01:00")])
+def test_bare_walltime_on_the_command_line_is_what_the_system_reads(env, capsys, kind,
+                                                                    directive):
+    code, out, _ = run(capsys, "script", kind, "--cores", "1", "--memory", "1GB",
+                       "--walltime", "60")
+    assert code == 0 and f"{directive}\n" in out
 
 
 def test_script_uses_config_and_profile(env, capsys):
@@ -382,7 +394,9 @@ def test_submit_dry_run_submits_nothing(tmp_path):
     text = out.stdout
     assert text.startswith("# the job script (slurm)\n#!/usr/bin/env bash\n")
     assert "#SBATCH -p debug\n" in text and "#SBATCH --mem=477M\n" in text
-    assert re.search(r"^sbatch --parsable --array=0-2 \S+/jobqueue-worker\.sh$", text, re.M)
+    logs = tmp_path / "home" / ".cache" / "jobqueue" / "logs" / "CLUSTER"
+    assert re.search(rf"^sbatch --parsable --array=0-2 --output={logs}/%x-%A_%a.out "
+                     rf"\S+/jobqueue-worker\.sh$", text, re.M), text
     assert re.search(rf"^JOBQUEUE_SCHEDULER_ADDRESS=tcp://\S+ JOBQUEUE_TOKEN=<token> "
                      rf"{re.escape(sys.executable)} {script} --x$", text, re.M)
     assert "scancel '<job ids>'" in text
@@ -517,3 +531,22 @@ def test_standalone_scheduler_closes_after_idle_timeout(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_unusable_paths_name_the_option_and_the_path(tmp_path):
+    script = write(tmp_path / "s.py", "open('ran', 'w')\n")
+    out = submit(tmp_path, "--cluster", "slurm", "--cores", "1", "--memory", "500MB",
+                 "--log-directory", "/proc/nope", str(script))
+    assert out.returncode == 1, out.stderr
+    assert "--log-directory /proc/nope: cannot create or write it" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "ran").exists()
+    out = submit(tmp_path, "--cluster", "local", "--jobs", "1", "--scheduler-file",
+                 "/proc/nope/s.json", str(script))
+    assert out.returncode == 1, out.stderr
+    assert "--scheduler-file: cannot create /proc/nope/s.json: No such file or directory" \
+        in out.stderr and not (tmp_path / "ran").exists()
+    out = submit(tmp_path, "--cluster", "slurm", "--cores", "1", "--memory", "500MB",
+                 str(script), JOBQUEUE_SLURM__LOG_DIRECTORY="/proc/nope")
+    assert out.returncode == 1, out.stderr
+    assert ("JOBQUEUE_SLURM__LOG_DIRECTORY: slurm.log-directory /proc/nope: cannot create or "
+            "write it") in out.stderr

@@ -289,7 +289,8 @@ class Client(DaskMixin):
         try:
             await self._comm.dispatch(on_batch)
         except (CommClosedError, protocol.ProtocolError) as e:
-            if self.status == "running":
+            if self.status == "running" and getattr(self.cluster, "status", "") not in (
+                    "closing", "closed"):       # a cluster closed on purpose: nothing to say
                 logger.error("lost the connection to the scheduler at %s: %s", self.address, e)
             self.status = "closed"
             lost = CommClosedError(f"lost the connection to the scheduler at {self.address}")
@@ -663,8 +664,22 @@ class Client(DaskMixin):
         return _build(futures, errors == "skip")
 
     def cancel(self, futures):
+        """Cancel *futures* (and, on the scheduler, every task that depends on them). They are
+        cancelled here at once: a graph built after this call never counts on their keys,
+        which the scheduler drops before it reads that graph."""
         if isinstance(futures, Future):
             futures = [futures]
+        fire = []
+        with self._cond:
+            for f in futures:
+                st = f._state
+                if st.status in (PENDING, FINISHED):
+                    st.status = CANCELLED
+                    fire.extend(st.callbacks or ())
+                    st.callbacks = None
+            self._cond.notify_all()
+        for future, fn in fire:
+            self._call(fn, future)
         self._send({"op": "cancel", "keys": [f.key for f in futures]})
 
     def run(self, func, *args, workers=None, **kwargs):

@@ -80,11 +80,40 @@ def dumps_exception(exc: BaseException) -> bytes:
             f"{type(exc).__name__}: {exc} (the exception could not be pickled: {e})"))
 
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _user_frames(tb) -> traceback.StackSummary:
+    """The frames of a traceback that are the user's: ours (jobqueue's) are left out, and a
+    function that came from a script (cloudpickle names its file '<dynamic-code>') gets the
+    script's path back from its globals' __file__, so its source line shows where readable."""
+    frames = []
+    for frame, lineno in traceback.walk_tb(tb):
+        filename = frame.f_code.co_filename
+        if filename == "<dynamic-code>":
+            filename = frame.f_globals.get("__file__") or filename
+        elif filename.startswith(_PACKAGE):
+            continue
+        frames.append(traceback.FrameSummary(filename, lineno, frame.f_code.co_name))
+    return traceback.StackSummary.from_list(frames)
+
+
 def format_traceback(exc: BaseException) -> str:
-    tb = exc.__traceback__
-    if tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next  # skip the worker's own frame
-    return "".join(traceback.format_exception(type(exc), exc, tb))
+    """The task's traceback as the user reads it (see _user_frames), chained exceptions too."""
+    root = te = traceback.TracebackException(type(exc), exc, exc.__traceback__,
+                                             lookup_lines=False)
+    e: BaseException | None = exc
+    seen = set()
+    while te is not None and e is not None and id(e) not in seen:
+        seen.add(id(e))
+        te.stack = _user_frames(e.__traceback__)
+        if te.__cause__ is not None:
+            te, e = te.__cause__, e.__cause__
+        elif te.__context__ is not None and not te.__suppress_context__:
+            te, e = te.__context__, e.__context__
+        else:
+            break
+    return "".join(root.format())
 
 
 async def _in_thread(func):

@@ -1,11 +1,9 @@
 """The dashboard, /metrics, token mode and progress(): in a real browser, over HTTP, and pure."""
 import asyncio
 import http.client
-import io
 import os
 import re
 import socket
-import sys
 import time
 import types
 from urllib.parse import urlsplit
@@ -13,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from conftest import needs_service
-from jobqueue import Client, LocalCluster, config, progress
+from jobqueue import Client, LocalCluster, config
 from jobqueue.core import loop as loop_mod
 from jobqueue.core.dashboard import Dashboard, api, parse_address
 from jobqueue.core.dashboard.http import FORBIDDEN
@@ -309,60 +307,6 @@ def test_token_mode_on_by_itself_beyond_loopback():
                    {"Authorization": f"Bearer {scheduler.dashboard.token}"})[0] == 200
     finally:
         loop_mod.sync(scheduler.close())
-
-
-# -- 4. progress() ---------------------------------------------------------------------------------
-
-
-def test_progress_in_terminal(client, capsys):
-    futures = client.map(slow_inc, range(30)) + [client.submit(fails, 1)]
-    progress(futures)
-    err = capsys.readouterr().err
-    assert err.startswith("\r[") and err.endswith("\n")
-    last = err.rstrip("\n").split("\r")[-1]
-    assert "[" + "#" * 40 + "] 100%" in last and "31/31 done" in last and "1 failed" in last
-    assert all(f.done() for f in futures)
-
-
-def test_progress_text_redraws_in_place(client):
-    gate = os.path.join(os.path.dirname(__file__), f".gate-{os.getpid()}-{time.time_ns()}")
-    futures = [client.submit(wait_for_file, gate, key=f"gate-{i}") for i in range(2)]
-    futures += client.map(inc, range(2))
-    out = io.StringIO()
-    import threading
-
-    t = threading.Thread(target=progress, args=(futures,), kwargs={"file": out, "interval": 0.05})
-    t.start()
-    try:
-        wait_until(lambda: "2/4 done" in out.getvalue(), what="half done drawn")
-    finally:
-        open(gate, "w").close()
-    t.join(20)
-    os.unlink(gate)
-    lines = out.getvalue().split("\r")
-    assert any("2/4 done" in line for line in lines) and "4/4 done" in lines[-1]
-
-
-def test_progress_in_jupyter_updates_html_in_place(client, monkeypatch):
-    shown = []
-
-    class Handle:
-        def update(self, obj):
-            shown.append(obj.data)
-
-    display_mod = types.ModuleType("IPython.display")
-    display_mod.HTML = lambda html: types.SimpleNamespace(data=html)
-    display_mod.display = lambda obj, display_id=False: (shown.append(obj.data), Handle())[1]
-    ipython = types.ModuleType("IPython")
-    ipython.display = display_mod
-    ipython.get_ipython = lambda: types.SimpleNamespace(kernel=object())
-    monkeypatch.setitem(sys.modules, "IPython", ipython)
-    monkeypatch.setitem(sys.modules, "IPython.display", display_mod)
-    futures = client.map(slow_inc, range(10))
-    assert progress(futures) is None   # returns at once in a notebook
-    client.gather(futures)
-    wait_until(lambda: shown and "<b>10</b> / 10 done" in shown[-1], what="final HTML bar")
-    assert "width:100.00%" in shown[-1]
 
 
 # -- pure parts ------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ import ipaddress
 import logging
 import socket
 
+from .. import notice
+
 logger = logging.getLogger("jobqueue.dashboard")
 
 DEFAULT_HOST = "127.0.0.1"
@@ -170,8 +172,8 @@ class Dashboard:
                               "scheduler.dashboard-address) to another host:port, or None for "
                               "no dashboard") from e
         sockets = bind_sockets(0, self.host)
-        logger.warning("dashboard port %d is in use (another cluster's dashboard?): using port "
-                       "%d instead", self.port, sockets[0].getsockname()[1])
+        notice.warn(logger, "dashboard port %d is in use (another cluster's dashboard?): using "
+                    "port %d instead", self.port, sockets[0].getsockname()[1])
         return sockets
 
     def _link(self) -> str:
