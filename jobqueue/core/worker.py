@@ -1,6 +1,8 @@
-"""The worker: runs tasks in a thread pool, holds results, serves them to peers and clients.
+"""The worker's I/O shell: runs tasks in a thread pool, serves results to peers and clients.
 
-One event loop carries the scheduler stream, the data server and input fetches; tasks run in
+What the worker knows and decides lives in the pure state machine (worker_state.py). This shell
+turns what happens into its stimuli and carries out its instructions: one event loop carries
+the scheduler stream, the data server and input fetches (Gather); tasks (Execute) run in
 ``nthreads`` threads that hand results back in batches (one loop wake-up for many results).
 """
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import heapq
+import itertools
 import logging
 import os
 import pickle
@@ -25,12 +27,15 @@ from .comm import (BatchedSend, CommClosedError, Listener, PeerPool, connect, fo
 from .errors import UnpicklableResult
 from .protocol import Raw, substitute
 from .security import Security, scheme_of
+from .worker_state import (AcquireReplicas, ComputeTask, Execute, ExecuteFailure, ExecuteSuccess,
+                           FetchDone, FetchFailed, FreeKeys, Gather, Pause, Reset, Send, Unpause,
+                           WorkerState, lazy_random)
 
 logger = logging.getLogger("jobqueue.worker")
 
 INLINE_RESULT = 16 * 1024
 EXIT_NO_SCHEDULER = 3  # the nanny does not restart a worker that exits with this
-PREFETCH = 2
+PREFETCH = 2  # tasks queued for the threads beyond one each: a thread never waits for the loop
 
 
 _ATOMIC = frozenset({int, float, bool, type(None), complex, str})
@@ -138,12 +143,6 @@ def _settle(fut, result, exc):
         fut.set_result(result)
 
 
-def _random():
-    import random  # on first use: an idle worker does without it (memory)
-
-    return random
-
-
 def route_address(scheduler_address: str) -> str:
     """The local IP address that routes to the scheduler."""
     from ..node import route_source
@@ -174,20 +173,6 @@ class ProcessUsage:
         return rss, round(100.0 * (cpu - before) / max(now - then, 1e-9), 1)
 
 
-class WTask:
-    __slots__ = ("key", "fid", "args", "deps", "want", "state", "missing", "priority")
-
-    def __init__(self, key, fid, args, deps, want, priority=0):
-        self.key = key
-        self.priority = priority
-        self.fid = fid
-        self.args = args
-        self.deps = deps
-        self.want = want
-        self.state = "new"
-        self.missing = set()
-
-
 class Worker:
     def __init__(self, scheduler_address: str, *, token=None, nthreads: int = 1, name=None,
                  memory_limit: int = 0, host=None, port: int = 0, death_timeout: float = 60.0,
@@ -209,16 +194,10 @@ class Worker:
         self.lifetime_stagger = lifetime_stagger
         self.name = name
         self.address = None
-        self.data: dict = {}
-        self.nbytes: dict = {}
-        self.tasks: dict[str, WTask] = {}
+        self.state = WorkerState(nthreads=self.nthreads, prefetch=PREFETCH)
+        self._ids = itertools.count()     # stimulus ids: op-n
         self.function_blobs: dict = {}
         self.functions: dict = {}
-        self.fetching: dict = {}          # dependency key -> set of WTask waiting for it
-        self.ready: list = []             # heap of (priority, seq, WTask): the scheduler's order
-        self._seq = 0
-        self.executing = 0
-        self.paused = False
         self.status = "init"
         self.stream = None
         self.listener = None
@@ -231,7 +210,6 @@ class Worker:
         self.peers = PeerPool(self.token, self.security)
         self._closed = None
         self.loop = None
-        self.executed = 0
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -243,7 +221,7 @@ class Worker:
         self.listener = Listener(self.token, self._serve, role="worker",
                                  security=self.security if tls else None)
         port = await self.listener.start(host, self.port)
-        self.address = format_address(host, port, self.listener.scheme)
+        self.address = self.state.address = format_address(host, port, self.listener.scheme)
         if self.name is None:
             self.name = self.address
         for i in range(self.nthreads):
@@ -256,7 +234,7 @@ class Worker:
         if self.lifetime:
             # Leave before the batch system's walltime kills us: staggered, so that the
             # workers of one job array do not all leave at once.
-            delay = max(0.0, self.lifetime - _random().uniform(0, self.lifetime_stagger))
+            delay = max(0.0, self.lifetime - lazy_random().uniform(0, self.lifetime_stagger))
             self.loop.call_later(delay, self._retire_self)
         return self
 
@@ -302,21 +280,8 @@ class Worker:
                     self.scheduler_address, self.nthreads)
 
     async def _read_scheduler(self, comm):
-        handlers = {"compute": self._compute, "free-keys": self._free_keys,
-                    "run": self._run, "close": self._close_msg,
-                    "acquire-replicas": self._acquire_replicas}
-
-        def on_batch(msgs):
-            for msg in msgs:
-                handler = handlers.get(msg["op"])
-                if handler is None:
-                    logger.warning("unknown message from scheduler: %s", msg["op"])
-                else:
-                    handler(msg)
-            self._pump()
-
         try:
-            await comm.dispatch(on_batch)
+            await comm.dispatch(self._on_scheduler_batch)
         except (CommClosedError, protocol.ProtocolError) as e:
             if self.status != "running":
                 return
@@ -327,21 +292,12 @@ class Worker:
                 return
             logger.exception("error handling a message from the scheduler; reconnecting")
             comm.abort()
-        self._reset()
+        self.handle(Reset(stimulus_id=f"reset-{next(self._ids)}"))
         try:
             await self._connect(self.death_timeout)
         except (CommClosedError, RuntimeError) as e:
             logger.error("%s; exiting (death-timeout)", e)
             await self.close(reason="death-timeout")
-
-    def _reset(self):
-        for t in self.tasks.values():
-            t.state = "cancelled"
-        self.tasks.clear()
-        self.ready.clear()
-        self.data.clear()
-        self.nbytes.clear()
-        self.fetching.clear()
 
     async def close(self, reason="closed"):
         if self.status in ("closing", "closed"):
@@ -361,49 +317,47 @@ class Worker:
     async def finished(self):
         await self._closed.wait()
 
-    # -- scheduler messages -------------------------------------------------------------------
+    # -- the state machine ----------------------------------------------------------------------
 
-    def _compute(self, msg):
-        key = msg["key"]
-        fid = msg["fid"]
-        if "func" in msg:
-            self.function_blobs[fid] = bytes(msg["func"])
-        if key in self.data:
-            self.stream.send({"op": "task-finished", "key": key, "nbytes": self.nbytes[key],
-                              "type": type(self.data[key]).__name__})
-            return
-        t = self.tasks.get(key)
-        if t is not None:
-            if t.state == "cancelled-executing":
-                t.state = "executing"
-            t.want = msg.get("want", False)
-            return
-        t = WTask(key, fid, msg["args"], msg.get("deps"), msg.get("want", False),
-                  msg.get("priority", 0))
-        self.tasks[key] = t
-        if t.deps:
-            t.missing = {d for d in t.deps if d not in self.data}
-        if t.missing:
-            t.state = "fetch"
-            self._fetch(t)
-        else:
-            t.state = "ready"
-            self._push_ready(t)
+    def handle(self, *stimuli):
+        """Feed the state machine; carry out its instructions."""
+        for ins in self.state.handle_stimulus(*stimuli):
+            kind = type(ins)
+            if kind is Execute:
+                self._work.put(ins)
+            elif kind is Send:
+                if self.stream is not None:
+                    self.stream.send_many(ins.msgs)
+            elif kind is Gather:
+                self.loop.create_task(self._gather(ins.holder, ins.keys))
+            else:
+                raise TypeError(f"unknown instruction {ins!r}")
 
-    def _free_keys(self, msg):
-        for key in msg["keys"]:
-            self.data.pop(key, None)
-            self.nbytes.pop(key, None)
-            t = self.tasks.get(key)
-            if t is not None:
-                if t.state == "executing":
-                    t.state = "cancelled-executing"
-                else:
-                    t.state = "cancelled"
-                    del self.tasks[key]
-
-    def _close_msg(self, msg):
-        self.loop.create_task(self.close(reason=msg.get("reason", "scheduler asked")))
+    def _on_scheduler_batch(self, msgs):
+        """One batch of messages from the scheduler; its stimuli share an id (op-n)."""
+        stimuli = []
+        n = next(self._ids)
+        sid = f"compute-{n}"
+        for msg in msgs:
+            op = msg["op"]
+            if op == "compute":
+                if "func" in msg:
+                    self.function_blobs[msg["fid"]] = bytes(msg["func"])
+                stimuli.append(ComputeTask(  # positional: one per task, the cheapest way
+                    sid, msg["key"], msg["fid"], msg["args"], msg.get("deps"),
+                    msg.get("want", False), msg.get("priority", 0)))
+            elif op == "free-keys":
+                stimuli.append(FreeKeys(f"free-keys-{n}", msg["keys"]))
+            elif op == "acquire-replicas":
+                stimuli.append(AcquireReplicas(f"acquire-replicas-{n}", msg["keys"]))
+            elif op == "run":
+                self._run(msg)
+            elif op == "close":
+                self.loop.create_task(self.close(reason=msg.get("reason", "scheduler asked")))
+            else:
+                logger.warning("unknown message from scheduler: %s", op)
+        if stimuli:
+            self.handle(*stimuli)
 
     def _run(self, msg):
         async def run():
@@ -423,79 +377,21 @@ class Worker:
 
     # -- inputs from peers --------------------------------------------------------------------
 
-    def _acquire_replicas(self, msg):
-        """Copy results from peers (a retiring worker's), then tell the scheduler (add-keys)."""
-        todo: dict = {}
-        for key, holders in msg["keys"].items():
-            if key in self.data or key in self.fetching or not holders:
-                continue
-            self.fetching[key] = set()
-            todo.setdefault(holders[0], []).append(key)
-        for holder, keys in todo.items():
-            self.loop.create_task(self._gather_from(holder, keys))
-
-    def _fetch(self, t):
-        todo: dict = {}
-        for dep in t.missing:
-            waiting = self.fetching.get(dep)
-            if waiting is not None:
-                waiting.add(t)
-                continue
-            self.fetching[dep] = {t}
-            holders = [h for h in t.deps[dep] if h != self.address]
-            if not holders:
-                self.loop.call_soon(self._fetch_failed, dep, [])
-                continue
-            todo.setdefault(_random().choice(holders), []).append(dep)
-        for holder, keys in todo.items():
-            self.loop.create_task(self._gather_from(holder, keys))
-
-    async def _gather_from(self, holder, keys):
+    async def _gather(self, holder, keys):
+        sid = f"gather-{next(self._ids)}"
         try:
-            values = await self.peers.get_data(holder, keys)
+            values = await self.peers.get_data(holder, list(keys))
         except UnpicklableResult as e:
-            for key in keys:
-                for t in self.fetching.pop(key, ()):
-                    if t.state == "fetch":
-                        self._fail(t, TypeError(f"input of {t.key!r} cannot be sent: {e}"))
+            self.handle(FetchFailed(holder=holder, keys=keys, unpicklable=str(e),
+                                    stimulus_id=sid))
             return
         except (CommClosedError, OSError, protocol.ProtocolError) as e:
             logger.warning("could not fetch %d inputs from %s: %s", len(keys), holder, e)
-            values = {}
-        got = []
-        for key in keys:
-            if key in values:
-                got.append(key)
-                self._store_input(key, values[key])
-            else:
-                self._fetch_failed(key, [holder])
-        if got:
-            self.stream.send({"op": "add-keys", "keys": got})
-        self._pump()
-
-    def _store_input(self, key, value):
-        waiting = self.fetching.pop(key, ())
-        self.data[key] = value
-        self.nbytes[key] = sizeof(value)
-        for t in waiting:
-            t.missing.discard(key)
-            if not t.missing and t.state == "fetch":
-                t.state = "ready"
-                self._push_ready(t)
-
-    def _fail(self, t, exc):
-        t.state = "done"
-        self.tasks.pop(t.key, None)
-        self.stream.send({"op": "task-erred", "key": t.key, "exception": dumps_exception(exc),
-                          "traceback": "", "start": time.time(), "stop": time.time()})
-
-    def _fetch_failed(self, dep, holders):
-        for t in self.fetching.pop(dep, ()):
-            if t.state == "fetch":
-                t.state = "cancelled"
-                self.tasks.pop(t.key, None)
-                self.stream.send({"op": "missing-data", "key": t.key, "dep": dep,
-                                  "holders": holders})
+            self.handle(FetchFailed(holder=holder, keys=keys, stimulus_id=sid))
+            return
+        self.handle(FetchDone(holder=holder, keys=keys, data=values,
+                              nbytes={k: sizeof(v) for k, v in values.items()},
+                              stimulus_id=sid))
 
     async def _serve(self, comm):
         """Data server: peers and clients ask for results. A peer on this machine gets large
@@ -515,15 +411,16 @@ class Worker:
 
     def _get_data(self, msg, created) -> dict:
         local = msg.get("shm") is not None and msg.get("shm") == shm.namespace()
+        stored = self.state.data
         data, missing, errors = {}, [], {}
         for key in msg["keys"]:
-            if key not in self.data:
+            if key not in stored:
                 missing.append(key)
                 continue
             try:
-                frames = protocol.serialize(self.data[key])
+                frames = protocol.serialize(stored[key])
             except Exception as e:
-                errors[key] = (f"the result of {key!r} ({type(self.data[key]).__name__}) "
+                errors[key] = (f"the result of {key!r} ({type(stored[key]).__name__}) "
                                f"cannot be pickled: {type(e).__name__}: {e}")
                 continue
             if local:
@@ -532,21 +429,6 @@ class Worker:
         return {"op": "data", "data": data, "missing": missing, "errors": errors}
 
     # -- execution ----------------------------------------------------------------------------
-
-    def _push_ready(self, t):
-        self._seq += 1
-        heapq.heappush(self.ready, (t.priority, self._seq, t))
-
-    def _pump(self):
-        limit = self.nthreads + PREFETCH
-        while self.ready and self.executing < limit and not self.paused:
-            t = heapq.heappop(self.ready)[2]
-            if t.state != "ready":
-                continue
-            t.state = "executing"
-            self.executing += 1
-            depvals = {d: self.data[d] for d in t.deps} if t.deps else None
-            self._work.put((t, depvals))
 
     def _function(self, fid):
         fn = self.functions.get(fid)
@@ -560,11 +442,11 @@ class Worker:
     def _thread_main(self):
         work = self._work
         while True:
-            item = work.get()
-            if item is None:
+            ins = work.get()
+            if ins is None:
                 return
-            out = self._execute(*item)
-            item = None
+            out = self._execute(ins)
+            ins = None
             with self._lock:
                 self._done.append(out)
                 out = None  # hold no result in this frame once it is handed over
@@ -573,65 +455,47 @@ class Worker:
                 self._wake = True
             self.loop.call_soon_threadsafe(self._drain)
 
-    def _execute(self, t, depvals):
+    def _execute(self, ins):
+        """Run one task (on a thread): ExecuteSuccess or ExecuteFailure, without its id."""
         start = time.time()
         try:
-            if t.fid is None:
-                result = pickle.loads(t.args)
+            if ins.fid is None:
+                result = pickle.loads(ins.args)
             else:
-                fn = self._function(t.fid)
-                args, kwargs = pickle.loads(t.args) if t.args is not None else ((), {})
-                if depvals:
-                    args = substitute(args, depvals)
-                    kwargs = substitute(kwargs, depvals)
+                fn = self._function(ins.fid)
+                args, kwargs = pickle.loads(ins.args) if ins.args is not None else ((), {})
+                if ins.deps:
+                    args = substitute(args, ins.deps)
+                    kwargs = substitute(kwargs, ins.deps)
                 result = fn(*args, **kwargs)
             stop = time.time()
             data = None
             nbytes = sizeof(result)
             small = nbytes <= INLINE_RESULT
-            if (t.want and small) or type(result) not in _PLAIN:
+            if (ins.want and small) or type(result) not in _PLAIN:
                 try:  # find out now, not when a peer or the client asks for it
                     data = protocol.fast_dumps(result) if small else (
                         protocol.serialize(result) and None)
                 except Exception as e:
-                    raise TypeError(f"the result of {t.key!r} ({type(result).__name__}) "
+                    raise TypeError(f"the result of {ins.key!r} ({type(result).__name__}) "
                                     f"cannot be pickled: {type(e).__name__}: {e}") from e
-                if not t.want:
-                    data = None
-            return (True, t, result, nbytes, data, start, stop)
+                data = protocol.wrap(data) if ins.want and data is not None else None
+            return (True, ins.key, result, nbytes, data, start, stop)
         except Exception as e:
             if hasattr(e, "add_note"):  # Python 3.11+: the client's traceback names the task
-                e.add_note(f"(raised by task {t.key!r} on worker {self.name})")
-            return (False, t, dumps_exception(e), format_traceback(e), None, start, time.time())
+                e.add_note(f"(raised by task {ins.key!r} on worker {self.name})")
+            return (False, ins.key, dumps_exception(e), format_traceback(e), None, start,
+                    time.time())
 
     def _drain(self):
+        """Results from the threads, as one batch of stimuli."""
         with self._lock:
             done, self._done, self._wake = self._done, [], False
-        msgs = []
-        for ok, t, a, b, data, start, stop in done:
-            self.executing -= 1
-            self.executed += 1
-            if self.tasks.get(t.key) is not t:
-                continue
-            if t.state == "cancelled-executing":
-                del self.tasks[t.key]
-                continue
-            del self.tasks[t.key]
-            t.state = "done"
-            if ok:
-                self.data[t.key] = a
-                self.nbytes[t.key] = b
-                msg = {"op": "task-finished", "key": t.key, "nbytes": b,
-                       "type": type(a).__name__, "start": start, "stop": stop}
-                if data is not None:
-                    msg["data"] = protocol.wrap(data)
-            else:
-                msg = {"op": "task-erred", "key": t.key, "exception": a, "traceback": b,
-                       "start": start, "stop": stop}
-            msgs.append(msg)
-        if msgs and self.stream is not None:
-            self.stream.send(*msgs)
-        self._pump()
+        sid = f"executed-{next(self._ids)}"
+        self.handle(*[
+            ExecuteSuccess(sid, key, a, b, data, start, stop) if ok else
+            ExecuteFailure(sid, key, a, b, start, stop)
+            for ok, key, a, b, data, start, stop in done])
 
     # -- health -------------------------------------------------------------------------------
 
@@ -646,21 +510,20 @@ class Worker:
                 await self.close(reason="parent died")
                 return
             rss, cpu = usage.read()
+            state = self.state
             if self.memory_limit:
                 paused = rss > self.memory_pause * self.memory_limit
-                if paused != self.paused:
-                    self.paused = paused
+                if paused != state.paused:
                     logger.warning("worker %s %s: memory %d MB of limit %d MB", self.name,
                                    "paused" if paused else "resumed", rss >> 20,
                                    self.memory_limit >> 20)
-                    self.stream.send({"op": "worker-status",
-                                      "status": "paused" if paused else "running"})
-                    self._pump()
+                    sid = f"memory-{next(self._ids)}"
+                    self.handle(Pause(stimulus_id=sid) if paused else Unpause(stimulus_id=sid))
             if self.stream is not None and not self.stream.closed:
                 self.stream.send({"op": "heartbeat", "metrics": {
-                    "memory": rss, "cpu": cpu, "executing": self.executing,
-                    "ready": len(self.ready), "stored": len(self.data),
-                    "nbytes": sum(self.nbytes.values()), "executed": self.executed}})
+                    "memory": rss, "cpu": cpu, "executing": state.executing,
+                    "ready": len(state.ready), "stored": len(state.data),
+                    "nbytes": state.nbytes, "executed": state.executed}})
 
 
 def main(argv=None):
