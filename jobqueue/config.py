@@ -63,10 +63,14 @@ SCHEMA = {
     "sge": {**_BATCH, "resource-spec": "str?"},
     "ssh": {"connect-options": "mapping", "remote-python": "str?", "worker-options": "mapping",
             "scheduler-options": "mapping"},
+    "kubernetes": {"image": "str?", "namespace": "str?", "context": "str?", "resources": "mapping",
+                   "threads": "int?", "env": "mapping", "image-pull-policy": "str?", "python": "str?",
+                   "worker-extra-args": "list", "interface": "str?", "death-timeout": "time?",
+                   "template": "path?", "poll-interval": "time", "max-pods": "int?"},
     "adaptive": {"target-duration": "time", "wait-count": "int", "interval": "time"},
     "profiles": "mapping",   # checked by _check_profiles against the section each profile names
 }
-PROFILE_KINDS = ("local", "ssh", "slurm", "pbs", "sge")
+PROFILE_KINDS = ("local", "ssh", "slurm", "pbs", "sge", "kubernetes")
 
 
 class ConfigError(ValueError):
