@@ -18,6 +18,9 @@ ETCD_PORT=12379
 ETCD_PEER_PORT=12380
 API_PORT=6443
 NODE=$(hostname -s | tr '[:upper:]' '[:lower:]')
+# The kubelet refuses a loopback node IP: it listens on the address of the default route (with
+# client certificates required), where the API server reaches it for logs.
+NODE_IP=$(ip -4 route get 203.0.113.1 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "src") {print $(i + 1); exit}}')
 WORKER_REPO=local/jobqueue-worker
 
 kc() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
@@ -111,6 +114,13 @@ pki() {
                 "extendedKeyUsage=serverAuth" "keyUsage=digitalSignature,keyEncipherment" >apiserver.ext
             openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
                 -extfile apiserver.ext -out apiserver.crt 2>/dev/null
+        fi
+        if [ ! -s kubelet-client.crt ]; then
+            openssl req -newkey rsa:2048 -nodes -keyout kubelet-client.key -out kubelet-client.csr \
+                -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" 2>/dev/null
+            echo "extendedKeyUsage=clientAuth" >kubelet-client.ext
+            openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+                -extfile kubelet-client.ext -out kubelet-client.crt 2>/dev/null
         fi
         if [ ! -s sa.key ]; then
             openssl genrsa -out sa.key 2048 2>/dev/null

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start a one-node Kubernetes 1.20 for the KubeCluster tests: dockerd, etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler and a kubelet (Docker runtime), all on 127.0.0.1; then
+# kube-controller-manager, kube-scheduler and a kubelet (Docker runtime), the API on 127.0.0.1; then
 # build the worker image (Debian + python3 + this checkout) into the local Docker.
 # Idempotent: when everything is running with the same setup, only the worker image is brought up
 # to date with the checkout (a hash check, or a build of about 10 s when the code changed).
@@ -79,7 +79,8 @@ daemon kube-apiserver "$BIN/kube-apiserver" --etcd-servers "http://127.0.0.1:$ET
     --authorization-mode RBAC --service-cluster-ip-range 10.96.0.0/24 \
     --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
     --service-account-issuer https://kubernetes.default.svc \
-    --kubelet-preferred-address-types InternalIP --allow-privileged=false
+    --kubelet-preferred-address-types InternalIP --allow-privileged=false \
+    --kubelet-client-certificate "$PKI/kubelet-client.crt" --kubelet-client-key "$PKI/kubelet-client.key"
 wait_until 60 kc get --raw /readyz ||
     { tail_logs "$LOGD/kube-apiserver.log"; die "kube-apiserver was not ready within 60 s"; }
 
@@ -89,10 +90,11 @@ daemon kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig "$KUB
 daemon kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$KUBECONFIG_FILE" --leader-elect=false --port 0
 
 # ---------------------------------------------------------------- kubelet
+[ -n "$NODE_IP" ] || die "no address on the default route for the kubelet (ip -4 route get 203.0.113.1)"
 mkdir -p "$KUBELET_ROOT"
 daemon kubelet "$BIN/kubelet" --kubeconfig "$KUBECONFIG_FILE" --root-dir "$KUBELET_ROOT" \
-    --cert-dir "$STATE/kubelet-pki" --hostname-override "$NODE" --node-ip 127.0.0.1 --address 127.0.0.1 \
-    --read-only-port 0 --container-runtime docker --docker-endpoint unix:///var/run/docker.sock \
+    --cert-dir "$STATE/kubelet-pki" --hostname-override "$NODE" --node-ip "$NODE_IP" --address "$NODE_IP" \
+    --anonymous-auth=false --client-ca-file "$PKI/ca.crt" --read-only-port 0 --container-runtime docker --docker-endpoint unix:///var/run/docker.sock \
     --pod-infra-container-image local/pause:3.2 --cgroup-driver cgroupfs --fail-swap-on=false \
     --cgroups-per-qos=false --enforce-node-allocatable= --image-gc-high-threshold 100 \
     --image-gc-low-threshold 99 --eviction-hard 'memory.available<100Mi' --max-pods 40 \

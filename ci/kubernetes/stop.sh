@@ -38,16 +38,18 @@ stop_pidfile "$RUN/kube-apiserver.pid" kube-apiserver
 stop_pidfile "$RUN/etcd.pid" etcd
 
 # The kubelet's secret volumes (tmpfs) and the like, deepest first.
-awk -v root="$KUBELET_ROOT/" 'index($2, root) == 1 {print $2}' /proc/mounts | sort -r |
-    while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+mounts=$(awk -v root="$KUBELET_ROOT/" 'index($2, root) == 1 {print $2}' /proc/mounts | sort -r)
+while read -r m; do
+    [ -z "$m" ] || umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+done <<<"$mounts"
 
 # The kubelet's KUBE-* chains (KUBE-FIREWALL drops marked packets): unhook, flush, delete.
 for table in filter nat; do
-    iptables -t "$table" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | grep -vE '^-A KUBE-' |
-        while read -r rule; do
-            # shellcheck disable=SC2086
-            iptables -t "$table" ${rule/-A/-D} 2>/dev/null || true
-        done
+    hooks=$(iptables -t "$table" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | grep -vE '^-A KUBE-' || true)
+    while read -r rule; do
+        # shellcheck disable=SC2086
+        [ -z "$rule" ] || iptables -t "$table" ${rule/-A/-D} 2>/dev/null || true
+    done <<<"$hooks"
     chains=$(iptables -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^KUBE-/ {print $2}' || true)
     for c in $chains; do iptables -t "$table" -F "$c" 2>/dev/null || true; done
     for c in $chains; do iptables -t "$table" -X "$c" 2>/dev/null || true; done

@@ -26,7 +26,8 @@ from collections import deque
 
 from .. import config
 from .cluster import Cluster, Job, _clusters
-from .pods import (LABEL_CLUSTER, LABEL_WORKER, MANAGED_BY, NAME, PodStatus, pod_context,
+from .pods import (LABEL_CLUSTER, LABEL_WORKER, MANAGED_BY, NAME, PodStatus, containers_stopped,
+                   pod_context,
                    pod_resources, pod_status, render_pod, resolve_settings, secret_manifest,
                    selector, worker_threads)
 
@@ -74,6 +75,9 @@ class KubeAPI:
                                   f"{type(e).__name__}: {e}") from None
         for w in caught:
             logger.debug("kr8s: %s", w.message)      # e.g. its list of tested server versions
+        httpx_log = logging.getLogger("httpx")          # one INFO line per request: every poll
+        if httpx_log.level == logging.NOTSET:
+            httpx_log.setLevel(logging.WARNING)
         return cls(api, namespace or api.namespace or "default")
 
     async def call(self, method: str, what: str, json_body=None, params=None, version="v1"):
@@ -102,8 +106,11 @@ class KubeAPI:
     async def create(self, plural: str, body: dict) -> dict:
         return await self.call("POST", plural, json_body=body)
 
-    async def delete_collection(self, plural: str, label_selector: str):
-        return await self.call("DELETE", plural, params={"labelSelector": label_selector})
+    async def delete_collection(self, plural: str, label_selector: str, grace=None):
+        params = {"labelSelector": label_selector}
+        if grace is not None:
+            params["gracePeriodSeconds"] = str(grace)
+        return await self.call("DELETE", plural, params=params)
 
     async def delete(self, plural: str, name: str):
         try:
@@ -111,6 +118,12 @@ class KubeAPI:
         except KubernetesError as e:
             if e.status != 404:
                 raise
+
+    async def aclose(self):
+        """Close the HTTP session (kr8s opens it again if another cluster calls)."""
+        session = getattr(self.api, "_session", None)
+        if session is not None:
+            await session.aclose()
 
     async def logs(self, pod: str, tail_lines=None) -> str:
         params = {"container": "worker"}
@@ -328,14 +341,17 @@ class KubeCluster(Cluster):
         await self._delete(jobs)
 
     async def _delete(self, jobs):
-        """Delete these pods with one call (a label selector naming them)."""
+        """Delete these pods with one call (a label selector naming them): gracefully, or at
+        once for pods whose worker never started (a kubelet keeps a pod that waits to pull its
+        image for up to a minute after a graceful delete, and there is nothing to stop in it)."""
         jobs = [j for j in jobs if j.created_at]
-        if not jobs:
-            return
-        names = ",".join(j.name for j in jobs)
-        await self.kube.delete_collection(
-            "pods", f"{selector(self.labels)},{LABEL_WORKER} in ({names})")
-        logger.info("%s: deleted pods %s", self.name, names)
+        unstarted = [j for j in jobs if _unstarted(j)]
+        for group, grace in ((unstarted, 0), ([j for j in jobs if j not in unstarted], None)):
+            if group:
+                names = ",".join(j.name for j in group)
+                await self.kube.delete_collection(
+                    "pods", f"{selector(self.labels)},{LABEL_WORKER} in ({names})", grace)
+                logger.info("%s: deleted pods %s", self.name, names)
 
     # -- polling --------------------------------------------------------------------------------
 
@@ -496,23 +512,48 @@ class KubeCluster(Cluster):
             self._poller.cancel()
         if self.kube is not None:
             sel = selector(self.labels)
-            for job in self.jobs.values():
+            jobs = list(self.jobs.values())
+            for job in jobs:
                 job.delete_requested = True
             try:
+                await self._delete([j for j in jobs if _unstarted(j)])
                 await self.kube.delete_collection("pods", sel)
                 await self.kube.delete("secrets", self.secret_name)
-                deadline = time.monotonic() + DELETE_WAIT
-                while await self.kube.list_pods(sel) and time.monotonic() < deadline:
-                    await asyncio.sleep(0.2)
+                await self._wait_gone(sel)
             except KubernetesError as e:
                 logger.error("%s: could not delete its pods and Secret %s in namespace %s; delete "
                              "them yourself (kubectl delete pods,secrets -n %s -l %s): %s",
                              self.name, self.secret_name, self.namespace, self.namespace, sel, e)
+        if self.kube is not None:
+            await self.kube.aclose()
         for job in list(self.jobs.values()):
             job.state, job.reason, job.workers = "cancelled", "deleted by close()", set()
             self._closed_jobs.append(job)
         self.jobs.clear()
         await self.scheduler.close()
+
+    async def _wait_gone(self, sel: str):
+        """Wait until the deleted pods are gone. A pod whose containers have exited is removed
+        at once: a kubelet may keep its object for another 10 s or more."""
+        deadline = time.monotonic() + DELETE_WAIT
+        while True:
+            left = await self.kube.list_pods(sel)
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                logger.warning("%s: pods %s are still terminating after %g s", self.name,
+                               " ".join(p["metadata"]["name"] for p in left), DELETE_WAIT)
+                return
+            stopped = [p["metadata"]["name"] for p in left if containers_stopped(p)]
+            if stopped:
+                await self.kube.delete_collection(
+                    "pods", f"{sel},{LABEL_WORKER} in ({','.join(stopped)})", grace=0)
+            await asyncio.sleep(0.2)
+
+
+def _unstarted(job: PodJob) -> bool:
+    return job.state == "pending" and not job.ever_connected
+
 
 # ------------------------------------------------------------------------------ signals
 

@@ -157,6 +157,14 @@ def pod_status(pod: dict) -> PodStatus:
                     for c in status.get("conditions") or ())
     return PodStatus("pending", "starting" if scheduled else "waiting to be scheduled", phase)
 
+def containers_stopped(pod: dict) -> bool:
+    """No container of the pod runs (none started yet, or all have exited)."""
+    status = pod.get("status") or {}
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return True
+    return not any((cs.get("state") or {}).get("running")
+                   for cs in status.get("containerStatuses") or ())
+
 # ------------------------------------------------------------------------------ settings, rendering
 
 

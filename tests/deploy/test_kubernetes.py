@@ -103,6 +103,14 @@ def test_pod_status(p, expected):
     assert pods.pod_status(p) == expected
 
 
+def test_containers_stopped():
+    running = {"name": "worker", "state": {"running": {"startedAt": "x"}}}
+    assert not pods.containers_stopped(pod("Running", containers=[running], deleting=True))
+    assert pods.containers_stopped(pod("Running", containers=[terminated(0)], deleting=True))
+    assert pods.containers_stopped(pod(containers=[waiting("ErrImagePull")]))
+    assert pods.containers_stopped(pod("Succeeded", containers=[running]))
+
+
 def test_pod_status_of_a_pod_without_status_is_pending():
     assert pods.pod_status({"metadata": {"name": "x"}}).state == "pending"
 
