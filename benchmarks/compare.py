@@ -31,13 +31,16 @@ RUNNER = os.path.join(HERE, "runner.py")
 DEFAULT_DASK_PYTHON = os.path.join(HERE, ".venv-dask", "bin", "python")
 DEFAULT_JOBQUEUE_PYTHON = os.path.join(HERE, ".venv-jobqueue", "bin", "python")
 SYSTEMS = ["jobqueue", "dask"]
-WORKLOADS = ["start", "roundtrip", "map", "tree", "transfer", "rss"]
+WORKLOADS = ["start", "roundtrip", "map", "tree", "transfer", "rss", "dask-array",
+             "dask-groupby", "dask-xxt"]
+DASK_WORKLOADS = [w for w in WORKLOADS if w.startswith("dask-")]  # need dask in both venvs
 
 # Seconds one (workload, system) subprocess may take before its stacks are dumped and it is
 # killed. Generous: dask's map of 3 x 20,000 tasks alone takes 100-400 s on a busy 2-core box.
-BUDGET = {"start": 240, "roundtrip": 180, "map": 1200, "tree": 900, "transfer": 240, "rss": 240}
+BUDGET = {"start": 240, "roundtrip": 180, "map": 1200, "tree": 900, "transfer": 240, "rss": 240,
+          "dask-array": 1200, "dask-groupby": 600, "dask-xxt": 600}
 BUDGET_QUICK = {"start": 120, "roundtrip": 120, "map": 300, "tree": 240, "transfer": 120,
-                "rss": 120}
+                "rss": 120, "dask-array": 240, "dask-groupby": 240, "dask-xxt": 240}
 
 
 # -- table rows -------------------------------------------------------------------------------
@@ -74,6 +77,15 @@ def rows_for(results):
          "LocalCluster", "MB", "lower", None),
         ("rss", "cluster_total_rss_mb", "  LocalCluster total RSS, all its processes", "MB",
          "lower", None),
+        ("dask-array", "seconds", f"da.random.random({n('dask-array', 'chunks', 20000):,} "
+         "chunks).mean()", "s", "lower", ("ratio", "<=", 0.2)),
+        ("dask-groupby", "seconds", "dataframe groupby-mean, "
+         f"{n('dask-groupby', 'partitions', 200)} partitions (best)", "s", "lower",
+         ("ratio", "<=", 0.33)),
+        ("dask-xxt", "seconds", f"(x + x.T).mean(axis=1), {n('dask-xxt', 'n', 10000):,}^2 "
+         "(best)", "s", "lower", ("ratio", "<=", 1.0)),
+        ("dask-xxt", "peak_mb", "  peak cluster RSS during it (sum of workers)", "MB", "lower",
+         ("ratio", "<=", 1.0)),
     ]
 
 
@@ -287,7 +299,9 @@ def summary(res, workload):
         return "FAILED: " + res["error"]
     key = {"start": ("start_s", "s"), "roundtrip": ("roundtrip_ms", "ms"),
            "map": ("tasks_per_s", "tasks/s"), "tree": ("tasks_per_s", "tasks/s"),
-           "transfer": ("mb_per_s", "MB/s"), "rss": ("worker_rss_mb", "MB per worker")}[workload]
+           "transfer": ("mb_per_s", "MB/s"), "rss": ("worker_rss_mb", "MB per worker"),
+           "dask-array": ("seconds", "s"), "dask-groupby": ("seconds", "s"),
+           "dask-xxt": ("seconds", "s")}[workload]
     v = res.get(key[0])
     return f"{fmt(v, key[1].split()[0])} {key[1]}" if v is not None else "?"
 
@@ -316,7 +330,7 @@ def git_info():
     return rev, [line[3:] for line in (dirty or "").splitlines()]
 
 
-def ensure_jobqueue(args):
+def ensure_jobqueue(args, dask_version=None):
     """An interpreter with this checkout installed the way users install it: a regular install,
     as dask is in its venv. An editable install (pip install -e) puts its import hook, and what
     the hook imports, into every process: about 0.5 MB more per idle worker here."""
@@ -336,6 +350,15 @@ def ensure_jobqueue(args):
         else:  # the code of this checkout as it is now, uncommitted changes included
             subprocess.run(pip + ["--no-deps", "--force-reinstall", REPO], check=True,
                            timeout=900)
+        if dask_version:  # the dask-* workloads: the same dask as the baseline's venv
+            try:
+                have = probe(python, "dask")[0]
+            except Exception:
+                have = None
+            if have != dask_version:
+                print(f"installing dask {dask_version} into {venv} ...", flush=True)
+                subprocess.run(pip + [f"dask[array,dataframe]=={dask_version}"], check=True,
+                               timeout=900)
     except (subprocess.SubprocessError, OSError) as e:
         raise SystemExit(f"compare.py: installing this checkout into {venv} failed: {e}; "
                          "pass --jobqueue-python to use another interpreter")
@@ -411,8 +434,13 @@ def main(argv=None):
     except ImportError:
         raise SystemExit("compare.py needs psutil in this interpreter (a jobqueue dependency): "
                          "pip install -e .")
-    pythons = {"jobqueue": ensure_jobqueue(args) if "jobqueue" in systems else sys.executable,
-               "dask": args.dask_python}
+    dask_version = None
+    if "dask" in systems:
+        dask_version, _ = ensure_dask(args)
+    elif any(w in DASK_WORKLOADS for w in workloads):
+        dask_version = os.environ.get("DASK_VERSION", "2026.8.0")  # setup.sh's default
+    pythons = {"jobqueue": ensure_jobqueue(args, dask_version) if "jobqueue" in systems
+               else sys.executable, "dask": args.dask_python}
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "quick": args.quick,
             "host": platform.node(), "platform": platform.platform(),
             "cpus": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0))
@@ -431,8 +459,7 @@ def main(argv=None):
     rev, dirty = git_info()
     meta["git_rev"], meta["git_dirty_jobqueue"] = rev, dirty
     if "dask" in systems:
-        dk_version, _ = ensure_dask(args)
-        meta["versions"]["dask"] = dk_version
+        meta["versions"]["dask"] = dask_version
     meta["interpreters"] = {s: pythons[s] for s in systems}
 
     logdir = args.logs or tempfile.mkdtemp(prefix="jobqueue-bench-")

@@ -32,7 +32,8 @@ if HERE not in sys.path:
 from workloads import add, getpid, inc, length, make_bytes, noop  # noqa: E402
 
 MiB = 1 << 20
-WORKLOADS = ["start", "roundtrip", "map", "tree", "transfer", "rss"]
+WORKLOADS = ["start", "roundtrip", "map", "tree", "transfer", "rss", "dask-array",
+             "dask-groupby", "dask-xxt"]  # dask-*: dask_workloads.py, imported when run
 _BASE_RSS = psutil.Process().memory_info().rss  # this process before the system is imported
 
 
@@ -442,7 +443,13 @@ def main(argv=None):
         log(f"{args.system} {system.version}: {args.workload}"
             f"{' (quick)' if args.quick else ''}")
         t0 = time.perf_counter()
-        result.update(FUNCS[args.workload](system, args.quick))
+        func = FUNCS.get(args.workload)
+        if func is None:
+            import dask_workloads
+
+            dask_workloads.runner = sys.modules[__name__]
+            func = dask_workloads.FUNCS[args.workload]
+        result.update(func(system, args.quick))
         result["elapsed_s"] = time.perf_counter() - t0
     except BaseException as e:
         traceback.print_exc()

@@ -41,7 +41,7 @@ async def fake_worker(address, token, name, counters):
 
     for attempt in range(20):  # as real workers do: retry while the scheduler is swamped
         try:
-            comm = await connect(address, token, timeout=60)
+            comm = await connect(address, token, timeout=60, role="worker")
             break
         except OSError:
             await asyncio.sleep(0.1 * (attempt + 1))

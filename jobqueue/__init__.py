@@ -11,6 +11,7 @@ _PUBLIC = {
     "Future": "jobqueue.core.client",
     "as_completed": "jobqueue.core.client",
     "wait": "jobqueue.core.client",
+    "futures_of": "jobqueue.core.collections",
     "progress": "jobqueue.core.progress",
     "LocalCluster": "jobqueue.deploy.local",
     "SSHCluster": "jobqueue.deploy.ssh",

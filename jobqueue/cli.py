@@ -152,7 +152,10 @@ def cmd_scheduler(args) -> int:
         await s.start()
         print(f"scheduler at {s.address}" + (f"; address and token in {path}" if path else ""),
               file=sys.stderr, flush=True)
-        await stop.wait()
+        waits = [loop.create_task(stop.wait()), loop.create_task(s.closed.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)  # closed: shutdown()
+        for w in waits:
+            w.cancel()
         await s.close()
 
     asyncio.run(run())

@@ -68,6 +68,8 @@ SCHEMA = {
                    "worker-extra-args": "list", "interface": "str?", "death-timeout": "time?",
                    "template": "path?", "poll-interval": "time", "max-pods": "int?"},
     "adaptive": {"target-duration": "time", "wait-count": "int", "interval": "time"},
+    "security": {"protocol": "str", "tls-ca-file": "path?", "tls-cert": "path?",
+                 "tls-key": "path?"},
     "profiles": "mapping",   # checked by _check_profiles against the section each profile names
 }
 PROFILE_KINDS = ("local", "ssh", "slurm", "pbs", "sge", "kubernetes")

@@ -227,13 +227,17 @@ class JobQueueCluster(Cluster):
 
     # -- the job script -------------------------------------------------------------------------
 
+    def _worker_environment(self) -> dict:
+        security = getattr(self.scheduler, "security", None)
+        return security.env() if security is not None else {}
+
     def job_script(self) -> str:
         """The script every job of this cluster is submitted with, exactly."""
         ctx = script_mod.context(
             self.settings, scheduler_address=self.scheduler_address,
             token_file=self.token_file or os.path.join("~", ".jobqueue", f"{self.name}.token"),
             python=self.python, log_directory=self.log_directory,
-            death_timeout=self.death_timeout)
+            death_timeout=self.death_timeout, environment=self._worker_environment())
         return script_mod.render(self.settings.get("template") or self.system.template, ctx)
 
     # -- scaling --------------------------------------------------------------------------------

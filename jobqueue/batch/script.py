@@ -41,6 +41,7 @@ job_script_prologue   list of shell lines run before the worker starts
 log_directory         absolute directory for the job's output file
 local_directory       scratch directory on the compute node, or None
 token_file            file holding the cluster's token (mode 0600, read by the job)
+environment           {NAME: value} the worker needs exported (TLS certificate paths; never a secret)
 scheduler_address     tcp://host:port the workers connect to
 python                interpreter that runs the worker
 death_timeout         seconds a worker waits for an unreachable scheduler before exiting
@@ -184,7 +185,7 @@ def worker_lifetime(walltime) -> dict:
 
 
 def context(settings: dict, *, scheduler_address: str, token_file: str, python: str,
-            log_directory: str, death_timeout: float) -> dict:
+            log_directory: str, death_timeout: float, environment: dict | None = None) -> dict:
     """The variables a template sees (see CONTEXT_DOC), from checked settings."""
     from ..config import format_walltime
 
@@ -208,6 +209,7 @@ def context(settings: dict, *, scheduler_address: str, token_file: str, python: 
         "death_timeout": f"{death_timeout:g}", "interface": s.get("interface"),
         **worker_lifetime(walltime),
         "worker_extra_args": list(s.get("worker_extra_args") or ()),
+        "environment": dict(sorted((environment or {}).items())),
     }
 
 

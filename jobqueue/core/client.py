@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import loop as loop_mod
 from . import protocol
+from .collections import DaskMixin, register_default, unregister_default
 from .comm import BatchedSend, CommClosedError, PeerPool, connect
 from .errors import CancelledError, SchedulerError
 from .protocol import TaskRef
@@ -60,6 +61,7 @@ class Future:
     """A task's eventual result."""
 
     __slots__ = ("key", "client", "_state", "__weakref__")
+    __dask_future__ = True  # dask's graphs may hold it: it stands for the task's result
 
     def __init__(self, key, client, state=None):
         self.key = key
@@ -92,6 +94,13 @@ class Future:
 
     def cancel(self):
         self.client.cancel([self])
+
+    def retry(self):
+        """Run the task again if it failed (and the failed tasks it depends on)."""
+        self.client.retry([self])
+
+    def __dask_tokenize__(self):
+        return ("jobqueue.Future", self.key)
 
     def cancelled(self) -> bool:
         return self._state.status == CANCELLED
@@ -176,18 +185,33 @@ def _find_address(address, scheduler_file, token):
     return address, token
 
 
-class Client:
+def _security_for(cluster, scheduler_file):
+    """The TLS settings of the cluster's own scheduler or of a scheduler file (None: config)."""
+    scheduler = getattr(cluster, "scheduler", None)
+    if getattr(scheduler, "security", None) is not None:
+        return scheduler.security
+    scheduler_file = scheduler_file or os.environ.get("JOBQUEUE_SCHEDULER_FILE")
+    if scheduler_file:
+        from .scheduler import scheduler_file_security
+
+        return scheduler_file_security(scheduler_file)
+    return None
+
+
+class Client(DaskMixin):
     """Connect to a scheduler (or start a LocalCluster) and submit work.
 
     ``Client()`` uses ``JOBQUEUE_SCHEDULER_ADDRESS``/``JOBQUEUE_TOKEN``, ``scheduler_file=``, or
     the config key ``scheduler-address``; with none of them it starts a ``LocalCluster`` with the
-    keyword arguments the client does not use itself.
+    keyword arguments the client does not use itself. While open, the client is dask's default
+    scheduler (``set_as_default=False`` opts out); closing it restores the previous one.
     """
 
     def __init__(self, address=None, *, scheduler_file=None, token=None, timeout=30.0,
-                 name=None, **cluster_kwargs):
+                 name=None, set_as_default=True, **cluster_kwargs):
         self.cluster = None
         self._owns_cluster = False
+        self._default = False
         if address is not None and not isinstance(address, str):
             self.cluster = address
             address, token = address.scheduler_address, address.token
@@ -220,13 +244,17 @@ class Client:
         self._function_cache: dict = {}
         self._rid = itertools.count(1)
         self._replies: dict = {}
-        self._peers = PeerPool(token)
+        self.security = _security_for(self.cluster, scheduler_file)
+        self._peers = PeerPool(token, self.security)
         self._callback_pool = None
         self.status = "connecting"
         self._loop = loop_mod.get_loop()
         self._sync(self._start(timeout), timeout + 5)
         self.status = "running"
         _clients.add(self)
+        self._default = set_as_default
+        if set_as_default:
+            register_default(self)
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -234,7 +262,7 @@ class Client:
         return loop_mod.sync(coro, timeout)
 
     async def _start(self, timeout):
-        comm = await connect(self.address, self.token, timeout=timeout)
+        comm = await connect(self.address, self.token, timeout=timeout, security=self.security)
         await comm.write([{"op": "register-client", "id": self.id}])
         (reply,) = await comm.read()
         if reply.get("op") != "welcome":
@@ -317,11 +345,16 @@ class Client:
 
     # -- outgoing messages --------------------------------------------------------------------
 
-    def _send(self, msg=None, tasks=None):
-        """Queue a message, or tasks for the next update-graph; thread-safe, flushed once."""
+    def _send(self, msg=None, tasks=None, graph=None):
+        """Queue a message, or tasks for the next update-graph; thread-safe, flushed once.
+        *graph*: the tasks are one ordered graph of that many positions; its first part opens
+        a message of its own, which tells the scheduler to reserve the positions."""
         with self._lock:
             box = self._outbox
             i = 0
+            if graph is not None:
+                box.append({"op": "update-graph", "tasks": [], "functions": {},
+                            "graph": graph})
             while tasks is not None and i < len(tasks):  # in parts of at most GRAPH_PART
                 if box and box[-1]["op"] == "update-graph" and \
                         len(box[-1]["tasks"]) < GRAPH_PART:
@@ -381,7 +414,10 @@ class Client:
                                      "functions": {fid: protocol.wrap(blob)}})
         return fid
 
-    def _pack(self, key, group, fid, args, kwargs, restrictions, retries):
+    def _pack(self, key, prefix, group, fid, args, kwargs, restrictions, retries, pure):
+        """The task row; its key is *key*, or made of *prefix* and a hash of the function and
+        arguments (*pure*: the same call gets the same key, and shares its result), or a
+        counter (unique)."""
         deps: dict = {}
         if any(type(a) in _CONTAINERS for a in args) or \
                 any(type(v) in _CONTAINERS for v in kwargs.values()):
@@ -393,8 +429,15 @@ class Client:
         try:
             blob = protocol.fast_dumps((args, kwargs))
         except Exception as e:
-            raise TypeError(f"cannot pickle the arguments of task {key!r}: "
+            raise TypeError(f"cannot pickle the arguments of task {key or prefix!r}: "
                             f"{type(e).__name__}: {e}") from e
+        if key is None:
+            if pure:
+                h = hashlib.blake2b(fid.encode(), digest_size=16)
+                h.update(blob)
+                key = f"{prefix}-{h.hexdigest()}"
+            else:
+                key = f"{prefix}-{self._prefix}-{next(self._counter)}"
         return [key, group, fid, protocol.wrap(blob), list(deps), restrictions, int(retries)]
 
     # -- futures ------------------------------------------------------------------------------
@@ -519,27 +562,36 @@ class Client:
 
     # -- public API ---------------------------------------------------------------------------
 
-    def submit(self, func, *args, key=None, workers=None, retries=0, pure=None, **kwargs):
-        """Run ``func(*args, **kwargs)`` on a worker; returns a Future."""
+    def submit(self, func, *args, key=None, workers=None, retries=0, pure=True, **kwargs):
+        """Run ``func(*args, **kwargs)`` on a worker; returns a Future.
+
+        ``pure=True`` (as in dask): the key is a hash of the function and arguments, so the
+        same call, from any client, shares one task and result; ``pure=False`` for functions
+        whose every call differs (random numbers, clocks, side effects)."""
         if not callable(func):
             raise TypeError(f"submit expects a callable first, got {type(func).__name__}")
         self._check_open()
+        args, kwargs = self._collections_to_futures(args, kwargs)
         fid = self._function_id(func, cache=_importable(func))
         group = _funcname(func)
-        key = key or f"{group}-{self._prefix}-{next(self._counter)}"
         restrictions = self._restrictions(workers)
+        if key is not None and key in self._states:
+            return Future(key, self)
+        task = self._pack(key, group, group, fid, args, kwargs, restrictions, retries, pure)
+        key = task[0]
         if key in self._states:
             return Future(key, self)
-        task = self._pack(key, group, fid, args, kwargs, restrictions, retries)
         future = Future(key, self)
         self._send(tasks=[task])
         return future
 
-    def map(self, func, *iterables, key=None, workers=None, retries=0, pure=None, **kwargs):
-        """``[submit(func, *args) for args in zip(*iterables)]``, with the function sent once."""
+    def map(self, func, *iterables, key=None, workers=None, retries=0, pure=True, **kwargs):
+        """``[submit(func, *args) for args in zip(*iterables)]``, with the function sent once.
+        *key*: a list of keys, or a prefix for them."""
         if not callable(func):
             raise TypeError(f"map expects a callable first, got {type(func).__name__}")
         self._check_open()
+        _, kwargs = self._collections_to_futures((), kwargs)
         fid = self._function_id(func, cache=True)
         group = _funcname(func)
         restrictions = self._restrictions(workers)
@@ -548,11 +600,14 @@ class Client:
         keys = key if isinstance(key, (list, tuple)) else None
         if keys is not None and len(keys) != len(items):
             raise ValueError(f"map got {len(keys)} keys for {len(items)} inputs")
-        prefix = f"{key or group}-{self._prefix}-"
+        prefix = key if isinstance(key, str) else group
+        states = self._states
         for i, args in enumerate(items):
-            k = keys[i] if keys is not None else f"{prefix}{next(self._counter)}"
-            futures.append(Future(k, self))
-            tasks.append(self._pack(k, group, fid, args, kwargs, restrictions, retries))
+            task = self._pack(keys[i] if keys is not None else None, prefix, group, fid, args,
+                              kwargs, restrictions, retries, pure)
+            if task[0] not in states:
+                tasks.append(task)
+            futures.append(Future(task[0], self))
         self._send(tasks=tasks)
         return futures
 
@@ -647,6 +702,8 @@ class Client:
         if self.status in ("closing", "closed"):
             return
         self.status = "closing"
+        if self._default:
+            unregister_default(self)
 
         async def shutdown():
             self._flush()

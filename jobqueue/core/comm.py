@@ -5,39 +5,63 @@ pure incremental decoder (protocol.Decoder) cuts them into batches, and a large 
 received straight into its own buffer without further copies. (tornado's IOStream was measured
 at ~200 us per hop here against ~70 us for this; tornado serves the dashboard's HTTP.)
 
-Every connection starts with a mutual HMAC challenge over the cluster's token, in fixed-size raw
-reads, before a single byte is handed to msgpack::
+Every connection starts with a mutual HMAC challenge over the cluster's token, in raw reads of
+bounded size, before a single byte is handed to msgpack::
 
-    server -> client   MAGIC(4) + server_nonce(32)
-    client -> server   client_nonce(32) + HMAC(token, "client" + server_nonce + client_nonce)
-    server -> client   HMAC(token, "server" + client_nonce + server_nonce)
+    server -> client   MAGIC(4) + ns: server nonce(32)
+    client -> server   nc: client nonce(32) + len(1) + hello + HMAC(token, "jq2 client" ns nc len hello)
+    server -> client   HMAC(token, "jq2 server" ns nc len hello server_role)
 
-A peer that fails, stalls or sends anything else is disconnected.
+``hello`` is ``"<client role> <server role> <address>"`` in ASCII: who connects (client, worker,
+peer), whom it means to reach (scheduler, worker) and at which address. The server refuses a
+proof made for another role or another port, and the client refuses a server whose proof is
+not for the role it meant to reach: a handshake relayed from one of our connections to another
+of our servers (the same token) fails. Every batch after the handshake carries an HMAC under a
+key derived from the whole handshake, one per direction, with a sequence number
+(protocol.FrameMac): a relay that passes the handshake through cannot write a batch that
+either end would decode, nor replay, reorder or splice one.
+
+A peer that fails, stalls or sends anything else is disconnected. Connections still in their
+handshake are capped in total and per source address (the oldest is dropped to make room), so
+idle connections cannot use up our file descriptors, and rejections are logged at most once
+per interval with a count.
 
 A client in the process that runs the scheduler (``Client(LocalCluster())``) reaches it over an
 in-memory pipe instead of a loopback socket: the same bytes, handshake and decoder, without the
-kernel round trip and the event-loop wake-up that cost ~100 us per message here.
+kernel round trip and the event-loop wake-up that cost ~100 us per message here. Batches on a
+pipe carry no MAC: no other process can reach it.
 """
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import hmac
 import logging
 import os
 import socket
-from collections import deque
+import time
+from collections import OrderedDict, deque
 
-from . import protocol
+from . import protocol, shm
 from .errors import AuthenticationError, CommClosedError, UnpicklableResult
+from .security import Security, scheme_of
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"JQ\x01\x00"
+MAGIC = b"JQ\x02\x00"
 NONCE = 32
 HANDSHAKE_TIMEOUT = 10.0
 LARGE_WRITE = 1 << 16
 WRITE_SLICE = 1 << 20
+MAX_HANDSHAKES = 256            # connections in their handshake, per listener
+MAX_HANDSHAKES_PER_SOURCE = 64  # ... from one source address
+ACCEPT_BURST = 32               # connections accepted per wake-up before their admission
+REJECT_LOG_INTERVAL = 10.0
+
+# Who may connect to whom: server role -> the roles of the connecting side it accepts.
+ROLES = {"scheduler": frozenset({"client", "worker"}),
+         "worker": frozenset({"peer"})}
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -49,12 +73,30 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def format_address(host: str, port: int) -> str:
-    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+def format_address(host: str, port: int, scheme: str = "tcp") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-def _mac(token: bytes, label: bytes, a: bytes, b: bytes) -> bytes:
-    return hmac.new(token, label + a + b, hashlib.sha256).digest()
+_contexts: dict = {}  # (Security, server_side) -> SSLContext: loading certificates costs ~ms
+
+
+def _tls_context(security, server_side: bool):
+    if security is None:
+        security = Security.from_config()
+    ctx = _contexts.get((security, server_side))
+    if ctx is None:
+        ctx = _contexts[security, server_side] = security.context(server_side)
+    return ctx
+
+
+def _mac(token: bytes, *parts: bytes) -> bytes:
+    return hmac.new(token, b"".join(parts), hashlib.sha256).digest()
+
+
+def _session(token: bytes, transcript: bytes) -> tuple[protocol.FrameMac, protocol.FrameMac]:
+    """(client-to-server, server-to-client) MACs keyed by the token and the whole handshake."""
+    return (protocol.FrameMac(_mac(token, b"jq2 c2s ", transcript)),
+            protocol.FrameMac(_mac(token, b"jq2 s2c ", transcript)))
 
 
 def as_token(token) -> bytes:
@@ -137,6 +179,7 @@ class _Protocol(asyncio.BufferedProtocol):
         return False
 
     def connection_lost(self, exc):
+        self.decoder.close()
         if self.error is None:
             self.error = CommClosedError(f"connection closed{f': {exc}' if exc else ''}")
         if self.handler is not None:
@@ -169,6 +212,8 @@ class Comm:
         self.proto = proto
         self.peer = peer
         self.name = None
+        self.peer_role = None  # what the handshake proved the other side to be
+        self.mac_out = None    # FrameMac of what we send (None on an in-process pipe)
         self._slicing = False  # a write() is under way
 
     async def _wait(self):
@@ -189,8 +234,11 @@ class Comm:
         data, p.raw = bytes(p.raw[:n]), p.raw[n:]
         return data
 
-    def start_framing(self):
+    def start_framing(self, mac_out=None, mac_in=None):
+        """The handshake is over: from now on the bytes are batches (tagged, with MACs)."""
+        self.mac_out = mac_out
         p = self.proto
+        p.decoder.mac = mac_in
         p.raw_mode = False
         if p.raw:
             leftover, p.raw = bytes(p.raw), bytearray()
@@ -234,7 +282,10 @@ class Comm:
         if self._slicing:
             raise RuntimeError(f"write_nowait on {self!r} while a write() is under way")
         small = []
-        for buf in protocol.dumps(messages):
+        buffers = protocol.dumps(messages)
+        if self.mac_out is not None:
+            buffers.append(self.mac_out.sign(buffers))
+        for buf in buffers:
             if len(buf) < LARGE_WRITE:
                 small.append(buf)
                 continue
@@ -254,18 +305,26 @@ class Comm:
             raise CommClosedError(f"connection to {self.peer} closed")
         small = []
         self._slicing = True
+        running = self.mac_out.start() if self.mac_out is not None else None
         try:
             for buf in protocol.dumps(messages):
                 view = memoryview(buf).cast("B")
                 if view.nbytes < LARGE_WRITE:
                     small.append(buf)
+                    if running is not None:
+                        running.update(view)
                     continue
                 if small:
                     self.transport.writelines(small)
                     small = []
                 for i in range(0, view.nbytes, WRITE_SLICE):
-                    self.transport.write(view[i:i + WRITE_SLICE])
+                    piece = view[i:i + WRITE_SLICE]
+                    if running is not None:  # while the socket sends the slice before
+                        running.update(piece)
+                    self.transport.write(piece)
                     await self.drain()
+            if running is not None:
+                small.append(running.digest())
             if small:
                 self.transport.writelines(small)
         finally:
@@ -305,25 +364,56 @@ class Comm:
         return f"<Comm {self.name or ''} peer={self.peer}>"
 
 
-async def _handshake_server(comm: Comm, token: bytes) -> None:
+def _hello(role: str, expect: str, address: str) -> bytes:
+    hello = f"{role} {expect} {address}".encode("ascii", "replace")
+    if len(hello) > 255:
+        raise ValueError(f"address too long for the handshake: {address!r}")
+    return bytes([len(hello)]) + hello
+
+
+async def _handshake_server(comm: Comm, token: bytes, role: str, port) -> tuple:
+    """Prove and check the token; returns the (to-client, from-client) MACs."""
     nonce_s = os.urandom(NONCE)
     comm.transport.write(MAGIC + nonce_s)
-    reply = await comm.read_exactly(2 * NONCE)
-    nonce_c, mac_c = reply[:NONCE], reply[NONCE:]
-    if not hmac.compare_digest(mac_c, _mac(token, b"client", nonce_s, nonce_c)):
+    first = await comm.read_exactly(NONCE + 1)
+    nonce_c, hello = first[:NONCE], first[NONCE:]
+    rest = await comm.read_exactly(hello[0] + NONCE)
+    hello, mac_c = hello + rest[:-NONCE], rest[-NONCE:]
+    if not hmac.compare_digest(mac_c, _mac(token, b"jq2 client ", nonce_s, nonce_c, hello)):
         raise AuthenticationError("peer did not present the cluster's token")
-    comm.transport.write(_mac(token, b"server", nonce_c, nonce_s))
+    peer_role, expect, address = (hello[1:].decode("ascii", "replace").split(" ", 2) + ["", ""])[:3]
+    if expect != role or peer_role not in ROLES[role]:
+        raise AuthenticationError(f"a {peer_role!r} meant to reach a {expect!r}, this is a {role}")
+    if port is not None:
+        try:
+            meant = parse_address(address)[1]
+        except ValueError:
+            meant = None
+        if meant != port:
+            raise AuthenticationError(f"peer meant to reach {address!r}, this is port {port}")
+    comm.peer_role = peer_role
+    comm.transport.write(_mac(token, b"jq2 server ", nonce_s, nonce_c, hello, role.encode()))
+    c2s, s2c = _session(token, nonce_s + nonce_c + hello + role.encode())
+    return s2c, c2s
 
 
-async def _handshake_client(comm: Comm, token: bytes, address: str) -> None:
+async def _handshake_client(comm: Comm, token: bytes, address: str, role: str,
+                            expect: str) -> tuple:
+    """Prove and check the token; returns the (to-server, from-server) MACs."""
     hello = await comm.read_exactly(len(MAGIC) + NONCE)
     if hello[:len(MAGIC)] != MAGIC:
-        raise AuthenticationError(f"{address} is not a jobqueue server (bad greeting)")
+        raise AuthenticationError(f"{address} is not a jobqueue server of this version "
+                                  f"(bad greeting {hello[:len(MAGIC)]!r})")
     nonce_s, nonce_c = hello[len(MAGIC):], os.urandom(NONCE)
-    comm.transport.write(nonce_c + _mac(token, b"client", nonce_s, nonce_c))
+    mine = _hello(role, expect, address)
+    comm.transport.write(nonce_c + mine + _mac(token, b"jq2 client ", nonce_s, nonce_c, mine))
     mac_s = await comm.read_exactly(NONCE)
-    if not hmac.compare_digest(mac_s, _mac(token, b"server", nonce_c, nonce_s)):
-        raise AuthenticationError(f"{address} does not hold the cluster's token")
+    if not hmac.compare_digest(mac_s, _mac(token, b"jq2 server ", nonce_s, nonce_c, mine,
+                                           expect.encode())):
+        raise AuthenticationError(f"{address} does not hold the cluster's token or is not a "
+                                  f"jobqueue {expect}")
+    comm.peer_role = expect
+    return _session(token, nonce_s + nonce_c + mine + expect.encode())
 
 
 class _PipeTransport(asyncio.Transport):
@@ -383,55 +473,135 @@ _in_process: dict = {}  # address -> Listener serving it in this process
 
 
 async def connect(address: str, token, timeout: float = 10.0, name: str | None = None,
-                  max_body: int = protocol.DEFAULT_MAX_BODY) -> Comm:
-    """Open and authenticate a connection to *address*."""
+                  max_body: int = protocol.DEFAULT_MAX_BODY, role: str = "client",
+                  expect: str = "scheduler", security: Security | None = None) -> Comm:
+    """Open and authenticate a connection to *address*: we are a *role* (client, worker or peer)
+    and mean to reach a *expect* (scheduler, or worker for its data). A ``tls://`` address is
+    reached over TLS with *security*'s certificates (default: from the config)."""
     host, port = parse_address(address)
+    tls = scheme_of(address) == "tls"
     token = as_token(token)
     loop = asyncio.get_running_loop()
     listener = _in_process.get(address)
-    if listener is not None and listener.loop is loop:
+    in_process = listener is not None and listener.loop is loop
+    if in_process:
         transport, proto = listener.pipe(max_body)
     else:
+        extra = {}
+        if tls:
+            extra = dict(ssl=_tls_context(security, server_side=False), server_hostname=host,
+                         ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         try:
             transport, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _Protocol(max_body), host, port), timeout)
+                loop.create_connection(lambda: _Protocol(max_body), host, port, **extra),
+                timeout)
         except (OSError, asyncio.TimeoutError) as e:
+            hint = ("; is it a TLS scheduler (tls://)?" if not tls and
+                    isinstance(e, asyncio.TimeoutError) else "")
             raise CommClosedError(f"could not connect to {address}: "
-                                  f"{type(e).__name__}: {e or 'timed out'}") from None
+                                  f"{type(e).__name__}: {e or 'timed out'}{hint}") from None
     comm = Comm(transport, proto, address)
     comm.name = name
     try:
-        await asyncio.wait_for(_handshake_client(comm, token, address), HANDSHAKE_TIMEOUT)
+        macs = await asyncio.wait_for(_handshake_client(comm, token, address, role, expect),
+                                      HANDSHAKE_TIMEOUT)
     except (CommClosedError, asyncio.TimeoutError) as e:
         transport.abort()
         if isinstance(e, AuthenticationError):
             raise
+        hint = "" if tls else " Or a TLS server (its address starts with tls://)?"
         raise AuthenticationError(
-            f"{address} closed the connection during the handshake: wrong token?") from None
-    comm.start_framing()
+            f"{address} closed the connection during the handshake: wrong token, or not a "
+            f"jobqueue {expect}? (its log says why it refused){hint}") from None
+    comm.start_framing(*(() if in_process or tls else macs))
     return comm
 
 
-class Listener:
-    """Accepts connections, authenticates them, and hands each Comm to ``handler``."""
+class _RejectLog:
+    """Rejected connections, logged at most once per interval: the first at once, then a count
+    with the peers, so that a flood cannot drown the scheduler's log."""
 
-    def __init__(self, token, handler, max_body: int = protocol.DEFAULT_MAX_BODY):
+    def __init__(self, interval: float = REJECT_LOG_INTERVAL):
+        self.interval = interval
+        self.next = 0.0
+        self.count = 0
+        self.peers: dict = {}
+
+    def reject(self, peer: str, reason) -> None:
+        now = time.monotonic()
+        host = peer.rsplit(":", 1)[0]
+        if now >= self.next:
+            self.flush()
+            logger.warning("rejected connection from %s: %s", peer, reason)
+            self.next = now + self.interval
+        else:
+            self.count += 1
+            self.peers[host] = self.peers.get(host, 0) + 1
+
+    def flush(self) -> None:
+        if self.count:
+            top = sorted(self.peers.items(), key=lambda kv: -kv[1])[:5]
+            logger.warning("rejected %d more connections in the last %g s (from %s)",
+                           self.count, self.interval,
+                           ", ".join(f"{h} x{n}" for h, n in top))
+        self.count, self.peers = 0, {}
+
+
+def raise_open_file_limit() -> None:
+    """Soft limit of open files up to the hard limit: a scheduler holds one per worker, and the
+    common default of 1,024 is what a flood of idle connections would exhaust first."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+class Listener:
+    """Accepts connections, authenticates them, and hands each Comm to ``handler``. *role* is
+    what this server is (scheduler, or worker for its data server)."""
+
+    def __init__(self, token, handler, max_body: int = protocol.DEFAULT_MAX_BODY,
+                 role: str = "scheduler", security: Security | None = None):
+        if role not in ROLES:
+            raise ValueError(f"unknown listener role {role!r} (one of {sorted(ROLES)})")
+        self.ssl = security.context(server_side=True) if security and security.tls else None
+        self.scheme = "tls" if self.ssl is not None else "tcp"
         self.token = as_token(token)
         self.handler = handler
         self.max_body = max_body
+        self.role = role
         self.port = None
-        self.server = None
+        self.sock = None
         self.rejected = 0
         self._tasks: set = set()
+        self._handshakes: OrderedDict = OrderedDict()  # _Pending, oldest first
+        self._reject_log = _RejectLog()
+        self._paused = None
         self.loop = None
         self.addresses: list = []
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self.loop = loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _ServerProtocol(self),
-                                               host or None, port, reuse_address=True,
-                                               backlog=4096)  # 1,000 workers arrive at once
-        self.port = self.server.sockets[0].getsockname()[1]
+        """Listen on *host* (empty: every interface) and *port* (0: any free port). We accept
+        connections ourselves, a few at a time, so that each is admitted (and the oldest
+        unauthenticated one dropped if need be) before the next takes a file descriptor;
+        asyncio's server would accept thousands at once and then stall on EMFILE."""
+        raise_open_file_limit()
+        self.loop = asyncio.get_running_loop()
+        if host:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self.sock = socket.create_server((host, port), family=family, backlog=4096)
+        elif socket.has_dualstack_ipv6():
+            self.sock = socket.create_server(("", port), family=socket.AF_INET6,
+                                             backlog=4096, dualstack_ipv6=True)
+        else:
+            self.sock = socket.create_server(("", port), backlog=4096)
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.loop.add_reader(self.sock.fileno(), self._accept)
         return self.port
 
     def serve_in_process(self, address: str) -> None:
@@ -453,23 +623,100 @@ class Listener:
         for address in self.addresses:
             if _in_process.get(address) is self:
                 del _in_process[address]
-        if self.server is not None:
-            self.server.close()
+        if self.sock is not None:
+            if self._paused is not None:
+                self._paused.cancel()
+            else:
+                self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+        for entry in list(self._handshakes):
+            entry.drop()
+        self._handshakes.clear()
         for t in list(self._tasks):
             t.cancel()
+        self._reject_log.flush()
+
+    def _accept(self):
+        for _ in range(ACCEPT_BURST):
+            try:
+                conn, addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise
+                self._reject_log.reject("(accept)", f"{e.strerror}: dropping the oldest "
+                                                    "unauthenticated connection")
+                if not self._handshakes:  # all ours: wait for some to end
+                    self.loop.remove_reader(self.sock.fileno())
+                    self._paused = self.loop.call_later(1.0, self._resume)
+                else:
+                    self._handshakes.popitem(last=False)[0].drop()
+                return
+            conn.setblocking(False)
+            entry = _Pending(conn, str(addr[0]))
+            self._admit(entry)
+            self._spawn(self._connect_accepted(entry))
+
+    def _resume(self):
+        self._paused = None
+        if self.sock is not None:
+            self.loop.add_reader(self.sock.fileno(), self._accept)
+
+    def _spawn(self, coro):
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect_accepted(self, entry):
+        if entry.dropped:
+            return
+        try:
+            extra = dict(ssl=self.ssl, ssl_handshake_timeout=HANDSHAKE_TIMEOUT) if self.ssl else {}
+            await self.loop.connect_accepted_socket(lambda: _ServerProtocol(self, entry),
+                                                    entry.sock, **extra)
+        except (OSError, asyncio.TimeoutError) as e:
+            self.rejected += 1
+            self._reject_log.reject(entry.source, f"TLS handshake failed: {e}")
+            entry.drop()
+            self._handshakes.pop(entry, None)
+
+    def _admit(self, entry) -> None:
+        """Make room for one more connection in its handshake: drop the oldest of its source
+        when that source holds its share, else the oldest of all when the listener is full."""
+        pending = self._handshakes
+        victim = None
+        if sum(1 for e in pending if e.source == entry.source) >= MAX_HANDSHAKES_PER_SOURCE:
+            victim = next(e for e in pending if e.source == entry.source)
+        elif len(pending) >= MAX_HANDSHAKES:
+            victim = next(iter(pending))
+        if victim is not None:
+            del pending[victim]
+            victim.drop()
+            self.rejected += 1
+            self._reject_log.reject(victim.source, "dropped: too many connections in their "
+                                                   "handshake")
+        pending[entry] = None
 
     async def _serve(self, transport, proto):
         info = transport.get_extra_info("peername") or ("?", 0)
         peer = format_address(*info[:2])
         comm = Comm(transport, proto, peer)
+        pipe = isinstance(transport, _PipeTransport)
         try:
-            await asyncio.wait_for(_handshake_server(comm, self.token), HANDSHAKE_TIMEOUT)
+            macs = await asyncio.wait_for(
+                _handshake_server(comm, self.token, self.role, self.port), HANDSHAKE_TIMEOUT)
         except (CommClosedError, asyncio.TimeoutError, OSError) as e:
-            self.rejected += 1
-            logger.warning("rejected connection from %s: %s", peer, e or type(e).__name__)
+            if proto.entry is None or not proto.entry.dropped:  # dropped: counted already
+                self.rejected += 1
+                self._reject_log.reject(peer, e or "handshake timed out")
             transport.abort()
             return
-        comm.start_framing()
+        finally:
+            if proto.entry is not None:
+                self._handshakes.pop(proto.entry, None)
+        comm.start_framing(*(() if pipe or self.ssl else macs))
         try:
             await self.handler(comm)
         except (CommClosedError, protocol.ProtocolError) as e:
@@ -482,16 +729,35 @@ class Listener:
             transport.abort()
 
 
+class _Pending:
+    """An accepted connection that has not yet completed its handshake."""
+
+    __slots__ = ("sock", "source", "transport", "dropped")
+
+    def __init__(self, sock, source):
+        self.sock, self.source = sock, source
+        self.transport = None
+        self.dropped = False
+
+    def drop(self):
+        self.dropped = True
+        if self.transport is not None:
+            self.transport.abort()
+        else:
+            self.sock.close()
+
+
 class _ServerProtocol(_Protocol):
-    def __init__(self, listener):
+    def __init__(self, listener, entry=None):
         super().__init__(listener.max_body)
         self.listener = listener
+        self.entry = entry
 
     def connection_made(self, transport):
         super().connection_made(transport)
-        task = asyncio.get_running_loop().create_task(self.listener._serve(transport, self))
-        self.listener._tasks.add(task)
-        task.add_done_callback(self.listener._tasks.discard)
+        if self.entry is not None:
+            self.entry.transport = transport
+        self.listener._spawn(self.listener._serve(transport, self))
 
 
 class BatchedSend:
@@ -577,20 +843,23 @@ class BatchedSend:
 class PeerPool:
     """Connections to workers' data servers, reused between requests (workers and clients)."""
 
-    def __init__(self, token):
+    def __init__(self, token, security: Security | None = None):
         self.token = token
+        self.security = security
         self.comms: dict = {}
 
     async def get_data(self, address: str, keys: list) -> dict:
-        """``{key: value}`` of the results *address* holds; a key it no longer holds is absent."""
+        """``{key: value}`` of the results *address* holds; a key it no longer holds is absent.
+        A worker on this machine hands large frames over through shared memory (shm.py)."""
         comm = self.comms.pop(address, None)
         if comm is None or comm.closed:
-            comm = await connect(address, self.token)
-        reply = await comm.request({"op": "get-data", "keys": keys})
+            comm = await connect(address, self.token, role="peer", expect="worker",
+                                 security=self.security)
+        reply = await comm.request({"op": "get-data", "keys": keys, "shm": shm.namespace()})
         self.comms[address] = comm
         if reply.get("errors"):
             raise UnpicklableResult("; ".join(reply["errors"].values()))
-        return {k: protocol.deserialize(frames) for k, frames in reply["data"].items()}
+        return {k: protocol.deserialize(shm.load(frames)) for k, frames in reply["data"].items()}
 
     def close(self) -> None:
         for comm in self.comms.values():

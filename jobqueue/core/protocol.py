@@ -5,6 +5,12 @@ A *batch* is a list of messages (msgpack maps with an ``op`` key) written as one
     prefix   <Q body_length> <I nframes>          12 bytes
     lengths  nframes x <Q>
     frames   frame 0: msgpack of the message list; frames 1..: raw byte payloads
+    tag      32 bytes, on authenticated connections only
+
+The tag is HMAC-SHA256, keyed per connection and direction by the handshake, over the batch's
+sequence number (8 bytes, little-endian, from 0), the prefix and the body (:class:`FrameMac`).
+A receiver checks it before a byte of the batch reaches msgpack, so a batch that was forged,
+replayed, reordered, truncated or spliced in from another connection is never decoded.
 
 Large byte payloads are not copied into msgpack: a message carries them as :class:`Raw`, which
 becomes a reference (msgpack extension type 1, the frame index) and travels as its own frame.
@@ -15,6 +21,9 @@ scheduler can decode every message without ever running user code.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
+import mmap
 import pickle
 import struct
 
@@ -29,8 +38,74 @@ MAX_HEADER = 256 << 20          # msgpack part of one batch
 DEFAULT_MAX_BODY = 8 << 30      # all frames of one batch
 
 
+TAG = 32                        # bytes of the HMAC-SHA256 after each authenticated batch
+MMAP_FROM = 1 << 20             # large batches at least this big are received into an mmap
+
+
 class ProtocolError(Exception):
     """The peer sent bytes that are not a well-formed batch of messages (the peer's fault)."""
+
+
+class FrameMac:
+    """The MAC of one direction of one connection: a key from the handshake and the number of
+    the next batch. Sender and receiver each hold one per direction, in step."""
+
+    __slots__ = ("_base", "seq")
+
+    def __init__(self, key: bytes):
+        self._base = hmac.new(key, digestmod=hashlib.sha256)
+        self.seq = 0
+
+    def start(self):
+        """A running MAC for the next batch: feed it the prefix and body, then ``digest()``."""
+        h = self._base.copy()
+        h.update(self.seq.to_bytes(8, "little"))
+        self.seq += 1
+        return h
+
+    def sign(self, buffers) -> bytes:
+        h = self.start()
+        for buf in buffers:
+            h.update(buf)
+        return h.digest()
+
+
+class ReceiveBudget:
+    """Bytes that large batches being received may hold, across every connection of a process:
+    a peer that announces more than is left is refused instead of making us allocate it."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> None:
+        if self.used + n > self.limit:
+            raise ProtocolError(
+                f"batch of {n} bytes refused: this process already receives {self.used} bytes "
+                f"of large batches (limit {self.limit})")
+        self.used += n
+
+    def give_back(self, n: int) -> None:
+        self.used -= n
+
+
+def _total_memory() -> int:
+    try:
+        import os
+
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+# Large receives of all connections of this process together: half the machine's memory.
+RECEIVE_BUDGET = ReceiveBudget(max(1 << 30, _total_memory() // 2))
+
+
+def _receive_buffer(n: int):
+    """A buffer for *n* bytes that costs memory only as bytes arrive: an mmap's pages are
+    committed by the kernel when written, while bytearray(n) zero-fills all of it at once."""
+    return mmap.mmap(-1, n) if n >= MMAP_FROM else bytearray(n)
 
 
 class Raw:
@@ -119,24 +194,30 @@ class Decoder:
     Pure: no sockets. The TCP comm lets the kernel write straight into :meth:`get_buffer` and
     then calls :meth:`buffer_updated`; tests and fuzzers call :meth:`feed`. A batch larger than
     half the scratch buffer is received into a buffer of its own, so a 64 MB payload is copied
-    once, from the socket into its final place. The scratch buffer starts small and doubles,
-    up to *chunk*, each time a read fills it: a scheduler keeps one per worker connection, and
-    a thousand idle ones of 64 KB would be 64 MB.
+    once, from the socket into its final place; its memory is committed as bytes arrive, not
+    from the size the peer announced, and counts against the process's :data:`RECEIVE_BUDGET`.
+    The scratch buffer starts small and doubles, up to *chunk*, each time a read fills it: a
+    scheduler keeps one per worker connection, and a thousand idle ones of 64 KB would be 64 MB.
+
+    With a *mac* (:class:`FrameMac`), every batch must be followed by its tag, which is checked
+    before the batch is decoded: the MAC of a large batch is computed as its bytes arrive.
     """
 
     def __init__(self, max_body: int = DEFAULT_MAX_BODY, chunk: int = 1 << 16,
-                 initial: int = 1 << 12):
+                 initial: int = 1 << 12, mac: FrameMac | None = None,
+                 budget: ReceiveBudget | None = None):
         self.max_body = max_body
         self.chunk = chunk
         self.buf = bytearray(min(initial, chunk))
         self.start = 0
         self.end = 0
-        self.large = None  # [body, nframes, filled]
+        self.mac = mac
+        self.budget = budget if budget is not None else RECEIVE_BUDGET
+        self.large = None  # _Large: a batch being received into a buffer of its own
 
     def get_buffer(self) -> memoryview:
         if self.large is not None:
-            body, _, filled = self.large
-            return memoryview(body)[filled:]
+            return memoryview(self.large.body)[self.large.filled:]
         if self.end == len(self.buf):  # the last read filled it
             n = self.end - self.start
             if self.start:
@@ -147,36 +228,40 @@ class Decoder:
         return memoryview(self.buf)[self.end:]
 
     def buffer_updated(self, nbytes: int) -> list:
-        if self.large is not None:
-            self.large[2] += nbytes
-            body, nframes, filled = self.large
-            if filled < len(body):
+        large = self.large
+        if large is not None:
+            if not large.received(nbytes):
                 return []
             self.large = None
-            return [loads(nframes, body)]
+            self.budget.give_back(len(large.body))
+            return [large.finish()]
         self.end += nbytes
         return self._parse()
 
     def _parse(self) -> list:
         out, buf = [], self.buf
+        tag = TAG if self.mac is not None else 0
         while self.end - self.start >= PREFIX.size:
-            size, nframes = parse_prefix(bytes(buf[self.start:self.start + PREFIX.size]),
-                                         self.max_body)
+            prefix = bytes(buf[self.start:self.start + PREFIX.size])
+            size, nframes = parse_prefix(prefix, self.max_body)
             begin = self.start + PREFIX.size
             have = self.end - begin
-            if have >= size:
+            if have >= size + tag:
                 with memoryview(buf) as mv:
                     body = bytes(mv[begin:begin + size])
-                self.start = begin + size
+                    if tag:
+                        _verify(self.mac, prefix, body, mv[begin + size:begin + size + tag])
+                self.start = begin + size + tag
                 out.append(loads(nframes, body))
-            elif size > len(buf) // 2:
-                body = bytearray(size)
+            elif size + tag > len(buf) // 2:
+                self.budget.take(size + tag)
+                body = _receive_buffer(size + tag)
                 body[:have] = buf[begin:self.end]
                 self.start = self.end = 0
-                self.large = [body, nframes, have]
+                self.large = _Large(body, nframes, size, prefix, self.mac, have)
                 break
             else:
-                if begin + size > len(buf):  # make room for the rest of this batch
+                if begin + size + tag > len(buf):  # make room for the rest of this batch
                     n = self.end - self.start
                     buf[:n] = buf[self.start:self.end]
                     self.start, self.end = 0, n
@@ -184,6 +269,12 @@ class Decoder:
         if self.start == self.end:
             self.start = self.end = 0
         return out
+
+    def close(self) -> None:
+        """The connection ended: give back what a half-received batch held."""
+        if self.large is not None:
+            self.budget.give_back(len(self.large.body))
+            self.large = None
 
     def feed(self, data) -> list:
         out, data = [], memoryview(data).cast("B")
@@ -195,6 +286,53 @@ class Decoder:
             data = data[n:]
             out.extend(self.buffer_updated(n))
         return out
+
+
+def _verify(mac: FrameMac, prefix, body, tag) -> None:
+    h = mac.start()
+    h.update(prefix)
+    h.update(body)
+    if not hmac.compare_digest(h.digest(), bytes(tag)):
+        raise ProtocolError(f"batch {mac.seq - 1} failed authentication (forged, replayed, "
+                            f"reordered or corrupted)")
+
+
+class _Large:
+    """A batch received into a buffer of its own; its MAC is computed as its bytes arrive."""
+
+    __slots__ = ("body", "nframes", "size", "filled", "hashed", "running", "mac")
+
+    def __init__(self, body, nframes, size, prefix, mac, filled):
+        self.body, self.nframes, self.size, self.mac = body, nframes, size, mac
+        self.filled = filled
+        self.hashed = 0
+        self.running = None
+        if mac is not None:
+            self.running = mac.start()
+            self.running.update(prefix)
+            self._hash()
+
+    def _hash(self):
+        upto = min(self.filled, self.size)
+        if upto > self.hashed:
+            with memoryview(self.body) as mv:
+                self.running.update(mv[self.hashed:upto])
+            self.hashed = upto
+
+    def received(self, nbytes: int) -> bool:
+        """Whether the batch (and its tag) is complete."""
+        self.filled += nbytes
+        if self.running is not None:
+            self._hash()
+        return self.filled == len(self.body)
+
+    def finish(self) -> list:
+        body = memoryview(self.body)
+        if self.running is not None:
+            if not hmac.compare_digest(self.running.digest(), bytes(body[self.size:])):
+                raise ProtocolError(f"batch {self.mac.seq - 1} failed authentication (forged, "
+                                    f"replayed, reordered or corrupted)")
+        return loads(self.nframes, body[:self.size])
 
 
 # -- user data --------------------------------------------------------------------------------

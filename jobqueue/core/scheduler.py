@@ -10,12 +10,15 @@ import json
 import logging
 import os
 import secrets
+import shutil
+import tempfile
 import time
 from collections import deque
 
 from . import protocol
 from .comm import BatchedSend, CommClosedError, Listener, format_address
 from .scheduler_state import SchedulerState
+from .security import Security
 
 logger = logging.getLogger("jobqueue.scheduler")
 
@@ -60,7 +63,9 @@ SCHEMAS = {
     "worker-status": {"status": str},
     "run-result": {"status": str},
     "retire-self": {},
-    "update-graph": {"tasks": list, "functions": (dict, NONE)},
+    "update-graph": {"tasks": list, "functions": (dict, NONE), "graph": (int, NONE)},
+    "retry": {"keys": STR_LIST},
+    "terminate": {},
     "release-keys": {"keys": STR_LIST},
     "cancel": {"keys": STR_LIST},
     "who-has": {"keys": STR_LIST},
@@ -70,7 +75,8 @@ SCHEMAS = {
     "retire-workers": {"workers": STR_LIST},
 }
 TASK_FIELDS = ((str, "key"), (str, "group"), ((str, NONE), "fid"), ((*BLOB, NONE), "args"),
-               (STR_LIST, "dependencies"), ((STR_LIST, NONE), "restrictions"), (int, "retries"))
+               (STR_LIST, "dependencies"), ((STR_LIST, NONE), "restrictions"), (int, "retries"),
+               (int, "priority"), (int, "flags"))
 
 
 def _is(value, kind) -> bool:
@@ -93,10 +99,13 @@ def check_message(msg: dict) -> None:
 
 def check_task(task) -> None:
     # Written out (not a loop over TASK_FIELDS): this runs once per task on the hot path.
-    if type(task) is not list or len(task) != 7:
+    if type(task) is not list or (len(task) != 7 and len(task) != 9):
         raise MalformedMessage("update-graph: each task is [key, group, fid, args, "
-                               "dependencies, restrictions, retries]")
-    key, group, fid, args, deps, restrictions, retries = task
+                               "dependencies, restrictions, retries] or a graph's task, "
+                               "[..., priority, flags]")
+    if len(task) == 9 and not (type(task[7]) is int and type(task[8]) is int):
+        raise MalformedMessage("update-graph: a graph task's priority and flags are ints")
+    key, group, fid, args, deps, restrictions, retries = task[:7]
     if not (type(key) is str and type(group) is str and (fid is None or type(fid) is str)
             and (args is None or type(args) is bytes or type(args) is memoryview)
             and type(deps) is list and (restrictions is None or type(restrictions) is list)
@@ -135,8 +144,11 @@ def _field(msg, name, kind):
 class Scheduler:
     def __init__(self, token=None, host: str = "127.0.0.1", port: int = 0,
                  allowed_failures: int = 3, worker_ttl: float | None = 300.0,
-                 scheduler_file: str | None = None, dashboard_address=None):
+                 scheduler_file: str | None = None, dashboard_address=None,
+                 security: Security | None = None):
         self.token = token or secrets.token_urlsafe(32)
+        self.security = security  # None: from the config, at start
+        self._tls_dir = None
         self.host = host
         self.port = port
         self.worker_ttl = worker_ttl
@@ -156,6 +168,7 @@ class Scheduler:
         self.status = "init"
         self.started = time.time()
         self.log = LogBuffer()
+        self.closed = asyncio.Event()
         self._tasks: list = []
         self._rid = 0
         self.worker_handlers = {
@@ -168,7 +181,8 @@ class Scheduler:
             "update-graph": self._update_graph, "release-keys": self._release_keys,
             "cancel": self._cancel, "who-has": self._who_has, "scheduler-info": self._info,
             "run": self._run, "close-workers": self._close_workers,
-            "retire-workers": self._retire_workers,
+            "retire-workers": self._retire_workers, "retry": self._retry,
+            "terminate": self._terminate,
         }
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -178,17 +192,23 @@ class Scheduler:
         root.addHandler(self.log)
         if root.level == logging.NOTSET:
             root.setLevel(logging.INFO)
-        self.listener = Listener(self.token, self._handle)
+        security = self.security or Security.from_config()
+        if security.tls and not security.complete:
+            self._tls_dir = tempfile.mkdtemp(prefix="tls-", dir=_private_dir())
+            security = security.ready(self._tls_dir)
+        self.security = security
+        self.listener = Listener(self.token, self._handle, security=security)
         port = await self.listener.start(self.host, self.port)
         host = self.host if self.host not in ("", "0.0.0.0") else _public_host()
-        self.address = format_address(host, port)
+        self.address = format_address(host, port, self.listener.scheme)
         self.listener.serve_in_process(self.address)
         self.status = "running"
         loop = asyncio.get_running_loop()
         if self.worker_ttl is not None:  # None: never remove a silent worker
             self._tasks.append(loop.create_task(self._check_workers()))
         if self.scheduler_file:
-            write_scheduler_file(self.scheduler_file, self.address, self.token)
+            write_scheduler_file(self.scheduler_file, self.address, self.token,
+                                 self.security.env())
         logger.info("scheduler listening at %s", self.address)
         if self.dashboard_address is not None:
             from .dashboard import Dashboard
@@ -211,19 +231,23 @@ class Scheduler:
             while self.worker_streams and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
         for t in self._tasks:
-            t.cancel()
+            if t is not asyncio.current_task():
+                t.cancel()
         if self.dashboard is not None:
             await self.dashboard.stop()
         self.listener.stop()
         for bs in list(self.worker_streams.values()) + list(self.client_streams.values()):
             bs.close()
         self.status = "closed"
+        self.closed.set()
         logging.getLogger("jobqueue").removeHandler(self.log)
         if self.scheduler_file:
             try:
                 os.unlink(self.scheduler_file)
             except OSError:
                 pass
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
         logger.info("scheduler at %s closed", self.address)
 
     async def _check_workers(self):
@@ -415,7 +439,17 @@ class Scheduler:
         for fid, blob in functions.items():
             if type(fid) is not str or not isinstance(blob, BLOB):
                 raise MalformedMessage("update-graph: functions map ids to bytes")
-        self.state.update_graph(cid, tasks, functions)
+        self.state.update_graph(cid, tasks, functions, msg.get("graph"))
+
+    def _retry(self, cid, msg):
+        self.state.retry(cid, msg["keys"])
+
+    def _terminate(self, cid, msg):
+        """A client's shutdown(): close the workers and this scheduler."""
+        logger.info("client %s asked the scheduler to shut down", cid)
+        self._reply(cid, msg, True)
+        task = asyncio.get_running_loop().create_task(self.close())
+        self._tasks.append(task)
 
     def _release_keys(self, cid, msg):
         self.state.release_keys(cid, msg["keys"])
@@ -555,15 +589,32 @@ def _public_host() -> str:
         return "127.0.0.1"
 
 
-def write_scheduler_file(path: str, address: str, token: str) -> None:
-    """JSON with the address and token, readable by the owner only."""
+def write_scheduler_file(path: str, address: str, token: str, env: dict | None = None) -> None:
+    """JSON with the address and token (and the environment a client needs, e.g. where the TLS
+    certificates are), readable by the owner only."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"address": address, "token": token}, f)
+        json.dump({"address": address, "token": token, **({"env": env} if env else {})}, f)
     os.chmod(path, 0o600)
+
+
+def _private_dir() -> str:
+    path = os.path.expanduser("~/.jobqueue")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
 
 
 def read_scheduler_file(path: str) -> tuple[str, str]:
     with open(path) as f:
         info = json.load(f)
     return info["address"], info["token"]
+
+
+def scheduler_file_security(path: str) -> Security | None:
+    """The TLS settings a scheduler file names, if any."""
+    with open(path) as f:
+        env = json.load(f).get("env") or {}
+    if env.get("JOBQUEUE_SECURITY__PROTOCOL") != "tls":
+        return None
+    return Security("tls", env["JOBQUEUE_SECURITY__TLS_CA_FILE"],
+                    env["JOBQUEUE_SECURITY__TLS_CERT"], env["JOBQUEUE_SECURITY__TLS_KEY"])

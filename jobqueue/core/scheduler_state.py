@@ -27,6 +27,9 @@ from collections import defaultdict, deque
 from .errors import KilledWorker
 from .protocol import wrap
 
+WANTED, LOOSE = 1, 2            # flags of a graph's task row (graph.py)
+USER_PRIORITY = 1 << 40         # a graph task's priority: position - user priority * this
+
 LEGAL = {
     ("released", "waiting"), ("released", "queued"), ("released", "no-worker"),
     ("released", "processing"), ("released", "erred"), ("released", "forgotten"),
@@ -67,7 +70,7 @@ class TaskState:
     __slots__ = ("key", "group", "fid", "args", "priority", "state", "dependencies", "dependents",
                  "waiting_on", "waiters", "who_has", "processing_on", "nbytes", "type", "retries",
                  "suspicious", "killed_on", "restrictions", "who_wants", "exception", "traceback",
-                 "duration")
+                 "duration", "loose")
 
     def __init__(self, key, group, fid, args, priority, retries=0, restrictions=None):
         self.key = key
@@ -92,6 +95,7 @@ class TaskState:
         self.exception = None
         self.traceback = None
         self.duration = None
+        self.loose = False  # restrictions are a preference (allow_other_workers)
 
     def __repr__(self):
         return f"<Task {self.key!r} {self.state}>"
@@ -138,11 +142,12 @@ class WorkerState:
 
 
 class ClientState:
-    __slots__ = ("id", "wants")
+    __slots__ = ("id", "wants", "base")
 
     def __init__(self, cid):
         self.id = cid
         self.wants: set = set()
+        self.base = 0  # priority of position 0 of the client's latest ordered graph
 
 
 class SchedulerState:
@@ -263,6 +268,10 @@ class SchedulerState:
             allowed = [ws for ws in (self.workers.get(a) or self.names.get(a)
                                      for a in ts.restrictions)
                        if ws is not None and ws.status == "running"]
+            if not allowed:
+                if not ts.loose:
+                    return None
+                allowed = None  # a preference only: any running worker will do
         if ts.dependencies:
             score: dict = {}
             for d in ts.dependencies:
@@ -298,7 +307,8 @@ class SchedulerState:
         self._set(ts, "processing")
         ts.processing_on = ws
         ws.processing[ts] = None
-        msg = {"op": "compute", "key": ts.key, "fid": ts.fid, "args": ts.args}
+        msg = {"op": "compute", "key": ts.key, "fid": ts.fid, "args": ts.args,
+               "priority": ts.priority}
         if ts.fid is not None and ts.fid not in ws.functions:
             msg["func"] = wrap(self.functions[ts.fid])
             ws.functions.add(ts.fid)
@@ -676,54 +686,70 @@ class SchedulerState:
             if not self._needed(ts):
                 self._release(ts)
 
-    def update_graph(self, cid, tasks, functions=None):
-        """New tasks from a client: [key, group, fid, args, dependency keys, restrictions, retries].
+    def update_graph(self, cid, tasks, functions=None, graph=None):
+        """New tasks from a client: [key, group, fid, args, dependency keys, restrictions,
+        retries] and, for a graph's tasks, [..., priority, flags] (graph.py).
 
         Dependencies come before their dependents (a client only refers to submitted keys).
+        *graph* (the first part of an ordered graph): reserve that many priorities; a task's
+        priority is then the graph's base plus its own. A task without flags is wanted by the
+        client (a Future holds it); a graph's task only when its WANTED flag is set, and the
+        rest run because a wanted task needs them.
         """
         self.stimulus = f"update-graph {cid}"
         cs = self.clients.get(cid) or self.clients.setdefault(cid, ClientState(cid))
         if functions:
             self.functions.update(functions)
+        if graph is not None:
+            cs.base = self.counter + 1
+            self.counter += graph
         groups, all_tasks, counter = self.groups, self.tasks, self.counter
-        for key, group, fid, args, deps, restrictions, retries in tasks:
+        for row in tasks:
+            key, group, fid, args, deps, restrictions, retries = row[:7]
+            if len(row) == 7:
+                counter += 1
+                priority, wanted, loose = counter, True, False
+            else:
+                priority, wanted, loose = cs.base + row[7], row[8] & WANTED, row[8] & LOOSE
             ts = all_tasks.get(key)
             if ts is not None:
-                self._want_existing(cs, ts)
+                if wanted:
+                    self._want_existing(cs, ts)
                 continue
-            counter += 1
-            if fid is not None and fid not in self.functions:
-                ts = self._new_task(key, group, None, None, counter, 0, None, groups)
+            ts = self._new_task(key, group, fid, args, priority, retries,
+                                set(restrictions) if restrictions else None, groups)
+            ts.loose = bool(loose)
+            if wanted:
                 ts.who_wants.add(cs)
                 cs.wants.add(ts)
-                self._err(ts, pickle.dumps(RuntimeError(f"function {fid} of task {key!r} was "
-                                                       "never sent to the scheduler")), "")
-                continue
-            ts = self._new_task(key, group, fid, args, counter, retries,
-                                set(restrictions) if restrictions else None, groups)
-            ts.who_wants.add(cs)
-            cs.wants.add(ts)
-            missing = None
-            if deps:
-                ts.dependencies = set()
-                for dk in deps:
-                    d = all_tasks.get(dk)
-                    if d is None:
-                        missing = dk
-                        break
-                    ts.dependencies.add(d)
-                    if d.dependents is EMPTY:
-                        d.dependents = {ts}
-                    else:
-                        d.dependents.add(ts)
-            if missing is not None:
-                exc = RuntimeError(f"task {key!r} depends on {missing!r}, which the scheduler "
-                                   "does not know (released or lost)")
-                self._err(ts, pickle.dumps(exc), "")
-                continue
-            self._request(ts)
+            error = self._link(ts, deps)
+            if error is not None:
+                self._err(ts, pickle.dumps(error), "")
+            elif wanted:
+                self._request(ts)
         self.counter = counter
         self._fill_all()
+
+    def _link(self, ts, deps):
+        """Connect *ts* to its dependencies; an exception if it cannot run."""
+        if ts.fid is not None and ts.fid not in self.functions:
+            return RuntimeError(f"function {ts.fid} of task {ts.key!r} was never sent to "
+                                "the scheduler")
+        if not deps:
+            return None
+        all_tasks = self.tasks
+        ts.dependencies = set()
+        for dk in deps:
+            d = all_tasks.get(dk)
+            if d is None:
+                return RuntimeError(f"task {ts.key!r} depends on {dk!r}, which the scheduler "
+                                    "does not know (released or lost)")
+            ts.dependencies.add(d)
+            if d.dependents is EMPTY:
+                d.dependents = {ts}
+            else:
+                d.dependents.add(ts)
+        return None
 
     def _new_task(self, key, group, fid, args, priority, retries, restrictions, groups):
         ts = TaskState(key, group, fid, args, priority, retries, restrictions)
@@ -746,6 +772,26 @@ class SchedulerState:
                                            "traceback": ts.traceback})
         elif ts.state == "released":
             self._request(ts)
+
+    def retry(self, cid, keys):
+        """Failed tasks run again: the erred ones among *keys* and the erred tasks that they
+        depend on, then whatever a client still wants of them."""
+        self.stimulus = f"retry {cid}"
+        stack = [self.tasks[k] for k in keys if k in self.tasks]
+        erred: dict = {}
+        while stack:
+            t = stack.pop()
+            if t.state == "erred" and t not in erred:
+                erred[t] = None
+                stack.extend(t.dependencies)
+        for t in erred:
+            t.exception = t.traceback = t.killed_on = None
+            t.suspicious = 0
+            self._set(t, "released")
+        for t in erred:
+            if t.state == "released" and self._needed(t):
+                self._request(t)
+        self._fill_all()
 
     def release_keys(self, cid, keys):
         cs = self.clients.get(cid)

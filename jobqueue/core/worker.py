@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import heapq
 import logging
 import os
 import pickle
@@ -17,13 +18,13 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
 
-from . import protocol
+from . import protocol, shm
 from .comm import (BatchedSend, CommClosedError, Listener, PeerPool, connect, format_address,
                    parse_address)
 from .errors import UnpicklableResult
 from .protocol import Raw, substitute
+from .security import Security, scheme_of
 
 logger = logging.getLogger("jobqueue.worker")
 
@@ -37,9 +38,16 @@ _PLAIN = _ATOMIC | {bytes, bytearray, list, tuple, dict, set, frozenset}
 
 
 def sizeof(obj, depth=2) -> int:
-    """Cheap estimate of the bytes an object holds."""
+    """Cheap estimate of the bytes an object holds (dask's own estimate once a task has
+    loaded dask: it knows arrays, dataframes and their containers)."""
     if type(obj) in _ATOMIC:
         return sys.getsizeof(obj)
+    dask_sizeof = sys.modules.get("dask.sizeof")
+    if dask_sizeof is not None:
+        try:
+            return int(dask_sizeof.sizeof(obj))
+        except Exception:
+            pass
     try:
         return memoryview(obj).nbytes
     except TypeError:
@@ -142,10 +150,11 @@ class ProcessUsage:
 
 
 class WTask:
-    __slots__ = ("key", "fid", "args", "deps", "want", "state", "missing")
+    __slots__ = ("key", "fid", "args", "deps", "want", "state", "missing", "priority")
 
-    def __init__(self, key, fid, args, deps, want):
+    def __init__(self, key, fid, args, deps, want, priority=0):
         self.key = key
+        self.priority = priority
         self.fid = fid
         self.args = args
         self.deps = deps
@@ -158,8 +167,11 @@ class Worker:
     def __init__(self, scheduler_address: str, *, token=None, nthreads: int = 1, name=None,
                  memory_limit: int = 0, host=None, port: int = 0, death_timeout: float = 60.0,
                  heartbeat_interval: float = 1.0, memory_pause: float = 0.8,
-                 lifetime: float | None = None, lifetime_stagger: float = 0.0):
+                 lifetime: float | None = None, lifetime_stagger: float = 0.0,
+                 security: Security | None = None):
         self.scheduler_address = scheduler_address
+        # TLS when the scheduler speaks it: for the scheduler, peers and our own data server
+        self.security = security or Security.from_config()
         self.token = token if token is not None else os.environ.get("JOBQUEUE_TOKEN")
         self.nthreads = max(1, int(nthreads))
         self.memory_limit = int(memory_limit or 0)
@@ -178,7 +190,8 @@ class Worker:
         self.function_blobs: dict = {}
         self.functions: dict = {}
         self.fetching: dict = {}          # dependency key -> set of WTask waiting for it
-        self.ready: deque = deque()
+        self.ready: list = []             # heap of (priority, seq, WTask): the scheduler's order
+        self._seq = 0
         self.executing = 0
         self.paused = False
         self.status = "init"
@@ -190,7 +203,7 @@ class Worker:
         self._wake = False
         self._threads: list = []
         self._fn_lock = threading.Lock()
-        self.peers = PeerPool(self.token)
+        self.peers = PeerPool(self.token, self.security)
         self._closed = None
         self.loop = None
         self.executed = 0
@@ -201,9 +214,11 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         self._closed = asyncio.Event()
         host = self.host or route_address(self.scheduler_address)
-        self.listener = Listener(self.token, self._serve)
+        tls = scheme_of(self.scheduler_address) == "tls"
+        self.listener = Listener(self.token, self._serve, role="worker",
+                                 security=self.security if tls else None)
         port = await self.listener.start(host, self.port)
-        self.address = format_address(host, port)
+        self.address = format_address(host, port, self.listener.scheme)
         if self.name is None:
             self.name = self.address
         for i in range(self.nthreads):
@@ -231,7 +246,8 @@ class Worker:
         delay, last = 0.05, None
         while True:
             try:
-                comm = await connect(self.scheduler_address, self.token,
+                comm = await connect(self.scheduler_address, self.token, role="worker",
+                                     security=self.security,
                                      timeout=max(1.0, min(10.0, deadline - time.monotonic())))
                 await comm.write([{"op": "register-worker", "address": self.address,
                                    "name": self.name, "nthreads": self.nthreads,
@@ -337,7 +353,8 @@ class Worker:
                 t.state = "executing"
             t.want = msg.get("want", False)
             return
-        t = WTask(key, fid, msg["args"], msg.get("deps"), msg.get("want", False))
+        t = WTask(key, fid, msg["args"], msg.get("deps"), msg.get("want", False),
+                  msg.get("priority", 0))
         self.tasks[key] = t
         if t.deps:
             t.missing = {d for d in t.deps if d not in self.data}
@@ -346,7 +363,7 @@ class Worker:
             self._fetch(t)
         else:
             t.state = "ready"
-            self.ready.append(t)
+            self._push_ready(t)
 
     def _free_keys(self, msg):
         for key in msg["keys"]:
@@ -439,7 +456,7 @@ class Worker:
             t.missing.discard(key)
             if not t.missing and t.state == "fetch":
                 t.state = "ready"
-                self.ready.append(t)
+                self._push_ready(t)
 
     def _fail(self, t, exc):
         t.state = "done"
@@ -456,35 +473,49 @@ class Worker:
                                   "holders": holders})
 
     async def _serve(self, comm):
-        """Data server: peers and clients ask for results."""
-        while True:
-            msgs = await comm.read()
-            replies = []
-            for msg in msgs:
-                if msg["op"] == "get-data":
-                    data, missing, errors = {}, [], {}
-                    for key in msg["keys"]:
-                        if key not in self.data:
-                            missing.append(key)
-                            continue
-                        try:
-                            data[key] = [Raw(f) for f in protocol.serialize(self.data[key])]
-                        except Exception as e:
-                            errors[key] = (f"the result of {key!r} "
-                                           f"({type(self.data[key]).__name__}) cannot be "
-                                           f"pickled: {type(e).__name__}: {e}")
-                    replies.append({"op": "data", "data": data, "missing": missing,
-                                    "errors": errors})
-                else:
-                    replies.append({"op": "error", "message": f"unknown op {msg['op']!r}"})
-            await comm.write(replies)
+        """Data server: peers and clients ask for results. A peer on this machine gets large
+        frames through shared memory (shm.py); files it did not take are removed when it asks
+        again or leaves."""
+        created: list = []
+        try:
+            while True:
+                msgs = await comm.read()
+                shm.discard(created)
+                replies = [self._get_data(msg, created) if msg["op"] == "get-data" else
+                           {"op": "error", "message": f"unknown op {msg['op']!r}"}
+                           for msg in msgs]
+                await comm.write(replies)
+        finally:
+            shm.discard(created)
+
+    def _get_data(self, msg, created) -> dict:
+        local = msg.get("shm") is not None and msg.get("shm") == shm.namespace()
+        data, missing, errors = {}, [], {}
+        for key in msg["keys"]:
+            if key not in self.data:
+                missing.append(key)
+                continue
+            try:
+                frames = protocol.serialize(self.data[key])
+            except Exception as e:
+                errors[key] = (f"the result of {key!r} ({type(self.data[key]).__name__}) "
+                               f"cannot be pickled: {type(e).__name__}: {e}")
+                continue
+            if local:
+                frames = shm.export(frames, created)
+            data[key] = [f if isinstance(f, dict) else Raw(f) for f in frames]
+        return {"op": "data", "data": data, "missing": missing, "errors": errors}
 
     # -- execution ----------------------------------------------------------------------------
+
+    def _push_ready(self, t):
+        self._seq += 1
+        heapq.heappush(self.ready, (t.priority, self._seq, t))
 
     def _pump(self):
         limit = self.nthreads + PREFETCH
         while self.ready and self.executing < limit and not self.paused:
-            t = self.ready.popleft()
+            t = heapq.heappop(self.ready)[2]
             if t.state != "ready":
                 continue
             t.state = "executing"
@@ -544,6 +575,8 @@ class Worker:
                     data = None
             return (True, t, result, nbytes, data, start, stop)
         except Exception as e:
+            if hasattr(e, "add_note"):  # Python 3.11+: the client's traceback names the task
+                e.add_note(f"(raised by task {t.key!r} on worker {self.name})")
             return (False, t, dumps_exception(e), format_traceback(e), None, start, time.time())
 
     def _drain(self):

@@ -41,7 +41,8 @@ class ProcessJob(Job):
     async def start(self):
         # What the client can import, its workers on the same machine can import too.
         path = os.pathsep.join([p for p in sys.path if p] + [os.environ.get("PYTHONPATH", "")])
-        env = dict(os.environ, JOBQUEUE_TOKEN=self.cluster.token, PYTHONPATH=path.strip(os.pathsep))
+        env = dict(os.environ, JOBQUEUE_TOKEN=self.cluster.token, PYTHONPATH=path.strip(os.pathsep),
+                   **self.cluster.scheduler.security.env())
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env,

@@ -137,10 +137,12 @@ def ssh_argv(host: str, options: dict) -> list:
     return argv + ["--", host]
 
 
-def remote_command(python: str, role: str, args) -> str:
-    """What the remote login shell runs: the remote half, no token in sight."""
-    return " ".join(["exec", shlex.quote(python), "-m", REMOTE_MODULE, role,
-                     *(shlex.quote(str(a)) for a in args)])
+def remote_command(python: str, role: str, args, env: dict | None = None) -> str:
+    """What the remote login shell runs: the remote half, no token in sight (*env* holds no
+    secret either: TLS certificate paths)."""
+    assign = [shlex.quote(f"{k}={v}") for k, v in sorted((env or {}).items())]
+    return " ".join(["exec", *(["env", *assign] if assign else []), shlex.quote(python), "-m",
+                     REMOTE_MODULE, role, *(shlex.quote(str(a)) for a in args)])
 
 
 def describe_exit(host: str, code: int, output: str, python: str, argv) -> str:
@@ -568,7 +570,10 @@ class SSHCluster(Cluster):
         """An ssh session to ``hosts[index]`` running the remote half with ``role`` and args."""
         host, python = self.hosts[index], self.remote_python[index]
         argv = ssh_argv(host, self.connect_options[index])
-        return SSHSession(host, argv + [remote_command(python, role, args)], log_path, python)
+        security = getattr(self.scheduler, "security", None) if role == "worker" else None
+        env = security.env() if security is not None else {}
+        return SSHSession(host, argv + [remote_command(python, role, args, env)], log_path,
+                          python)
 
     def _new_scheduler(self, **options):
         if self.local_scheduler:

@@ -60,3 +60,31 @@ class TestSLURM(RealSystemTests):
         wait_until(lambda: not cluster.live_jobs(), 30, "idle jobs should be cancelled")
         wait_until(lambda: not cluster.workers, 30, "their workers should leave")
         assert all(j.cancel_requested for j in cluster.jobs.values())
+
+
+def test_tls_cluster_on_real_slurm(service, tmp_path, monkeypatch):
+    """security.protocol tls: the scheduler and the batch workers speak TLS (a temporary
+    certificate for the cluster, its paths exported by the job script, no key material in it)."""
+    from jobqueue import config
+
+    monkeypatch.setenv("JOBQUEUE_SECURITY__PROTOCOL", "tls")
+    config.refresh()
+    try:
+        with SLURMCluster(cores=2, memory="1GB", processes=2, walltime="00:10:00",
+                          log_directory=str(tmp_path / "logs"), poll_interval=0.5) as cluster:
+            assert cluster.scheduler_address.startswith("tls://")
+            cluster.scale(jobs=1)
+            script = cluster.job_script()
+            assert "JOBQUEUE_SECURITY__TLS_CERT" in script and "PRIVATE KEY" not in script
+            cluster.wait_for_workers(2, timeout=120)
+            with Client(cluster) as client:
+                workers = sorted(client.scheduler_info()["workers"])
+                assert all(w.startswith("tls://") for w in workers)
+                big = client.submit(lambda: bytes(3_000_000), workers=[workers[0]])
+                n = client.submit(len, big, workers=[workers[1]])
+                assert n.result(timeout=60) == 3_000_000
+                assert client.gather(client.map(lambda x: x + 1, range(50))) == \
+                    list(range(1, 51))
+    finally:
+        monkeypatch.delenv("JOBQUEUE_SECURITY__PROTOCOL")
+        config.refresh()

@@ -57,7 +57,7 @@ def test_garbage_before_handshake_closes_connection(cluster, tmp_path):
     hello = s.recv(len(MAGIC) + 32)
     assert hello.startswith(MAGIC)
     frames = b"".join(protocol.dumps([{"op": "update-graph", "tasks": [], "x": payload}]))
-    s.sendall((frames * 4)[:64])  # not a valid reply to the challenge
+    s.sendall((frames * 16)[:320])  # not a valid reply to the challenge (and long enough)
     assert closed_by_peer(s)
     s.close()
     assert not marker.exists()
@@ -68,7 +68,7 @@ def test_garbage_before_handshake_closes_connection(cluster, tmp_path):
 def test_silent_peer_and_oversized_claims(cluster):
     s = raw_socket(cluster.scheduler_address)
     s.recv(len(MAGIC) + 32)
-    s.sendall(os.urandom(64))  # a wrong HMAC
+    s.sendall(os.urandom(320))  # a wrong HMAC, whatever length its hello claims
     assert closed_by_peer(s)
     s.close()
     with Client(cluster) as c:

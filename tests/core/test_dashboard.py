@@ -467,3 +467,44 @@ def test_dashboard_accepts_only_its_tokens():
     assert d.accepts(d.token) and d.accepts("cluster-secret")
     assert not any(d.accepts(t) for t in (None, "", "x", d.token[:-1], 42))
     assert asyncio.iscoroutinefunction(d.stop)
+
+
+def test_slow_and_idle_dashboard_connections_are_closed(monkeypatch):
+    """Slowloris against the dashboard: a header sent a byte at a time is cut off at the header
+    timeout, and 400 idle connections over a cap of 100 leave the page reachable and at most
+    100 connections open in the scheduler's process."""
+    import jobqueue.core.dashboard as dashboard_mod
+
+    monkeypatch.setattr(dashboard_mod, "HEADER_TIMEOUT", 1.0)
+    monkeypatch.setattr(dashboard_mod, "MAX_CONNECTIONS", 100)
+    scheduler = Scheduler(dashboard_address="127.0.0.1:0")
+    loop_mod.sync(scheduler.start())
+    idle = []
+    try:
+        port = scheduler.dashboard.port
+        slow = socket.create_connection(("127.0.0.1", port), timeout=30)
+        slow.sendall(b"GET /status HTTP/1.1\r\nHost: x")  # and never the rest
+        assert slow.recv(100) == b""  # closed by the server, not by our 30 s timeout
+        slow.close()
+        for _ in range(400):
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            s.sendall(b"G")
+            idle.append(s)
+        start = time.perf_counter()
+        assert get(scheduler.dashboard_link, "/api/summary")[0] == 200
+        print(f"dashboard answered in {(time.perf_counter() - start) * 1e3:.1f} ms "
+              f"behind 400 idle connections")
+        still_open = 0
+        for s in idle:
+            s.setblocking(False)
+            try:
+                still_open += s.recv(1) != b""
+            except BlockingIOError:
+                still_open += 1
+            except ConnectionResetError:
+                pass  # closed by the server while our byte was unread
+        assert still_open <= 100
+    finally:
+        for s in idle:
+            s.close()
+        loop_mod.sync(scheduler.close())

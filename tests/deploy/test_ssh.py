@@ -291,3 +291,31 @@ def test_remote_errors_name_the_host_and_quote_ssh(net, connect):
         SSHCluster(["localhost", h1], connect_options=connect,
                    scheduler_options={"host": "127.0.0.1"}, worker_options={"death_timeout": 2})
     assert wait_until_empty(lambda: jobqueue_in(net), 2.0) == []
+
+
+@pytest.mark.ssh
+def test_tls_scheduler_here_workers_on_other_hosts(net, connect, monkeypatch):
+    """security.protocol tls: the workers on two other hosts reach the scheduler and each other
+    over TLS; the session's command line carries the certificate paths, not the key."""
+    from jobqueue import config
+
+    monkeypatch.setenv("JOBQUEUE_SECURITY__PROTOCOL", "tls")
+    config.refresh()
+    h1, h2 = net.addresses[1:3]
+    cluster = SSHCluster(["localhost", h1, h2], connect_options=connect,
+                         worker_options={"interface": "eth0", "death_timeout": 10})
+    try:
+        assert cluster.scheduler_address.startswith("tls://")
+        assert sorted(cluster.workers) and all(a.startswith("tls://") for a in cluster.workers)
+        with Client(cluster) as client:
+            a, b = sorted(client.scheduler_info()["workers"])
+            big = client.submit(lambda: bytes(2_000_000), workers=[a])
+            assert client.submit(len, big, workers=[b]).result(timeout=60) == 2_000_000
+        commands = [" ".join(j.session.argv) for j in cluster.jobs.values()]
+        assert commands and all("JOBQUEUE_SECURITY__TLS_CERT=" in c for c in commands)
+        assert not any(cluster.token in c for c in commands)
+    finally:
+        cluster.close()
+        monkeypatch.delenv("JOBQUEUE_SECURITY__PROTOCOL")
+        config.refresh()
+    assert wait_until_empty(lambda: jobqueue_in(net), 2.0) == []

@@ -84,6 +84,37 @@ def _config_token_required():
         return None
 
 
+# Limits against slow or idle connections (one byte every few seconds, or none at all): the
+# dashboard runs in the scheduler's own process, and anyone who can reach the port may try.
+HEADER_TIMEOUT = 20.0      # seconds to send a whole request header (and between requests)
+BODY_TIMEOUT = 20.0        # seconds to send a request body
+MAX_CONNECTIONS = 256      # open at once; a new one closes the oldest
+
+
+def _bounded_server(app):
+    """tornado's HTTPServer with a cap on open connections: past it, the oldest is closed."""
+    from collections import OrderedDict
+
+    from tornado.httpserver import HTTPServer
+
+    class BoundedHTTPServer(HTTPServer):
+        def handle_stream(self, stream, address):
+            streams = self._streams
+            for old in [s for s in streams if s.closed()]:
+                del streams[old]
+            while len(streams) >= MAX_CONNECTIONS:
+                oldest, _ = streams.popitem(last=False)
+                oldest.close()
+            streams[stream] = None
+            super().handle_stream(stream, address)
+
+    server = BoundedHTTPServer(app, idle_connection_timeout=HEADER_TIMEOUT,
+                               body_timeout=BODY_TIMEOUT, max_header_size=64 << 10,
+                               max_body_size=1 << 20)
+    server._streams = OrderedDict()
+    return server
+
+
 class Dashboard:
     """The HTTP server of one scheduler. ``await Dashboard(scheduler, ":8787").start()``."""
 
@@ -109,15 +140,13 @@ class Dashboard:
                 | hmac.compare_digest(token, self.scheduler.token.encode()))
 
     async def start(self):
-        from tornado.httpserver import HTTPServer
-
         from .http import make_app
 
         sockets = self._bind()
         self.port = sockets[0].getsockname()[1]
         # Cookies are not kept apart by port: two dashboards on one host need two names.
         self.cookie_name = f"jobqueue-dashboard-{self.port}"
-        self.server = HTTPServer(make_app(self))
+        self.server = _bounded_server(make_app(self))
         self.server.add_sockets(sockets)
         self.link = self._link()
         if self.require_token:
