@@ -70,7 +70,8 @@ class KubeAPI:
                 warnings.simplefilter("always")
                 api = await kr8s.asyncio.api(context=context)
         except Exception as e:
-            raise KubernetesError(f"cannot reach Kubernetes (kubeconfig {os.environ.get('KUBECONFIG', '~/.kube/config')}"
+            where = os.environ.get("KUBECONFIG", "~/.kube/config")
+            raise KubernetesError(f"cannot reach Kubernetes (kubeconfig {where}"
                                   f"{f', context {context}' if context else ''}): "
                                   f"{type(e).__name__}: {e}") from None
         for w in caught:
@@ -148,7 +149,7 @@ class PodJob(Job):
         self.exit_code = None
         self.stuck = False
         self.stale = False
-        self.created_at = None       # monotonic time the API confirmed the pod
+        self.created_at: float | None = None     # monotonic time the API confirmed the pod
         self.delete_requested = False
         self.workers: set = set()
         self.ever_connected: set = set()
@@ -208,6 +209,7 @@ class KubeCluster(Cluster):
     """
 
     kind = "kubernetes"
+    jobs: dict[str, PodJob]     # type: ignore[assignment]   (the base holds any Job)
 
     def __init__(self, *, image=None, n_workers=0, resources=None, namespace=None, env=None,
                  name=None, profile=None, **settings):

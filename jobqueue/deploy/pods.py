@@ -49,6 +49,7 @@ _ENV_NAME = r"[A-Za-z_][A-Za-z0-9_.-]*"
 
 # ------------------------------------------------------------------------------ quantities
 
+_QUANTITY = r"\s*([+]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(m|k|Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E)?\s*"
 _SUFFIX = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
            "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60}
 
@@ -57,8 +58,7 @@ def parse_quantity(value) -> float:
     """A Kubernetes quantity as a number: '250m' -> 0.25, '2Gi' -> 2147483648, '1e3' -> 1000."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    match = re.fullmatch(r"\s*([+]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(m|k|Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E)?\s*",
-                         str(value))
+    match = re.fullmatch(_QUANTITY, str(value))
     if match is None:
         raise ValueError(f"{value!r} is not a Kubernetes quantity, e.g. 500m, 2, 512Mi, 4Gi, 1G")
     return float(match.group(1)) * _SUFFIX[match.group(2) or ""]
@@ -107,7 +107,7 @@ class PodStatus:
 STUCK_WAITING = frozenset({
     "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
     "ImageInspectError", "RegistryUnavailable", "CreateContainerConfigError",
-    "CreateContainerError", "CreateContainerConfigError", "RunContainerError", "CrashLoopBackOff"})
+    "CreateContainerError", "RunContainerError", "CrashLoopBackOff"})
 
 
 def _reason(reason, message) -> str:
@@ -144,7 +144,8 @@ def pod_status(pod: dict) -> PodStatus:
         return PodStatus("running", "", phase)
     if phase != "Pending":
         return PodStatus("unknown", _reason(f"pod phase {phase}", status.get("message")), phase)
-    for cs in list(status.get("initContainerStatuses") or ()) + list(status.get("containerStatuses") or ()):
+    containers = [*(status.get("initContainerStatuses") or ()), *(status.get("containerStatuses") or ())]
+    for cs in containers:
         waiting = (cs.get("state") or {}).get("waiting")
         if waiting and waiting.get("reason"):
             reason = _reason(waiting["reason"], waiting.get("message"))
@@ -281,7 +282,8 @@ def render_pod(template: str | None, ctx: dict, *, namespace: str) -> dict:
         text = _environment(directory).get_template(name).render(ctx)
         pod = yaml.safe_load(text)
     except jinja2.TemplateSyntaxError as e:
-        raise ValueError(f"pod template {e.filename or template}, line {e.lineno}: {e.message}") from None
+        raise ValueError(f"pod template {e.filename or template}, line {e.lineno}: "
+                         f"{e.message}") from None
     except jinja2.UndefinedError as e:
         raise ValueError(f"pod template {template}: {e.message}; the variables are:\n"
                          f"{POD_CONTEXT_DOC}") from None
@@ -289,7 +291,8 @@ def render_pod(template: str | None, ctx: dict, *, namespace: str) -> dict:
         raise ValueError(f"pod template {template}: cannot find {e.name}") from None
     except yaml.YAMLError as e:
         raise ValueError(f"pod template {template} does not render to valid YAML: {e}") from None
-    if not isinstance(pod, dict) or pod.get("kind") != "Pod" or not (pod.get("spec") or {}).get("containers"):
+    spec = pod.get("spec") if isinstance(pod, dict) else None
+    if not isinstance(pod, dict) or pod.get("kind") != "Pod" or not (spec or {}).get("containers"):
         raise ValueError(f"pod template {template} must render a Pod (kind: Pod) with "
                          "spec.containers")
     meta = pod.setdefault("metadata", {}) or {}
