@@ -146,7 +146,7 @@ class PodJob(Job):
         self.job_id = name
         self.order = cluster._job_counter
         self.state, self.reason, self.native = "pending", "creating", ""
-        self.exit_code = None
+        self.exit_code: int | None = None
         self.stuck = False
         self.stale = False
         self.created_at: float | None = None     # monotonic time the API confirmed the pod
@@ -209,7 +209,8 @@ class KubeCluster(Cluster):
     """
 
     kind = "kubernetes"
-    jobs: dict[str, PodJob]     # type: ignore[assignment]   (the base holds any Job)
+    # the base class holds any Job; this one only pods
+    jobs: dict[str, PodJob]  # type: ignore[assignment]
 
     def __init__(self, *, image=None, n_workers=0, resources=None, namespace=None, env=None,
                  name=None, profile=None, **settings):
