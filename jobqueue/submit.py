@@ -430,10 +430,10 @@ class Driver:
     def _watch(self) -> None:
         """Say when the workers are there; stop the script if its jobs all failed."""
         c = self.cluster
-        if self.kind not in BATCH or self.args.adapt_range:
+        if self.kind not in CLUSTER_CLASSES or self.args.adapt_range:
             return
         jobs = list(c.jobs.values())
-        expected = len(jobs) * c.processes
+        expected = len(jobs) * c.workers_per_job
         if not self.announced_workers and jobs and len(c.scheduler.state.workers) >= expected:
             self.announced_workers = True
             say(f"{expected} worker{'s' if expected != 1 else ''} connected")

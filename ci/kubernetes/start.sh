@@ -57,6 +57,13 @@ echo "$STATE" >"$OWNER"
 
 # ---------------------------------------------------------------- docker, images
 start_docker
+# Pod containers of a Kubernetes whose processes were killed (not stopped by stop.sh).
+leftover=$("$DOCKER" ps -aq --filter label=io.kubernetes.pod.name)
+if [ -n "$leftover" ]; then
+    log "removing $(echo "$leftover" | wc -l) pod containers left by an earlier run"
+    # shellcheck disable=SC2086
+    "$DOCKER" rm -f $leftover >/dev/null 2>&1 || true
+fi
 base_images
 
 # ---------------------------------------------------------------- pki, kubeconfig

@@ -386,10 +386,21 @@ class KubeCluster(Cluster):
                 logger.warning("%s: could not list its pods; keeping their last known states, "
                                "marked stale, and retrying: %s", self.name, e)
             return False
-        self._apply({p["metadata"]["name"]: p for p in pods}, started)
+        by_name = {p["metadata"]["name"]: p for p in pods}
+        self._apply(by_name, started)
         self._track_workers()
         await self._report()
+        await self._remove_stopped([p for name, p in by_name.items()
+                                    if name in self.jobs and self.jobs[name].delete_requested])
         return True
+
+    async def _remove_stopped(self, deleted: list):
+        """Of these deleted pods, those whose containers have exited are removed from the API
+        at once: a kubelet may keep their objects for another 10 s or more."""
+        stopped = [p["metadata"]["name"] for p in deleted if containers_stopped(p)]
+        if stopped:
+            await self.kube.delete_collection(
+                "pods", f"{selector(self.labels)},{LABEL_WORKER} in ({','.join(stopped)})", grace=0)
 
     def _apply(self, pods: dict, started: float):
         for job in list(self.jobs.values()):
@@ -536,8 +547,7 @@ class KubeCluster(Cluster):
         await self.scheduler.close()
 
     async def _wait_gone(self, sel: str):
-        """Wait until the deleted pods are gone. A pod whose containers have exited is removed
-        at once: a kubelet may keep its object for another 10 s or more."""
+        """Wait until the deleted pods are gone (those whose containers exited: at once)."""
         deadline = time.monotonic() + DELETE_WAIT
         while True:
             left = await self.kube.list_pods(sel)
@@ -547,10 +557,7 @@ class KubeCluster(Cluster):
                 logger.warning("%s: pods %s are still terminating after %g s", self.name,
                                " ".join(p["metadata"]["name"] for p in left), DELETE_WAIT)
                 return
-            stopped = [p["metadata"]["name"] for p in left if containers_stopped(p)]
-            if stopped:
-                await self.kube.delete_collection(
-                    "pods", f"{sel},{LABEL_WORKER} in ({','.join(stopped)})", grace=0)
+            await self._remove_stopped(left)
             await asyncio.sleep(0.2)
 
 

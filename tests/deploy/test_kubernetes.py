@@ -414,6 +414,17 @@ def test_a_pod_that_cannot_start_is_explained(kube, settings, reason):
     assert job.state == "pending" and job.stuck and re.match(reason, job.reason)
 
 
+@pytest.mark.kubernetes
+def test_a_pod_that_fails_is_reported_with_its_exit_code_and_log(kube):
+    cluster = kube(python="/no/such/python")
+    cluster.scale(1)
+    with pytest.raises(RuntimeError, match=r"failed \(Error, exit code 127\)") as e:
+        cluster.wait_for_workers(1, timeout=60)
+    assert "/no/such/python: not found" in str(e.value)      # the pod's last log lines
+    (job,) = cluster.jobs.values()
+    assert job.state == "failed" and job.exit_code == 127
+
+
 SCRIPT = """
 import sys, time
 from jobqueue import KubeCluster
