@@ -23,4 +23,7 @@ for f in ci/state/slurm/env.sh ci/state/sge/env.sh ci/state/kubernetes/env.sh; d
 done
 
 export PATH="$root/.venv/bin:$PATH"
+# Lint and type checks on the package (configured in pyproject.toml): a finding fails the run.
+.venv/bin/ruff check jobqueue
+.venv/bin/mypy
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

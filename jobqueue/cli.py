@@ -59,7 +59,8 @@ $JOBQUEUE_CONFIG (a file or directory), JOBQUEUE_<SECTION>__<KEY> variables.""",
 Checks YAML syntax, keys, types, sizes, durations and profiles of each file on its own, and
 exits 1 with one line per problem (file:line: key: what is wrong and what is allowed).""",
     "info": """examples:
-  jobqueue info --scheduler-file ~/.jobqueue/slurm-1a2b3c.json   # printed by jobqueue submit
+  jobqueue info --scheduler-file ~/.jobqueue/slurm-1a2b3c.vm.4242.json   # printed by submit
+  jobqueue info 4711                 # the `jobqueue submit --detach` driver running as job 4711
   JOBQUEUE_TOKEN=... jobqueue info tcp://10.0.0.5:8786
   jobqueue info --json | python -m json.tool
 
@@ -82,32 +83,32 @@ def _error(command: str, message) -> None:
 
 def cmd_worker(args) -> int:
     from . import config
-    from .config import parse_bytes, parse_timedelta
     from .core.nanny import Nanny
+    from .node import WorkerCommand
 
     _logging()
     if not os.environ.get("JOBQUEUE_TOKEN"):
         print("jobqueue worker: JOBQUEUE_TOKEN is not set; the worker needs the cluster's "
               "token to connect", file=sys.stderr)
         return 2
-    memory = parse_bytes(args.memory_limit) if args.memory_limit not in (None, "0") else 0
-    host = args.host
-    if args.interface and not host:
-        from .batch.network import interface_address
+    try:
+        command = WorkerCommand.from_args(args).resolved()
+    except ValueError as e:          # an --interface this host does not have
+        _error("worker", e)
+        return 2
+    except config.ConfigError as e:
+        _error("worker", e)
+        return 1
+    return Nanny(command).run()
 
-        try:
-            host = interface_address(args.interface)
-        except ValueError as e:
-            print(f"jobqueue worker: --interface: {e}", file=sys.stderr)
-            return 2
-    nanny = Nanny(args.scheduler, nworkers=args.nworkers, nthreads=args.nthreads,
-                  memory_limit=memory, name=args.name,
-                  death_timeout=parse_timedelta(args.death_timeout), host=host,
-                  lifetime=parse_timedelta(args.lifetime) if args.lifetime else None,
-                  lifetime_stagger=parse_timedelta(args.lifetime_stagger),
-                  pause=config.get("worker.memory.pause", 0.8),
-                  terminate=config.get("worker.memory.terminate", 0.95))
-    return nanny.run()
+
+def _never_or_duration(value, key: str):
+    """A --worker-ttl/--idle-timeout value ("never" -> None), or the config's."""
+    from . import config
+
+    if value is None:
+        return config.get(key, None)
+    return None if value == "never" else config.parse_timedelta(value)
 
 
 def cmd_scheduler(args) -> int:
@@ -115,25 +116,28 @@ def cmd_scheduler(args) -> int:
     import secrets
     import signal
 
+    from . import config, node
     from .core.scheduler import Scheduler
 
-    from . import config
-
     _logging()
-    allowed_failures = args.allowed_failures if args.allowed_failures is not None \
-        else config.get("scheduler.allowed-failures", 3)
-    if args.worker_ttl is None:
-        worker_ttl = config.get("scheduler.worker-ttl", 300.0)
-    else:
-        worker_ttl = None if args.worker_ttl == "never" else \
-            config.parse_timedelta(args.worker_ttl)
+    try:
+        allowed_failures = args.allowed_failures if args.allowed_failures is not None \
+            else config.get("scheduler.allowed-failures", 3)
+        worker_ttl = _never_or_duration(args.worker_ttl, "scheduler.worker-ttl")
+        idle_timeout = _never_or_duration(args.idle_timeout, "scheduler.idle-timeout")
+        host = node.choose_address(args.host, args.interface) if args.interface else args.host
+    except (config.ConfigError, ValueError) as e:
+        _error("scheduler", e)
+        return 1
     token = os.environ.get("JOBQUEUE_TOKEN")
     path = args.scheduler_file
-    if not token:
-        token = secrets.token_urlsafe(32)
-        if not path:
-            path = os.path.expanduser("~/.jobqueue/scheduler.json")
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    if not token and not path:
+        try:
+            path = node.private_path("scheduler.json")
+        except OSError as e:
+            _error("scheduler", e)
+            return 1
+    token = token or secrets.token_urlsafe(32)
 
     import gc
 
@@ -143,23 +147,29 @@ def cmd_scheduler(args) -> int:
     gc.set_threshold(20_000, 50, 50)
 
     async def run():
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):   # before anyone learns the address
-            loop.add_signal_handler(sig, stop.set)
-        s = Scheduler(token, host=args.host, port=args.port, scheduler_file=path,
-                      allowed_failures=allowed_failures, worker_ttl=worker_ttl)
-        await s.start()
+        s = Scheduler(token, host=host, port=args.port, scheduler_file=path,
+                      allowed_failures=allowed_failures, worker_ttl=worker_ttl,
+                      idle_timeout=idle_timeout)
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):   # before anyone learns
+            loop.add_signal_handler(sig, stop.set)                    # the address
+        try:
+            await s.start()
+        except OSError as e:               # the scheduler file is not ours, the port is taken
+            _error("scheduler", e)
+            return 1
         print(f"scheduler at {s.address}" + (f"; address and token in {path}" if path else ""),
               file=sys.stderr, flush=True)
         waits = [loop.create_task(stop.wait()), loop.create_task(s.closed.wait())]
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)  # closed: shutdown()
+        # closed by itself: a client's shutdown(), or scheduler.idle-timeout
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
             w.cancel()
         await s.close()
+        return 0
 
-    asyncio.run(run())
-    return 0
+    return asyncio.run(run())
 
 # ---------------------------------------------------------------------------------------- config
 
@@ -244,9 +254,13 @@ def cmd_info(args) -> int:
 
 def _info_target(args):
     """(address, token) from the argument, the scheduler file, the environment or config."""
-    from .core.scheduler import read_scheduler_file
+    from .node import read_scheduler_file
 
     token = os.environ.get("JOBQUEUE_TOKEN")
+    if args.address and args.address.isdigit():      # the job id of a --detach driver
+        from .submit import driver_scheduler_file
+
+        return read_scheduler_file(driver_scheduler_file(args.address))
     if args.address:
         return args.address, token
     path = args.scheduler_file
@@ -284,10 +298,11 @@ def format_info(info: dict) -> str:
              f"workers    {len(workers)}, {threads} threads, {format_bytes(memory)}"]
     settings = info.get("settings")
     if settings:
-        ttl = settings.get("worker_ttl")
+        ttl, idle = settings.get("worker_ttl"), settings.get("idle_timeout")
         lines.append(f"settings   allowed-failures {settings.get('allowed_failures')}, "
-                     f"worker-ttl {'never' if ttl is None else f'{ttl:g} s'}")
-    rows = [(w.get("name", ""), address, str(w.get("nthreads", "")),
+                     f"worker-ttl {'never' if ttl is None else f'{ttl:g} s'}, "
+                     f"idle-timeout {'never' if idle is None else f'{idle:g} s'}")
+    rows: list[tuple] = [(w.get("name", ""), address, str(w.get("nthreads", "")),
              format_bytes(w.get("memory_limit", 0)), str(w.get("processing", 0)),
              str(w.get("stored", 0)))
             for address, w in sorted(workers.items(), key=lambda aw: str(aw[1].get("name")))]
@@ -299,7 +314,7 @@ def format_info(info: dict) -> str:
     if jobs is None:
         lines.append("jobs       (not a cluster's scheduler)")
     else:
-        counts = {}
+        counts: dict = {}
         for job in jobs:
             counts[job["state"]] = counts.get(job["state"], 0) + 1
         lines.append(f"jobs       {len(jobs)}" + (": " + ", ".join(
@@ -344,6 +359,19 @@ _size = _checked_by("parse_bytes")
 _duration = _checked_by("parse_timedelta")
 
 
+def _walltime(text):
+    """--walltime: any duration; what a bare number means depends on the batch system."""
+    from . import config
+
+    try:
+        config.parse_timedelta(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"cannot read {text!r} as a walltime: give HH:MM:SS, 1h30m, 90m, or a bare number, "
+            "which SLURM reads as minutes and PBS and Grid Engine as seconds") from None
+    return text
+
+
 def _duration_or_never(text):
     return text if text == "never" else _duration(text)
 
@@ -374,10 +402,13 @@ def add_cluster_options(p, batch_only=False):
                    help="a named set of settings from the config (profiles: NAME:)")
     g.add_argument("--cores", type=_positive_int, metavar="N",
                    help="cores per job (local: threads per worker process)")
-    g.add_argument("--memory", type=_size, metavar="SIZE", help="memory per job, e.g. 32GB (local: per worker)")
+    g.add_argument("--memory", type=_size, metavar="SIZE",
+                   help="memory per job, e.g. 32GB (local: per worker)")
     g.add_argument("--processes", type=_positive_int, metavar="N",
                    help="worker processes per job (ssh: per host)")
-    g.add_argument("--walltime", type=_duration, metavar="TIME", help="time limit per job, e.g. 01:00:00, 90m")
+    g.add_argument("--walltime", type=_walltime, metavar="TIME",
+                   help="time limit per job, e.g. 01:00:00, 90m; a bare number is minutes for "
+                        "SLURM, seconds for PBS and SGE")
     g.add_argument("--queue", metavar="NAME", help="partition or queue")
     g.add_argument("--account", metavar="NAME", help="account or project to charge")
     g.add_argument("--job-name", metavar="NAME", help="name of the worker jobs in the queue")
@@ -388,9 +419,10 @@ def add_cluster_options(p, batch_only=False):
                    help="a shell line run before the worker starts, e.g. 'module load python' "
                    "(repeat for more)")
     g.add_argument("--log-directory", metavar="DIR", help="where job output files go")
-    g.add_argument("--python", metavar="PATH", help="python that runs the workers (ssh: on the hosts)")
-    g.add_argument("--interface", metavar="NAME", help="network interface for the scheduler and workers, e.g. "
-                   "ib0")
+    g.add_argument("--python", metavar="PATH",
+                   help="python that runs the workers (ssh: on the hosts)")
+    g.add_argument("--interface", metavar="NAME",
+                   help="network interface for the scheduler and workers, e.g. ib0")
     g.add_argument("--poll-interval", type=_duration, metavar="TIME",
                    help="how often to ask the batch system about the jobs")
     return g
@@ -407,15 +439,17 @@ def _add_submit(sub):
                       "systems)")
     size.add_argument("--adapt", metavar="MIN:MAX",
                       help="scale between MIN and MAX jobs with the load")
-    s.add_argument("--hosts", metavar="HOSTS", help="ssh: comma-separated hosts, the scheduler's first")
-    s.add_argument("--scheduler-file", metavar="PATH", help="write the scheduler's address and token here for "
-                   "`jobqueue info` (default: ~/.jobqueue/CLUSTER.json, removed at exit)")
+    s.add_argument("--hosts", metavar="HOSTS",
+                   help="ssh: comma-separated hosts, the scheduler's first")
+    s.add_argument("--scheduler-file", metavar="PATH",
+                   help="write the scheduler's address and token here for `jobqueue info` "
+                   "(default: ~/.jobqueue/CLUSTER.json, removed at exit)")
     s.add_argument("--dry-run", action="store_true",
                    help="print the job script and the commands, submit nothing")
     s.add_argument("--detach", action="store_true",
                    help="run this command itself as a batch job (survives logout); print its "
                    "job id and log file")
-    s.add_argument("--driver-walltime", type=_duration, metavar="TIME",
+    s.add_argument("--driver-walltime", type=_walltime, metavar="TIME",
                    help="--detach: time limit of the driver job (default: --walltime)")
     s.add_argument("--driver-memory", type=_size, default="2GB", metavar="SIZE",
                    help="--detach: memory of the driver job (default 2GB)")
@@ -456,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=None, parser=c)
 
     i = _formatted(sub, "info", "show a running scheduler's workers, tasks and jobs")
-    i.add_argument("address", nargs="?", metavar="ADDRESS", help="tcp://host:port")
+    i.add_argument("address", nargs="?", metavar="ADDRESS",
+                   help="tcp://host:port, or the job id of a `jobqueue submit --detach` driver")
     i.add_argument("--scheduler-file", help="JSON file with the address and token")
     i.add_argument("--json", action="store_true", help="print the raw state as JSON")
     i.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the "
@@ -464,26 +499,16 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_info)
 
     w = _formatted(sub, "worker", "start worker processes that connect to a scheduler")
-    w.add_argument("scheduler", help="scheduler address, tcp://host:port")
-    w.add_argument("--nthreads", type=int, default=1, help="threads per worker process")
-    w.add_argument("--nworkers", type=int, default=1, help="worker processes")
-    w.add_argument("--memory-limit", default="0", help="per worker process, e.g. 4GB (0: none)")
-    w.add_argument("--name", help="worker name (with --nworkers > 1: NAME-0, NAME-1, ...)")
-    w.add_argument("--lifetime", help="retire gracefully after this long, e.g. 55m "
-                   "(set it below the job's walltime)")
-    w.add_argument("--lifetime-stagger", default="0s",
-                   help="leave up to this much earlier, at random, so workers do not all leave "
-                   "at once")
-    w.add_argument("--death-timeout", default="60s",
-                   help="exit when the scheduler is unreachable this long")
-    w.add_argument("--host", help="address to listen on and advertise "
-                   "(default: the one that routes to the scheduler)")
-    w.add_argument("--interface", help="network interface whose address to listen on and "
-                   "advertise, e.g. ib0 (instead of --host)")
+    from .node import add_worker_arguments
+
+    add_worker_arguments(w)
     w.set_defaults(func=cmd_worker)
 
     s = _formatted(sub, "scheduler", "run a scheduler in the foreground")
-    s.add_argument("--host", default="0.0.0.0")
+    s.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all; "
+                   "advertised: the one other hosts reach this host by)")
+    s.add_argument("--interface", metavar="NAME", help="listen on this network interface's "
+                   "address, e.g. ib0 (instead of --host)")
     s.add_argument("--port", type=int, default=8786, help="0: any free port")
     s.add_argument("--scheduler-file", help="write address and token here (mode 0600)")
     s.add_argument("--allowed-failures", type=_count, metavar="N",
@@ -492,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--worker-ttl", type=_duration_or_never, metavar="TIME",
                    help="remove a worker silent for this long, e.g. 5m, or 'never' "
                    "(default: config scheduler.worker-ttl)")
+    s.add_argument("--idle-timeout", type=_duration_or_never, metavar="TIME",
+                   help="close after this long without a client and without a task, or "
+                   "'never' (default: config scheduler.idle-timeout)")
     s.set_defaults(func=cmd_scheduler)
     return p
 

@@ -25,9 +25,9 @@ import copy
 import math
 import os
 import re
+from typing import Any
 from pathlib import Path
 
-import yaml
 
 __all__ = ["ConfigError", "get", "source", "resolve", "show", "validate_file", "refresh",
            "parse_bytes", "format_bytes", "parse_timedelta", "format_walltime", "SCHEMA"]
@@ -39,7 +39,7 @@ ENV_PREFIX = "JOBQUEUE_"
 
 # Types: int, float, bool, str, size (-> int bytes), time (-> float seconds), list (of str),
 # mapping (free form, not key-checked), path (str, "~" expanded), size|auto. A trailing "?" allows null.
-_BATCH = {
+_BATCH: dict[str, str] = {
     "job-name": "str", "cores": "int?", "memory": "size?", "processes": "int?", "queue": "str?",
     "account": "str?", "walltime": "time?", "job-extra-directives": "list",
     "job-directives-skip": "list", "job-script-prologue": "list", "worker-extra-args": "list",
@@ -48,7 +48,7 @@ _BATCH = {
     "cancel-command-extra": "list", "template": "path?", "job-array": "bool", "poll-interval": "time",
     "max-jobs": "int?",
 }
-SCHEMA = {
+SCHEMA: dict[str, Any] = {
     "scheduler-address": "str?",
     "scheduler": {"allowed-failures": "int", "worker-ttl": "time?", "port": "int",
                   "dashboard-address": "str?", "dashboard-token-required": "bool?",
@@ -58,7 +58,7 @@ SCHEMA = {
                "lifetime": "time?", "lifetime-stagger": "time"},
     "local": {"n-workers": "int?", "threads-per-worker": "int?", "processes": "bool",
               "memory-limit": "size|auto"},
-    "slurm": {**_BATCH, "job-cpu": "int?", "job-mem": "size?"},
+    "slurm": {**_BATCH, "walltime": "minutes?", "job-cpu": "int?", "job-mem": "size?"},
     "pbs": {**_BATCH, "resource-spec": "str?"},
     "sge": {**_BATCH, "resource-spec": "str?"},
     "ssh": {"connect-options": "mapping", "remote-python": "str?", "worker-options": "mapping",
@@ -147,45 +147,51 @@ _TIME_PARTS = rf"(?:\s*{_NUMBER}\s*[A-Za-z]+\s*,?)+\s*"
 _CLOCK = r"(?:(\d+)-)?(\d+(?::\d+){0,2}(?:\.\d+)?)"
 _TIME_FORMS = ("use seconds (30, 1.5), a number and a unit (45s, 90m, 1h30m, '2 days', 500ms) "
                "or a clock time (MM:SS, HH:MM:SS, D-HH, D-HH:MM:SS as in SLURM)")
+_TIME_FORMS_MINUTES = ("use minutes (90, as SLURM reads --time=90), a number and a unit (45s, "
+                       "90m, 1h30m, '2 days') or a clock time (MM:SS, HH:MM:SS, D-HH, "
+                       "D-HH:MM:SS as in SLURM)")
 
 
-def parse_timedelta(value) -> float:
+def parse_timedelta(value, unit: float = 1) -> float:
     """'01:00:00', '1h', '60m', '3600s', '0-01:00:00' and 3600 all give 3600.0 seconds.
 
-    A bare number (or numeric text) is seconds, unlike SLURM's --time where a bare number is minutes.
+    A bare number (or numeric text) counts ``unit`` seconds: 1 by default; 60 for a SLURM
+    walltime, as SLURM reads ``--time=60`` as 60 minutes.
     """
+    forms = _TIME_FORMS if unit == 1 else _TIME_FORMS_MINUTES
     if _is_number(value):
-        seconds = float(value)
+        seconds = float(value) * unit
     elif isinstance(value, str):
-        seconds = _parse_time_text(value)
+        seconds = _parse_time_text(value, unit, forms)
     else:
-        raise ValueError(f"cannot read {value!r} as a duration: expected text or a number; "
-                         f"{_TIME_FORMS}")
+        raise ValueError(f"cannot read {value!r} as a duration: expected text or a number; {forms}")
     if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"cannot read {value!r} as a duration: it must be positive; {_TIME_FORMS}")
+        raise ValueError(f"cannot read {value!r} as a duration: it must be positive; {forms}")
     return seconds
 
 
-def _parse_time_text(text: str) -> float:
+def _parse_time_text(text: str, bare: float = 1, forms: str = _TIME_FORMS) -> float:
     stripped = text.strip()
     if re.fullmatch(rf"[+-]?{_NUMBER}", stripped):
-        return float(stripped)
+        return float(stripped) * bare
     if re.fullmatch(_CLOCK, stripped):
-        return _parse_clock(text, stripped)
+        return _parse_clock(text, stripped, forms)
     if re.fullmatch(_TIME_PARTS, stripped):
         total = 0.0
         for number, unit in re.findall(_TIME_PART, stripped):
             factor = _TIME_UNITS.get(unit.lower()) or _TIME_UNITS.get(unit.lower().removesuffix("s"))
             if factor is None:
                 raise ValueError(f"cannot read {text!r} as a duration: unknown unit {unit!r}; "
-                                 f"{_TIME_FORMS}")
+                                 f"{forms}")
             total += float(number) * factor
         return total
-    raise ValueError(f"cannot read {text!r} as a duration; {_TIME_FORMS}")
+    raise ValueError(f"cannot read {text!r} as a duration; {forms}")
 
 
-def _parse_clock(text: str, stripped: str) -> float:
-    days, clock = re.fullmatch(_CLOCK, stripped).groups()
+def _parse_clock(text: str, stripped: str, forms: str = _TIME_FORMS) -> float:
+    match = re.fullmatch(_CLOCK, stripped)
+    assert match is not None     # _parse_time_text checked it
+    days, clock = match.groups()
     fields = [float(f) for f in clock.split(":")]
     if days is not None:                       # D-HH, D-HH:MM, D-HH:MM:SS
         fields += [0.0] * (3 - len(fields))
@@ -193,12 +199,12 @@ def _parse_clock(text: str, stripped: str) -> float:
     elif len(fields) == 2:                     # MM:SS
         fields.insert(0, 0.0)
     elif len(fields) != 3:                     # HH:MM:SS
-        raise ValueError(f"cannot read {text!r} as a duration; {_TIME_FORMS}")
+        raise ValueError(f"cannot read {text!r} as a duration; {forms}")
     hours, minutes, seconds = fields
     leading_minutes = days is None and clock.count(":") == 1
     if seconds >= 60 or minutes >= 60 and not leading_minutes:
         raise ValueError(f"cannot read {text!r} as a duration: minutes and seconds must be below 60 "
-                         f"(only the first field may be larger); {_TIME_FORMS}")
+                         f"(only the first field may be larger); {forms}")
     return hours * 3600 + minutes * 60 + seconds
 
 
@@ -247,10 +253,12 @@ _CONVERT = {
     "path": _typed(lambda v: isinstance(v, str), os.path.expanduser, "a path"),
     "size": parse_bytes,
     "time": parse_timedelta,
+    "minutes": lambda value: parse_timedelta(value, unit=60),
     "size|auto": _to_memory_limit,
 }
 _EXPECT = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
            "size": "a size such as 32GB", "time": "a duration such as 30s", "list": "a list of strings",
+           "minutes": "a duration such as 01:30:00 or 90m (a bare number is minutes)",
            "mapping": "a mapping", "path": "a path", "size|auto": "a size such as 32GB, or auto"}
 
 
@@ -304,7 +312,7 @@ def _walk(tree: dict, schema: dict, path: tuple, where, problems: list, rename=s
 
 
 def _check_profiles(profiles, where) -> list:
-    problems = []
+    problems: list[str] = []
     for name, body in (profiles if isinstance(profiles, dict) else {}).items():
         p = ("profiles", name)
         if not isinstance(body, dict):
@@ -323,20 +331,26 @@ def _check_profiles(profiles, where) -> list:
 def _check(tree: dict, sources: dict) -> list:
     def where(p):
         return sources.get(p, "default")
-    problems = []
+    problems: list[str] = []
     _walk(tree, SCHEMA, (), where, problems)
     return problems + _check_profiles(tree.get("profiles"), where)
 
 # -------------------------------------------------------------------------------------------- reading
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-    pass
+def _loader(text: str):
+    """A safe YAML loader over ``text`` (yaml is imported here, on first use: parse_bytes and
+    parse_timedelta serve every worker process, which reads no YAML)."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
 
 
 def _parse_yaml(text: str, name: str):
     """Return (data, {key path: line}) of one YAML document; errors name the file and line."""
-    loader = _Loader(text)
+    import yaml
+
+    loader = _loader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -351,7 +365,7 @@ def _parse_yaml(text: str, name: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{name}:{node.start_mark.line + 1}: a config file is a mapping of "
                           f"'key: value' lines, not a {type(data).__name__}")
-    lines = {}
+    lines: dict[tuple, int] = {}
     _key_lines(node, (), lines, name)
     return data, lines
 
@@ -368,6 +382,8 @@ def _yaml_error(e, name: str) -> str:
 
 
 def _key_lines(node, path: tuple, lines: dict, name: str):
+    import yaml
+
     if not isinstance(node, yaml.MappingNode):
         return
     for key_node, value_node in node.value:
@@ -419,8 +435,14 @@ def _env_path(name: str):
 
 
 def _env_value(text: str):
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_Loader)
+        loader = _loader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError:
         return text
 
@@ -487,7 +509,9 @@ _STATE: _State | None = None
 
 
 def _load() -> _State:
-    tree, sources, layers = {}, {}, []
+    tree: dict = {}
+    sources: dict = {}
+    layers: list = []
     for data, where, label in _layers():
         _merge(tree, data, sources, (), where)
         layers.append(label)
@@ -545,7 +569,8 @@ def get(key: str, default=_missing):
     if default is not _missing and _find(state.tree, key) is None:
         return default
     path = _path_or_raise(state.tree, key)
-    node, spec = state.tree, SCHEMA
+    node: Any = state.tree
+    spec: Any = SCHEMA
     for part in path:
         node = node[part]
         spec = spec.get(part) if isinstance(spec, dict) else None
@@ -596,7 +621,9 @@ def resolve(section: str, arguments: dict | None = None, profile: str | None = N
     if not isinstance(schema, dict):
         sections = [k for k, v in SCHEMA.items() if isinstance(v, dict)]
         raise ConfigError(f"no config section {section!r}{_did_you_mean(section, sections)}")
-    values, origin, problems = copy.deepcopy(state.tree.get(section) or {}), {}, []
+    values = copy.deepcopy(state.tree.get(section) or {})
+    origin: dict = {}
+    problems: list[str] = []
     if profile is not None:
         _merge(values, _profile(state, section, profile), origin, (section,),
                lambda p: state.sources.get(("profiles", profile) + p[1:], f"profile {profile}"))
@@ -611,6 +638,8 @@ def resolve(section: str, arguments: dict | None = None, profile: str | None = N
 
 
 def _yaml_text(value) -> str:
+    import yaml
+
     return yaml.safe_dump([value], default_flow_style=True, width=10 ** 9).strip()[1:-1]
 
 
@@ -646,6 +675,7 @@ def validate_file(path) -> list:
         data, lines = _read_yaml(path)
     except ConfigError as e:
         return e.problems
-    tree, sources = {}, {}
+    tree: dict = {}
+    sources: dict = {}
     _merge(tree, data, sources, (), _file_where(path, lines))
     return _check(tree, sources)

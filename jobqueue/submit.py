@@ -70,6 +70,7 @@ def _say_in_handler(message) -> None:
 
 
 def main(args) -> int:
+    kind = None
     try:
         kind = cluster_kind(args)
         check_options(kind, args)
@@ -82,7 +83,7 @@ def main(args) -> int:
         say(e)
         return 2
     except ERRORS as e:
-        say(_with_hint(e))
+        say(_with_hint(e, args, kind))
         return 1
 
 
@@ -92,16 +93,24 @@ def print_job_script(args) -> int:
         _, _, text, _ = preview_job_script(args.system, given(args, BATCH_SETTINGS),
                                            args.profile)
     except ERRORS as e:
-        say(_with_hint(e), "script")
+        say(_with_hint(e, args, args.system), "script")
         return 1
     sys.stdout.write(text)
     return 0
 
-def _with_hint(error) -> str:
+def _with_hint(error, args=None, kind=None) -> str:
+    """The error's text, where a setting given on the command line is named by its option."""
     text = str(error)
-    if isinstance(error, config.ConfigError) and "is required" in text:
+    if not isinstance(error, config.ConfigError):
+        return text
+    if "is required" in text:
         text += ("\n  on the command line: --cores N --memory SIZE (or set them in the config, "
                  "see `jobqueue config show --sources`)")
+    kind = kind or getattr(args, "cluster", None)
+    for dest, setting in BATCH_SETTINGS.items():
+        if kind and getattr(args, dest, None) is not None:
+            text = text.replace(f"argument: {kind}.{setting.replace('_', '-')}",
+                                f"--{dest.replace('_', '-')}")
     return text
 
 # ------------------------------------------------------------------------------ options, cluster
@@ -198,36 +207,30 @@ def start_workers(cluster, kind: str, args) -> None:
 # ----------------------------------------------------------------------------- job script preview
 
 
-def _log_directory(s: dict) -> str:
-    return os.path.abspath(s.get("log_directory") or os.getcwd())
-
-
-def _python(s: dict) -> str:
-    return s.get("python") or sys.executable
-
-
-def _death_timeout(s: dict) -> float:
-    return s.get("death_timeout") or config.get("worker.death-timeout")
+PREVIEW_NAME = "CLUSTER"     # a cluster's name, in a preview made before it exists
 
 
 def preview_job_script(kind: str, arguments: dict, profile):
     """(adapter, settings, script, scheduler address) as a cluster would submit them, without
-    starting one: the port and the token file's name are only known once it runs."""
+    starting one: the port and the cluster's name (in the token file's and the default log
+    directory's paths) are only known once it runs."""
     from .batch import script as script_mod
-    from .batch.network import interface_address, public_address
+    from .batch.job import scheduler_host
 
     system = cluster_class(kind).system
     s = script_mod.settings(kind, arguments, profile)
-    try:
-        host = interface_address(s["interface"]) if s.get("interface") else public_address()
-    except ValueError as e:
-        raise config.ConfigError(f"{kind}.interface: {e}") from None
-    address = f"tcp://{host}:{config.get('scheduler.port', 0) or 'PORT'}"
-    token_file = os.path.join(os.path.expanduser("~"), ".jobqueue", "CLUSTER.token")
-    ctx = script_mod.context(s, scheduler_address=address, token_file=token_file,
-                             python=_python(s), log_directory=_log_directory(s),
-                             death_timeout=_death_timeout(s))
-    return system, s, script_mod.render(s.get("template") or system.template, ctx), address
+    address = f"tcp://{scheduler_host(kind, s)}:{config.get('scheduler.port', 0) or 'PORT'}"
+    token_file = os.path.join(os.path.expanduser("~"), ".jobqueue", f"{PREVIEW_NAME}.token")
+    text = script_mod.job_script(s, system.template, scheduler_address=address,
+                                 token_file=token_file,
+                                 **script_mod.job_defaults(s, PREVIEW_NAME))
+    return system, s, text, address
+
+
+def _log_directory(s: dict, cluster_name: str = PREVIEW_NAME) -> str:
+    from .batch.script import job_defaults
+
+    return job_defaults(s, cluster_name)["log_directory"]
 
 
 def _script_path(system, job_name: str) -> str:
@@ -251,7 +254,7 @@ def dry_run(kind: str, args) -> int:
                        f"jobs; each scale-up submits N jobs with")
         array = jobs > 1 and s["job_array"] and system.supports_arrays
         argv = system.submit_argv(_script_path(system, s["job_name"]), jobs if array else None,
-                                  s.get("submit_command_extra") or [])
+                                  s.get("submit_command_extra") or [], _log_directory(s))
         notes = [f"in {cwd}" for cwd in [system.submit_cwd(_log_directory(s))] if cwd]
         if not array and jobs > 1 and not args.adapt_range:
             notes.append(f"{jobs} times")
@@ -313,7 +316,6 @@ class Driver:
         self.signalled_at = None
         self.closing = False
         self.failed = False          # the jobs failed: the script was stopped
-        self.warned = False
         self.announced_workers = False
         self.scheduler_file = None
 
@@ -324,7 +326,7 @@ class Driver:
         try:
             code = self._run()
         except ERRORS as e:
-            say(_with_hint(e))
+            say(_with_hint(e, self.args, self.kind))
         except Exception as e:
             say(f"{type(e).__name__}: {e}")
             if self.args.verbose:
@@ -428,45 +430,45 @@ class Driver:
         return rc
 
     def _watch(self) -> None:
-        """Say when the workers are there; stop the script if its jobs all failed."""
+        """Say when the workers are there; stop the script once the cluster gives up on its
+        jobs (they keep failing, or can never start as submitted)."""
         c = self.cluster
-        if self.kind not in CLUSTER_CLASSES or self.args.adapt_range:
+        if self.kind not in BATCH or self.failed:
             return
-        jobs = list(c.jobs.values())
-        expected = len(jobs) * c.workers_per_job
-        if not self.announced_workers and jobs and len(c.scheduler.state.workers) >= expected:
+        expected = (c._target or 0) * c.processes
+        if not self.announced_workers and expected and len(c.scheduler.workers()) >= expected:
             self.announced_workers = True
-            say(f"{expected} worker{'s' if expected != 1 else ''} connected")
-        if self.warned or not jobs or not all(j.done and j.reported for j in jobs):
-            return
-        self.warned = True
-        details = "\n  ".join(j.describe() for j in jobs[-5:])
-        if any(j.ever_connected for j in jobs):
-            say(f"all {len(jobs)} jobs have ended: the script has no workers left\n  {details}")
-            return
-        say(f"all {len(jobs)} jobs ended before any of their workers connected; stopping the "
-            f"script\n  {details}")
-        self.failed = True
-        self._stop_script()
+            say(f"{_plural(expected, 'worker')} connected")
+        if c.failure:
+            say("stopping the script: the cluster cannot run its jobs (see above)")
+            self.failed = True
+            self._stop_script()
 
     # -- messages -----------------------------------------------------------------------------
 
     def _announce_cluster(self) -> None:
-        from .core.scheduler import write_scheduler_file
+        from .node import private_path, write_scheduler_file
 
         c = self.cluster
+        driver_job = os.environ.get(DRIVER_JOB)
         say(f"{type(c).__name__} {c.name}: scheduler at {c.scheduler_address}")
-        link = c.dashboard_link
-        say(f"dashboard: {link}" if link else "dashboard: none (scheduler.dashboard-address is "
-            "null)")
+        say(_dashboard_message(c.dashboard_link, driver_job))
         path = self.args.scheduler_file
         if not path:
-            directory = os.path.join(os.path.expanduser("~"), ".jobqueue")
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            path = os.path.join(directory, f"{c.name}.json")
-        write_scheduler_file(path, c.scheduler_address, c.token)
+            from .batch import owned
+
+            owned.remove_stale()
+            stem = f"driver-{driver_job}" if driver_job else c.name
+            path = private_path(owned.owned_name(stem, ".json"))
+        try:
+            write_scheduler_file(path, c.scheduler_address, c.token)
+        except OSError as e:        # PrivateFileError says which path and why
+            what = "--scheduler-file" if self.args.scheduler_file else "the scheduler file"
+            raise config.ConfigError(f"{what}: {e}; give a path in a directory you can "
+                                     "write") from None
         self.scheduler_file = path
-        say(f"`jobqueue info --scheduler-file {path}` shows its workers, tasks and jobs")
+        how = driver_job or f"--scheduler-file {path}"
+        say(f"`jobqueue info {how}` shows its workers, tasks and jobs")
 
     def _announce_jobs(self) -> None:
         from .config import format_bytes, format_walltime
@@ -498,11 +500,9 @@ class Driver:
             c.close()
         except Exception as e:
             say(f"closing {c.name} failed: {e}; check the batch queue for jobs left behind")
-        if self.scheduler_file:
-            try:
-                os.unlink(self.scheduler_file)
-            except OSError:
-                pass
+        from .node import remove_private
+
+        remove_private(self.scheduler_file)
         self._summary(before)
 
     def _summary(self, before) -> None:
@@ -523,6 +523,9 @@ class Driver:
                 line += f" -> {new['state']}"
             lines.append(line)
         total = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        replaced = getattr(c, "replacements", 0)
+        if replaced:
+            total += f" ({_plural(replaced, 'replacement')} of jobs that ended)"
         say(f"jobs of {c.name}: {total}\n  " + "\n  ".join(lines))
 
 # ------------------------------------------------------------------------------------- --detach
@@ -538,11 +541,49 @@ mkdir -p {{ local_directory | q }} && export TMPDIR={{ local_directory | q }}
 
 # `jobqueue submit --detach`: this job runs the scheduler and the script; the workers are batch
 # jobs of their own, cancelled when the script ends or when this job is cancelled.
+# `jobqueue info JOBID` finds its scheduler file by this job's id.
+export JOBQUEUE_DRIVER_JOB="$JOBQUEUE_JOB_ID"
 cd {{ workdir | q }} || exit 1
 exec {{ python | q }} -m jobqueue submit{% for arg in driver_args %} {{ arg | q }}{% endfor %}
 
 """
 _DRIVER_MARK = "-m jobqueue submit"
+DRIVER_JOB = "JOBQUEUE_DRIVER_JOB"     # set in a --detach driver's job: its batch job id
+
+
+def _dashboard_message(link, driver_job) -> str:
+    """The dashboard's link; from a driver job, with the node it runs on and how to reach a
+    link on 127.0.0.1 from elsewhere (an ssh tunnel)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not link:
+        return "dashboard: none (scheduler.dashboard-address is null)"
+    if not driver_job:
+        return f"dashboard: {link}"
+    node = socket.gethostname()
+    parts = urlsplit(link)
+    text = f"dashboard: {link} on {node}, where job {driver_job} runs"
+    if parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        text += (f"; from the login node: ssh -N -L {parts.port}:127.0.0.1:{parts.port} {node}, "
+                 f"then open the link there")
+    return text
+
+
+def driver_scheduler_file(job_id: str) -> str:
+    """The scheduler file of the `jobqueue submit --detach` driver running as batch job job_id
+    (for `jobqueue info JOBID`)."""
+    import glob
+
+    from .batch import owned
+
+    found = sorted(glob.glob(os.path.join(owned.directory(), f"driver-{job_id}.*.json")),
+                   key=os.path.getmtime)
+    if not found:
+        raise ValueError(f"no scheduler file of a `jobqueue submit --detach` driver job "
+                         f"{job_id} in {owned.directory()}: the driver writes one once its "
+                         "cluster runs (its output file says so) and removes it at the end")
+    return found[-1]
 _NOT_FORWARDED = ("help", "script", "args", "cluster", "detach", "dry_run", "driver_walltime",
                   "driver_memory")
 
@@ -568,12 +609,12 @@ def driver_settings(kind: str, args, workers: dict) -> dict:
     from .batch import script as script_mod
 
     name = f"{workers['job_name']}-driver"
+    name = name if len(name) <= 64 else "jobqueue-driver"
     arguments = {"queue": args.queue, "account": args.account, "cores": 1, "processes": 1,
                  "memory": args.driver_memory,
-                 "walltime": args.driver_walltime or workers.get("walltime"),
-                 "job_name": name if len(name) <= 64 else "jobqueue-driver",
-                 "log_directory": _log_directory(workers), "python": _python(workers),
-                 "job_script_prologue": args.prologue}
+                 "walltime": args.driver_walltime or _clock(workers.get("walltime")),
+                 "job_name": name, "log_directory": _log_directory(workers, name),
+                 "python": workers.get("python"), "job_script_prologue": args.prologue}
     if kind == "slurm":
         arguments.update(job_cpu=1, job_mem=args.driver_memory)
     s = script_mod.settings(kind, arguments)
@@ -581,32 +622,23 @@ def driver_settings(kind: str, args, workers: dict) -> dict:
     return s
 
 
-def render_driver(system, s: dict, ctx: dict) -> str:
+def _clock(seconds):
+    """HH:MM:SS, which every batch system reads alike (a bare number is minutes to SLURM)."""
+    return None if seconds is None else config.format_walltime(seconds)
+
+
+def render_driver(system, s: dict, driver_args: list) -> str:
     """The system's template with the worker part replaced by the driver's command."""
-    from pathlib import Path
-
-    import jinja2
-
     from .batch import script as script_mod
 
-    template = Path(s.get("template") or system.template)
-    search = [str(script_mod.PACKAGE_TEMPLATES)]
-    if template.is_absolute() or len(template.parts) > 1:
-        search.insert(0, str(template.resolve().parent))
-    env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader([jinja2.DictLoader({"worker.sh.j2": DRIVER_BODY}),
-                                    jinja2.FileSystemLoader(search)]),
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-        keep_trailing_newline=True, autoescape=False)
-    env.filters.update(q=script_mod.quote, skip=script_mod.skip)
-    try:
-        text = env.get_template(template.name).render(ctx)
-    except jinja2.TemplateError as e:
-        raise JobScriptError(f"job-script template {template}: {e}") from None
+    text = script_mod.job_script(
+        s, system.template, scheduler_address="", token_file="",
+        **script_mod.job_defaults(s, s["job_name"]), overrides={"worker.sh.j2": DRIVER_BODY},
+        extra={"workdir": os.getcwd(), "driver_args": driver_args})
     if _DRIVER_MARK not in text:
-        raise config.ConfigError(f"{system.name}.template: {template} does not include "
-                                 "worker.sh.j2, so --detach cannot put the driver's command in "
-                                 "it; submit without --detach")
+        raise config.ConfigError(f"{system.name}.template: {s.get('template')} does not "
+                                 "include worker.sh.j2, so --detach cannot put the driver's "
+                                 "command in it; submit without --detach")
     return text
 
 
@@ -614,41 +646,31 @@ def detach(kind: str, args) -> int:
     import asyncio
 
     from .batch import script as script_mod
+    from .batch.job import submit_script
     from .batch.runner import CommandRunner
 
     system = cluster_class(kind).system
     workers = script_mod.settings(kind, given(args, BATCH_SETTINGS), args.profile)
     s = driver_settings(kind, args, workers)
-    log_directory = _log_directory(s)
-    ctx = script_mod.context(s, scheduler_address="", token_file="", python=_python(s),
-                             log_directory=log_directory, death_timeout=_death_timeout(s))
-    ctx.update(workdir=os.getcwd(), driver_args=forwarded_argv(kind, args))
-    text = render_driver(system, s, ctx)
-    extra = s.get("submit_command_extra") or []
-    cwd = system.submit_cwd(log_directory)
+    log_directory = s["log_directory"]
+    text = render_driver(system, s, forwarded_argv(kind, args))
     if args.dry_run:
-        argv = system.submit_argv(_script_path(system, s["job_name"]), None, extra)
+        argv = system.submit_argv(_script_path(system, s["job_name"]), None,
+                                  s.get("submit_command_extra") or [])
+        cwd = system.submit_cwd(log_directory)
         print(f"# the driver's job script ({kind})\n{text.rstrip()}\n\n# the command\n"
               f"{shlex.join(argv)}" + (f"    # in {cwd}" if cwd else ""))
         return 0
     os.makedirs(log_directory, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="jobqueue-submit-") as directory:
-        path = os.path.join(directory, system.script_name(s["job_name"]))
-        with open(path, "w") as f:
-            f.write(text)
-        argv = system.submit_argv(path, None, extra)
-        result = asyncio.run(CommandRunner().run(argv, cwd=cwd))
-    try:
-        job_id = system.parse_submit(result.stdout)
-    except ValueError as e:
-        raise BatchCommandError(argv, result.returncode, result.stdout, result.stderr,
-                                problem=f"gave no job id: {e}") from None
-    logs = system.log_paths(log_directory, s["job_name"], job_id, "")
+    [(job_id, _)] = asyncio.run(submit_script(CommandRunner(), system, text, s, log_directory,
+                                              [None]))
+    logs = system.log_paths(log_directory, s["job_name"], job_id)
     print(job_id, flush=True)
     say(f"the driver runs as {kind} job {job_id}: the scheduler and {args.script} inside it, "
         f"the workers in jobs of their own; it survives logout\n"
         f"  its output: {' and '.join(logs)}\n"
         f"  follow it:  tail -f {shlex.quote(logs[0])}\n"
+        f"  look in:    jobqueue info {job_id}   (workers, tasks and jobs, once it runs)\n"
         f"  stop it:    {shlex.join(system.cancel_argv([job_id]))}   (cancels its worker "
         f"jobs too)")
     return 0

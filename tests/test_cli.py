@@ -87,7 +87,9 @@ def test_usage_errors_exit_2(capsys, tmp_path):
     script = write(tmp_path / "s.py", "print(1)\n")
     for argv, says in [
             (["submit", "--memory", "lots", str(script)], "cannot read 'lots' as a size"),
-            (["submit", "--walltime", "soon", str(script)], "cannot read 'soon' as a duration"),
+            (["submit", "--walltime", "soon", str(script)],
+             "cannot read 'soon' as a walltime: give HH:MM:SS, 1h30m, 90m, or a bare number, "
+             "which SLURM reads as minutes and PBS and Grid Engine as seconds"),
             (["submit", "--jobs", "0", str(script)], "must be at least 1"),
             (["submit", "--jobs", "2", "--adapt", "1:3", str(script)], "not allowed with"),
             (["submit", "--cluster", "nope", str(script)], "invalid choice"),
@@ -197,6 +199,16 @@ def test_script_slurm(env, capsys):
                  "--nthreads 2 --nworkers 1 --memory-limit 1000000000"]:
         assert line in out.splitlines() or line in out, line
     assert re.search(r"-m jobqueue worker tcp://[\d.]+:PORT ", out)
+
+
+@pytest.mark.parametrize("kind, directive", [("slurm", "#SBATCH -t 01:00:00"),
+                                             ("pbs", "#PBS -l walltime=00:01:00"),
+                                             ("sge", "#$ -l h_rt=00:01:00")])
+def test_bare_walltime_on_the_command_line_is_what_the_system_reads(env, capsys, kind,
+                                                                    directive):
+    code, out, _ = run(capsys, "script", kind, "--cores", "1", "--memory", "1GB",
+                       "--walltime", "60")
+    assert code == 0 and f"{directive}\n" in out
 
 
 def test_script_uses_config_and_profile(env, capsys):
@@ -382,7 +394,9 @@ def test_submit_dry_run_submits_nothing(tmp_path):
     text = out.stdout
     assert text.startswith("# the job script (slurm)\n#!/usr/bin/env bash\n")
     assert "#SBATCH -p debug\n" in text and "#SBATCH --mem=477M\n" in text
-    assert re.search(r"^sbatch --parsable --array=0-2 \S+/jobqueue-worker\.sh$", text, re.M)
+    logs = tmp_path / "home" / ".cache" / "jobqueue" / "logs" / "CLUSTER"
+    assert re.search(rf"^sbatch --parsable --array=0-2 --output={logs}/%x-%A_%a.out "
+                     rf"\S+/jobqueue-worker\.sh$", text, re.M), text
     assert re.search(rf"^JOBQUEUE_SCHEDULER_ADDRESS=tcp://\S+ JOBQUEUE_TOKEN=<token> "
                      rf"{re.escape(sys.executable)} {script} --x$", text, re.M)
     assert "scancel '<job ids>'" in text
@@ -466,7 +480,8 @@ def test_standalone_scheduler_takes_settings_from_config_and_flags(tmp_path):
     try:
         with Client(scheduler_file=str(sched_file)) as client:
             info = client.scheduler_info()
-            assert info["settings"] == {"allowed_failures": 5, "worker_ttl": 2.0}
+            assert info["settings"] == {"allowed_failures": 5, "worker_ttl": 2.0,
+                                        "idle_timeout": None}
 
             async def silent_worker():  # registers, then never sends a heartbeat
                 token = json.loads(sched_file.read_text())["token"]
@@ -489,7 +504,8 @@ def test_standalone_scheduler_takes_settings_from_config_and_flags(tmp_path):
     try:
         with Client(scheduler_file=str(sched_file)) as client:
             assert client.scheduler_info()["settings"] == {"allowed_failures": 0,
-                                                           "worker_ttl": None}
+                                                           "worker_ttl": None,
+                                                           "idle_timeout": None}
     finally:
         proc.terminate()
         proc.wait(10)
@@ -497,3 +513,40 @@ def test_standalone_scheduler_takes_settings_from_config_and_flags(tmp_path):
                            "soon"], capture_output=True, text=True,
                           env=subprocess_env(tmp_path)).returncode
     assert code == 2  # argparse refuses what config would refuse
+
+
+def test_standalone_scheduler_closes_after_idle_timeout(tmp_path):
+    """scheduler.idle-timeout: with no client and no task for that long, `jobqueue scheduler`
+    closes, removes its scheduler file and exits 0."""
+    from jobqueue import Client
+
+    site = write(tmp_path / "site.yaml", "scheduler:\n  idle-timeout: 1s\n")
+    proc, sched_file = _start_scheduler(tmp_path, JOBQUEUE_CONFIG=str(site))
+    try:
+        with Client(scheduler_file=str(sched_file)) as client:
+            assert client.scheduler_info()["settings"]["idle_timeout"] == 1.0
+        assert proc.wait(30) == 0
+        assert "no client and no task for 1 s (scheduler.idle-timeout)" in proc.stderr.read()
+        assert not sched_file.exists()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_unusable_paths_name_the_option_and_the_path(tmp_path):
+    script = write(tmp_path / "s.py", "open('ran', 'w')\n")
+    out = submit(tmp_path, "--cluster", "slurm", "--cores", "1", "--memory", "500MB",
+                 "--log-directory", "/proc/nope", str(script))
+    assert out.returncode == 1, out.stderr
+    assert "--log-directory /proc/nope: cannot create or write it" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "ran").exists()
+    out = submit(tmp_path, "--cluster", "local", "--jobs", "1", "--scheduler-file",
+                 "/proc/nope/s.json", str(script))
+    assert out.returncode == 1, out.stderr
+    assert "--scheduler-file: cannot create /proc/nope/s.json: No such file or directory" \
+        in out.stderr and not (tmp_path / "ran").exists()
+    out = submit(tmp_path, "--cluster", "slurm", "--cores", "1", "--memory", "500MB",
+                 str(script), JOBQUEUE_SLURM__LOG_DIRECTORY="/proc/nope")
+    assert out.returncode == 1, out.stderr
+    assert ("JOBQUEUE_SLURM__LOG_DIRECTORY: slurm.log-directory /proc/nope: cannot create or "
+            "write it") in out.stderr

@@ -1,8 +1,9 @@
-"""BatchJob and JobQueueCluster: render a job script, submit it, poll every job, cancel.
+"""JobQueueCluster: render a job script, submit it, poll every job, cancel.
 
 A cluster submits identical jobs as ONE array where its batch system has arrays, asks about ALL
 its jobs with ONE status command per poll interval, and cancels with ONE command. Each array task
-is a :class:`BatchJob` of its own, with a state, a reason, its workers and its output file.
+is a :class:`~jobqueue.batch.batchjob.BatchJob` of its own, with a state, a reason, its workers
+and its output file.
 
 Scaling never waits for workers (a job may pend for hours): ``scale(jobs=N)`` submits and returns,
 ``wait_for_workers(n)`` waits, and fails early, with each job's state, reason and log tail, once
@@ -14,133 +15,70 @@ import asyncio
 import logging
 import math
 import os
-import sys
 import tempfile
 import time
 
-from .. import config
-from ..deploy.cluster import Cluster, Job, _clusters
+from .. import config, node
+from ..core import notice
+from ..deploy.cluster import Cluster, _clusters
+from . import keep as keep_mod
+from . import owned
 from . import script as script_mod
-from .network import interface_address, public_address
+from .batchjob import BatchJob
 from .runner import BatchCommandError, CommandRunner
-from .status import JobState, JobStatus
+from .status import JobState, JobStatus, Pending, Verdict
 from .system import BatchSystem
 
 logger = logging.getLogger("jobqueue.batch")
 
-LOG_TAIL_LINES = 20
 GONE_GRACE = 30.0        # seconds to wait for an accounting record of a job that left the queue
 MAX_BACKOFF = 60.0       # longest pause between status polls while they fail
 
 
-class BatchJob(Job):
-    """One batch job, or one task of an array job, as the cluster last saw it.
+def poll_delay(interval: float, failures: int) -> float:
+    """Seconds until the next status poll: the interval, doubled for each poll that failed in a
+    row, at most MAX_BACKOFF (or the interval, if that is longer)."""
+    delay = interval * 2 ** min(failures, 10)
+    return min(delay, max(MAX_BACKOFF, interval))
 
-    ``job_id`` (``43``, ``43_2``, ``9.3``), ``state`` (a :class:`JobState`), ``reason`` (the batch
-    system's, e.g. ``Resources``), ``stale`` (the last status poll failed, so this may be old),
-    ``workers`` (names of its workers connected now).
-    """
 
-    def __init__(self, cluster, job_id: str):
-        self.job_id = job_id
-        super().__init__(cluster, f"{cluster.job_name}-{cluster.system.worker_id(job_id)}")
-        self.state = JobState.PENDING
-        self.reason = "submitted"
-        self.native = ""
-        self.stale = False
-        self.raw_id = ""
-        self.submitted = time.time()
-        self.started = None          # when it was first seen running (time.time())
-        self.workers: set = set()
-        self.ever_connected: set = set()
-        self.cancel_requested = False
-        self.gone = False
-        self.stuck = False           # failed but still in the queue (Grid Engine's Eqw)
-        self.missing_since = None
-        self.reported = False
+def scheduler_host(system_name: str, settings: dict) -> str:
+    """The address the scheduler listens on and tells workers and clients to connect to: the one
+    the compute nodes reach this host by, i.e. the interface's (interface=ib0) or that of the
+    default route."""
+    try:
+        return node.choose_address(interface=settings.get("interface"))
+    except ValueError as e:
+        raise config.ConfigError(f"{system_name}.interface: {e}") from None
 
-    @property
-    def done(self) -> bool:
-        """The job has ended (or left the queue): it will bring no more workers."""
-        return self.state.terminal or self.gone
 
-    @property
-    def ends_at(self):
-        """When the batch system will end it (start + walltime), if known: adaptive scaling
-        replaces jobs before that."""
-        walltime = self.cluster.settings.get("walltime")
-        return self.started + walltime if self.started and walltime else None
-
-    def worker_names(self) -> list:
-        n = self.cluster.processes
-        return [self.name] if n == 1 else [f"{self.name}-{i}" for i in range(n)]
-
-    def update(self, status: JobStatus):
-        self.stale = False
-        self.missing_since = None
-        self.state, self.reason, self.native = status.state, status.reason, status.native
-        self.stuck = status.cancel
-        if self.state is JobState.RUNNING and self.started is None:
-            self.started = time.time()
-        if status.raw_id and status.state is not JobState.PENDING:
-            self.raw_id = status.raw_id
-
-    def log_paths(self) -> list:
-        c = self.cluster
-        return c.system.log_paths(c.log_directory, c.job_name, self.job_id, self.raw_id)
-
-    def logs(self) -> str:
-        parts = []
-        for path in self.log_paths():
+async def submit_script(runner, system: BatchSystem, text: str, settings: dict,
+                        log_directory: str, sizes) -> list:
+    """Submit the job script text once per size in sizes (None: one job; N: an array of N
+    tasks); returns ``[(job id, [task ids])]``. A submit command that prints no job id raises
+    BatchCommandError with what it printed."""
+    extra = settings.get("submit_command_extra") or []
+    out = []
+    with tempfile.TemporaryDirectory(prefix="jobqueue-submit-") as directory:
+        path = os.path.join(directory, system.script_name(settings["job_name"]))
+        with open(path, "w") as f:
+            f.write(text)
+        for size in sizes:
+            argv = system.submit_argv(path, size, extra, log_directory)
+            result = await runner.run(argv, cwd=system.submit_cwd(log_directory))
             try:
-                with open(path, errors="replace") as f:
-                    parts.append(f.read())
-            except OSError:
-                continue
-        return "\n".join(parts)
-
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        """The last lines of the job's output file(s), each under its path."""
-        out, empty = [], []
-        for path in self.log_paths():
-            try:
-                with open(path, errors="replace") as f:
-                    tail = f.read().rstrip("\n").splitlines()[-lines:]
-            except OSError:
-                continue
-            if tail:
-                out.append(f"last {len(tail)} lines of {path}:\n    " + "\n    ".join(tail))
-            else:
-                empty.append(path)
-        if out:
-            return "\n".join(out)
-        if empty:
-            return f"its output file {', '.join(empty)} is empty"
-        return f"it has no output file ({', '.join(self.log_paths())})"
-
-    def summary(self) -> str:
-        """'job 43_2 failed (NonZeroExitCode)'."""
-        return f"job {self.job_id} {self.state}" + (f" ({self.reason})" if self.reason else "")
-
-    def describe(self) -> str:
-        """The summary and the log tail."""
-        return f"{self.summary()}; {self.log_tail()}"
-
-    async def start(self):
-        raise NotImplementedError("batch jobs are submitted by their cluster (scale)")
-
-    async def close(self):
-        await self.cluster._cancel([self])
-
-    def __repr__(self):
-        stale = " (stale)" if self.stale else ""
-        reason = f" {self.reason!r}" if self.reason else ""
-        return (f"<BatchJob {self.job_id} {self.state}{stale}{reason} "
-                f"workers={len(self.workers)}/{self.cluster.processes}>")
+                base = system.parse_submit(result.stdout)
+            except ValueError as e:
+                raise BatchCommandError(argv, result.returncode, result.stdout, result.stderr,
+                                        problem=f"gave no job id: {e}") from None
+            out.append((base, system.array_ids(base, size) if size else [base]))
+    return out
 
 
 def _write_token_file(name: str, token: str) -> str:
-    """~/.jobqueue/NAME.token, mode 0600 in a 0700 directory.
+    """~/.jobqueue/NAME.HOST.PID.token, a private file (:func:`jobqueue.node.write_private`)
+    named after its owner, so that the next cluster removes it if this process dies without
+    cleaning up (see owned.py).
 
     Why a file: the token must reach the job without appearing on a command line (ps shows those
     to every user) or in the job script (batch systems keep scripts and show them, e.g. scontrol
@@ -148,14 +86,8 @@ def _write_token_file(name: str, token: str) -> str:
     (PBS Variable_List) and qstat -j (Grid Engine env_list) show to other users. The home
     directory is shared with the compute nodes on HPC systems; the script reads the file.
     """
-    directory = os.path.join(os.path.expanduser("~"), ".jobqueue")
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    path = os.path.join(directory, f"{name}.token")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
-    os.chmod(path, 0o600)
-    return path
+    owned.remove_stale()
+    return node.write_private(node.private_path(owned.owned_name(name, ".token")), token)
 
 
 class JobQueueCluster(Cluster):
@@ -192,20 +124,37 @@ class JobQueueCluster(Cluster):
         self.threads_per_job = self.processes * self.threads
         self.max_jobs = s.get("max_jobs")
         self.job_name = s["job_name"]
-        self.log_directory = os.path.abspath(s.get("log_directory") or os.getcwd())
-        self.python = s.get("python") or sys.executable
-        self.death_timeout = s.get("death_timeout") or config.get("worker.death-timeout")
         self.poll_interval = s["poll_interval"]
         self.runner = CommandRunner(timeout=self.command_timeout)
         self.token_file = None
+        self._scheduler_closed = False
         self._poller = None
         self._poll_failures = 0
+        self._clock = time.monotonic         # tests put a clock of their own here
         self._unknown_codes: set = set()
-        super().__init__(host=self._scheduler_host(), name=name,
+        self._verified: set = set()          # submissions asked whether they can ever run
+        self._target = None                  # scale(jobs=N): N jobs kept queued or running
+        self._keeping = asyncio.Lock()       # one decision and its submissions at a time
+        self._epoch = 0                      # submissions before it are not the target's
+        self._outside = 0                    # jobs cancelled from outside when N was set
+        self._submissions = 0
+        self.start_retries = keep_mod.RETRIES
+        self.replacements = 0                # jobs submitted to replace ended ones
+        self._submit_errors = 0              # replacement submit commands failed in a row
+        self.failure = ""                    # why no more jobs are submitted ('': none)
+        lifetime = script_mod.worker_lifetime(s.get("walltime"))
+        self._retire_after = (float(lifetime["lifetime"]) - float(lifetime["lifetime_stagger"])
+                              if lifetime["lifetime"] else None)
+        self._said: set = set()              # pending reasons already reported
+        super().__init__(host=scheduler_host(self.system.name, s), name=name,
                          scheduler_port=config.get("scheduler.port", 0))
+        defaults = script_mod.job_defaults(s, self.name)
+        self.log_directory = defaults["log_directory"]
+        self.python = defaults["python"]
+        self.death_timeout = defaults["death_timeout"]
         try:
             self.token_file = _write_token_file(self.name, self.token)
-            os.makedirs(self.log_directory, exist_ok=True)
+            self._make_log_directory(settings, profile)
             self._sync(self._start_poller())
         except BaseException:
             self.close()
@@ -213,17 +162,25 @@ class JobQueueCluster(Cluster):
 
     # -- settings -------------------------------------------------------------------------------
 
-    def _scheduler_host(self) -> str:
-        # The scheduler listens on the address the compute nodes reach this host by: the
-        # interface's (interface=ib0) or that of the default route. It is also what it tells
-        # workers and clients to connect to.
-        interface = self.settings.get("interface")
-        if not interface:
-            return public_address()
+    def _make_log_directory(self, arguments, profile):
+        """Create log_directory; if that fails, say which setting and where its value came
+        from (the default directory is the user's cache)."""
+        path = self.log_directory
         try:
-            return interface_address(interface)
-        except ValueError as e:
-            raise config.ConfigError(f"{self.system.name}.interface: {e}") from None
+            os.makedirs(path, exist_ok=True)
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise PermissionError(f"{path} is not writable")
+        except OSError as e:
+            key = f"{self.system.name}.log-directory"
+            where = script_mod.source(self.system.name, "log_directory", arguments, profile)
+            if where == "default":
+                what = f"the default log directory {path} (under the user's cache directory)"
+            else:
+                what = f"{where}: {key} {path}"
+            raise config.ConfigError(
+                f"{what}: cannot create or write it ({e.strerror or e}); the job output files "
+                f"go there, so give a writable directory that the compute nodes share, "
+                f"e.g. log_directory='~/jobqueue-logs' (or {key} in the config)") from None
 
     # -- the job script -------------------------------------------------------------------------
 
@@ -233,12 +190,11 @@ class JobQueueCluster(Cluster):
 
     def job_script(self) -> str:
         """The script every job of this cluster is submitted with, exactly."""
-        ctx = script_mod.context(
-            self.settings, scheduler_address=self.scheduler_address,
+        return script_mod.job_script(
+            self.settings, self.system.template, scheduler_address=self.scheduler_address,
             token_file=self.token_file or os.path.join("~", ".jobqueue", f"{self.name}.token"),
             python=self.python, log_directory=self.log_directory,
             death_timeout=self.death_timeout, environment=self._worker_environment())
-        return script_mod.render(self.settings.get("template") or self.system.template, ctx)
 
     # -- scaling --------------------------------------------------------------------------------
 
@@ -250,10 +206,15 @@ class JobQueueCluster(Cluster):
         return super()._jobs_for(n, jobs)
 
     def scale(self, n=None, jobs=None, cores=None, memory=None, wait=False):
-        """Have *jobs* jobs queued or running (or enough for *n* workers, *cores*, *memory*).
+        """Keep *jobs* jobs queued or running (or enough for *n* workers, *cores*, *memory*).
 
         Returns once the jobs are submitted or cancelled; ``wait=True`` then waits for their
-        workers (see wait_for_workers). It turns adaptive scaling off."""
+        workers (see wait_for_workers). It turns adaptive scaling off. The number is a target:
+        jobs that end (their workers retire before the walltime, a node fails) are replaced,
+        before they end when their walltime is known; submissions whose jobs all fail before
+        a worker connects are retried ``start_retries`` times in a row, then the cluster gives
+        up (``failure`` says why, and wait_for_workers raises it). A job cancelled from outside
+        (scancel, qdel) is not replaced: the target goes down by one."""
         self._stop_adaptive("scale() was called")
         target = self._jobs_for(n, jobs, cores, memory)
         self._sync(self._scale_to(target))
@@ -270,16 +231,68 @@ class JobQueueCluster(Cluster):
             logger.info("%s: %d jobs asked for, %s.max-jobs is %d", self.name, target,
                         self.system.name, max_jobs)
             target = max_jobs
-        live = self.live_jobs()
-        if len(live) < target:
-            await self._submit(target - len(live))
-        elif len(live) > target:
-            await self.retire_jobs(self._removal_order(live)[:len(live) - target])
+        async with self._keeping:
+            self._target, self._epoch, self.failure = target, self._submissions, ""
+            self._outside = sum(j.view().cancelled_outside for j in list(self.jobs.values()))
+            live = self.live_jobs()
+            if len(live) > target:
+                await self.retire_jobs(self._removal_order(live)[:len(live) - target])
+            else:
+                await self._keep(replacing=False)
+
+    def adapt(self, *args, **kwargs):
+        self._target, self._epoch, self.failure = None, self._submissions, ""
+        return super().adapt(*args, **kwargs)
+
+    async def _add_jobs(self, count: int):
+        """Adaptive scaling's submissions (none once the cluster has given up)."""
+        async with self._keeping:
+            if not self.failure:
+                await self._submit(count)
+
+    async def _keep(self, replacing=True):
+        """Submit what the target needs (see keep.py), or give up on jobs that keep failing.
+        The caller holds ``_keeping``."""
+        if self.failure:                     # given up: only scale() or adapt() start again
+            return
+        jobs = [j.view() for j in list(self.jobs.values())]
+        target = self._target if self._adaptive is None else None
+        decision = keep_mod.decide(target, jobs, time.time(), retries=self.start_retries,
+                                   max_jobs=self.max_jobs, cancelled_before=self._outside,
+                                   since=self._epoch)
+        if decision.give_up:
+            if not self.failure:
+                self.failure = f"no more jobs are submitted: {decision.give_up}"
+                notice.warn(logger, "%s: %s", self.name, self.failure, level=logging.ERROR)
+            return
+        if target is not None and decision.target != target:
+            notice.warn(logger, "%s: a job was cancelled outside jobqueue; keeping %d jobs, not %d",
+                        self.name, decision.target, target)
+            self._target = decision.target
+            self._outside = sum(j.cancelled_outside for j in jobs)
+        if not decision.submit:
+            return
+        if not replacing:                    # scale(): a failed submit raises to the caller
+            await self._submit(decision.submit)
+            return
+        logger.info("%s: submitting %d: %s", self.name, decision.submit, decision.reason)
+        try:
+            self.replacements += len(await self._submit(decision.submit))
+            self._submit_errors = 0
+        except BatchCommandError as e:
+            self._submit_errors += 1
+            if self._submit_errors >= self.start_retries:
+                self.failure = (f"no more jobs are submitted: the submit command failed "
+                                f"{self._submit_errors} times in a row: {e}")
+                notice.warn(logger, "%s: %s", self.name, self.failure, level=logging.ERROR)
+            else:
+                notice.warn(logger, "%s: could not submit a replacement (will try again): %s",
+                            self.name, e)
 
     async def retire_jobs(self, jobs):
         """Scale down gracefully: results that only these jobs' workers hold move to other
         workers, then the jobs are cancelled with one command (they stay in ``jobs``)."""
-        connected = self.scheduler.state.names
+        connected = self.scheduler.workers()
         names = [n for j in jobs for n in j.worker_names() if n in connected]
         if names:
             await self.scheduler.retire_workers(names)
@@ -293,30 +306,17 @@ class JobQueueCluster(Cluster):
 
     async def _submit(self, count: int) -> list:
         """Submit count jobs: one array, or one job at a time. Returns the new BatchJobs."""
-        text = self.job_script()
         array = count > 1 and self.settings["job_array"] and self.system.supports_arrays
         sizes = [count] if array else [None] * count
-        extra = self.settings.get("submit_command_extra") or []
         new = []
-        with tempfile.TemporaryDirectory(prefix="jobqueue-submit-") as directory:
-            path = os.path.join(directory, self.system.script_name(self.job_name))
-            with open(path, "w") as f:
-                f.write(text)
-            for size in sizes:
-                argv = self.system.submit_argv(path, size, extra)
-                result = await self.runner.run(argv,
-                                               cwd=self.system.submit_cwd(self.log_directory))
-                try:
-                    base = self.system.parse_submit(result.stdout)
-                except ValueError as e:
-                    raise BatchCommandError(argv, result.returncode, result.stdout, result.stderr,
-                                            problem=f"gave no job id: {e}") from None
-                ids = self.system.array_ids(base, size) if size else [base]
-                for job_id in ids:
-                    self.jobs[job_id] = BatchJob(self, job_id)
-                    new.append(self.jobs[job_id])
-                logger.info("%s: submitted %s", self.name,
-                            f"array job {base} ({size} tasks)" if size else f"job {base}")
+        for base, ids in await submit_script(self.runner, self.system, self.job_script(),
+                                             self.settings, self.log_directory, sizes):
+            self._submissions += 1
+            for job_id in ids:
+                self.jobs[job_id] = BatchJob(self, job_id, base, self._submissions - 1)
+                new.append(self.jobs[job_id])
+            logger.info("%s: submitted %s", self.name,
+                        f"array job {base} ({len(ids)} tasks)" if ids != [base] else f"job {base}")
         return new
 
     async def _cancel(self, jobs, ended_too=False) -> None:
@@ -342,20 +342,23 @@ class JobQueueCluster(Cluster):
 
     async def _poll_loop(self):
         while True:
-            try:
-                ok = await self._poll_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("%s: polling the job states failed", self.name)
-                ok = False
-            self._poll_failures = 0 if ok else self._poll_failures + 1
-            delay = self.poll_interval * 2 ** min(self._poll_failures, 10)
-            await asyncio.sleep(min(delay, max(MAX_BACKOFF, self.poll_interval)))
+            await asyncio.sleep(await self._poll_step())
+
+    async def _poll_step(self) -> float:
+        """One poll; returns how long to wait before the next (longer while polls fail)."""
+        try:
+            ok = await self._poll_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s: polling the job states failed", self.name)
+            ok = False
+        self._poll_failures = 0 if ok else self._poll_failures + 1
+        return poll_delay(self.poll_interval, self._poll_failures)
 
     async def _poll_once(self) -> bool:
         """One status command for all live jobs; False if it failed (states kept, marked stale)."""
-        self._track_workers()
+        self._observe_jobs()
         live = [j for j in list(self.jobs.values()) if not j.done]
         if live:
             argv = self.system.status_argv([j.job_id for j in live])
@@ -370,7 +373,8 @@ class JobQueueCluster(Cluster):
             if self._poll_failures:
                 logger.info("%s: job states are current again", self.name)
             await self._apply(live, statuses)
-        self._track_workers()
+            await self._check_pending()
+        self._observe_jobs()
         await self._after_poll()
         return True
 
@@ -378,11 +382,11 @@ class JobQueueCluster(Cluster):
         for job in live:
             job.stale = True
         if self._poll_failures == 0:
-            logger.warning("%s: could not get the states of its jobs; keeping the last known "
-                           "ones, marked stale, and retrying: %s", self.name, error)
+            notice.warn(logger, "%s: could not get the states of its jobs; keeping the last known "
+                        "ones, marked stale, and retrying: %s", self.name, error)
 
     async def _apply(self, live, statuses: dict):
-        now = time.monotonic()
+        now = self._clock()
         gone = []
         for job in live:
             status = statuses.get(self.system.status_key(job.job_id))
@@ -390,7 +394,7 @@ class JobQueueCluster(Cluster):
                 job.update(status)
                 if status.state is JobState.UNKNOWN and status.native not in self._unknown_codes:
                     self._unknown_codes.add(status.native)
-                    logger.warning("%s: job %s: %s", self.name, job.job_id, status.reason)
+                    notice.warn(logger, "%s: job %s: %s", self.name, job.job_id, status.reason)
             elif job.missing_since is None:
                 job.stale = False
                 job.missing_since = now       # not listed: once may be a race with submission
@@ -425,17 +429,71 @@ class JobQueueCluster(Cluster):
                 continue                      # the accounting record may not be written yet
             job.missing_since = None
 
-    def _track_workers(self):
-        """Which of each job's workers are connected; a connected worker means a running job."""
-        names = self.scheduler.state.names
-        for job in list(self.jobs.values()):
-            if job.done and not job.workers:
+    async def _check_pending(self):
+        """Report a pending job whose reason means it can never start as submitted (and cancel
+        it), or that it waits for something that may not come (once per reason)."""
+        pending = [j for j in self.live_jobs() if j.state is JobState.PENDING and not j.stale]
+        verdicts: dict = {}
+        for job in pending:
+            verdict = self.system.pending(job.reason)
+            verdicts.setdefault(verdict, []).append(job)
+        waiting = [j for v, jobs in verdicts.items() if v.kind is Pending.WAIT for j in jobs]
+        for submission, verdict in (await self._verify(waiting)).items():
+            verdicts[verdict] = [j for j in waiting
+                                 if self.system.submission_id(j.job_id) == submission]
+        for verdict, jobs in verdicts.items():
+            ids = " ".join(j.job_id for j in jobs)
+            if verdict.kind is Pending.NEVER:
+                await self._refuse(jobs, verdict)
+            elif verdict.kind is Pending.BLOCKED and verdict.why not in self._said:
+                self._said.add(verdict.why)
+                notice.warn(logger, "%s: job %s is pending: %s; %s", self.name, ids, verdict.why,
+                            verdict.remedy)
+
+    async def _verify(self, jobs) -> dict:
+        """``{submission: NEVER Verdict}`` from asking the batch system, once per submission,
+        whether its pending jobs could ever run (Grid Engine: qalter -w v)."""
+        out = {}
+        for submission in sorted({self.system.submission_id(j.job_id) for j in jobs}
+                                 - self._verified):
+            self._verified.add(submission)
+            argv = self.system.verify_argv(submission)
+            if argv is None:
                 continue
-            job.workers = {n for n in job.worker_names() if n in names}
-            job.ever_connected |= job.workers
-            if job.workers and job.state is JobState.PENDING:
-                job.state, job.reason = JobState.RUNNING, ""
-                job.started = job.started or time.time()
+            try:
+                result = await self.runner.run(argv, check=False)
+            except BatchCommandError as e:
+                logger.debug("%s: %s", self.name, e)
+                continue
+            verdict = self.system.parse_verify(result.returncode, result.stdout, result.stderr)
+            if verdict is not None:
+                out[submission] = verdict
+        return out
+
+    async def _refuse(self, jobs, verdict: Verdict):
+        """Jobs that can never start as submitted: failed, said at once, cancelled."""
+        for job in jobs:
+            job.state, job.reason = JobState.FAILED, f"cannot start as submitted: {verdict.why}"
+            job.never, job.reported = verdict, True
+        ids = " ".join(j.job_id for j in jobs)
+        notice.warn(logger, "%s: job %s can never start as submitted: %s; cancelling it. "
+                    "To fix: %s", self.name, ids, verdict.why, verdict.remedy)
+        try:
+            await self._cancel(jobs, ended_too=True)
+        except BatchCommandError as e:
+            notice.warn(logger, "%s: could not cancel job %s: %s", self.name, ids, e)
+
+    def _connected_names(self):
+        """Names of the workers connected to the scheduler now (none once it has closed)."""
+        if self._scheduler_closed:
+            return ()
+        return self.scheduler.workers()
+
+    def _observe_jobs(self):
+        """Note which workers of each job are connected (a job whose worker connected is
+        running, and has run); reading a job's state or workers does the same for one job."""
+        for job in list(self.jobs.values()):
+            job._observe()
 
     async def _after_poll(self):
         """Cancel jobs stuck in an error state; report ended jobs; close their workers."""
@@ -446,7 +504,9 @@ class JobQueueCluster(Cluster):
             if job.done and not job.reported:
                 self._report(job)
             if job.done and job.workers:
-                self._close_workers(job)
+                await self._close_workers(job)
+        async with self._keeping:
+            await self._keep()
 
     async def _remove_stuck(self, stuck):
         """Jobs that failed but stay in the queue (Grid Engine's Eqw): say why, then cancel."""
@@ -462,12 +522,12 @@ class JobQueueCluster(Cluster):
                 if reason:
                     job.reason = reason
         for job in stuck:
-            logger.warning("%s: %s; cancelling it, or it would stay in the queue", self.name,
-                           job.summary())
+            notice.warn(logger, "%s: %s; cancelling it, or it would stay in the queue", self.name,
+                        job.summary())
         try:
             await self._cancel(stuck, ended_too=True)
         except BatchCommandError as e:
-            logger.warning("%s: could not remove failed jobs: %s", self.name, e)
+            notice.warn(logger, "%s: could not remove failed jobs: %s", self.name, e)
         for job in stuck:
             job.reported = True
 
@@ -478,20 +538,17 @@ class JobQueueCluster(Cluster):
         if job.cancel_requested:
             logger.info("%s: job %s %s", self.name, job.job_id, job.state)
         elif not job.ever_connected:
-            logger.warning("%s: %s, before any of its workers connected to %s; %s", self.name,
-                           job.summary(), self.scheduler_address, job.log_tail())
+            notice.warn(logger, "%s: %s, before any of its workers connected to %s; %s", self.name,
+                        job.summary(), self.scheduler_address, job.log_tail())
         elif job.state is JobState.FINISHED:
-            logger.info("%s: job %s finished (%s)", self.name, job.job_id, job.reason)
+            logger.info("%s: %s", self.name, job.summary())
         else:
-            logger.warning("%s: %s; its workers are gone", self.name, job.summary())
+            notice.warn(logger, "%s: %s; its workers are gone", self.name, job.summary())
 
-    def _close_workers(self, job: BatchJob):
+    async def _close_workers(self, job: BatchJob):
         """Ask the workers of a job that has ended to leave (their processes should be gone)."""
-        for name in job.workers:
-            ws = self.scheduler.state.names.get(name)
-            stream = self.scheduler.worker_streams.get(ws.address) if ws else None
-            if stream is not None:
-                stream.send({"op": "close", "reason": f"its job {job.job_id} has ended"})
+        await self.scheduler.close_workers(sorted(job.workers),
+                                           f"its job {job.job_id} has ended")
 
     # -- waiting, reporting ---------------------------------------------------------------------
 
@@ -503,23 +560,38 @@ class JobQueueCluster(Cluster):
 
     async def _wait_for_workers(self, n, timeout):
         deadline = None if timeout is None else time.monotonic() + timeout
-        while len(self.scheduler.state.workers) < n:
-            self._track_workers()
-            have = len(self.scheduler.state.workers)
-            live = self.live_jobs()
-            possible = have + sum(self.processes - len(j.workers) for j in live)
-            ended = [j for j in list(self.jobs.values()) if j.done and not j.ever_connected
-                     and not (j.cancel_requested and j.state is JobState.CANCELLED)]
-            if possible < n and all(j.reported for j in ended):
-                details = "\n".join(j.describe() for j in ended[-5:])
-                raise RuntimeError(f"{self.name}: waiting for {n} workers, {have} connected, and "
-                                   f"the jobs left can bring at most {possible}: "
-                                   f"{len(ended)} jobs ended without workers.\n{details}")
+        while len(self.scheduler.workers()) < n:
+            self._observe_jobs()
+            have = len(self.scheduler.workers())
+            problem = self._cannot_bring(n, have)
+            if problem:
+                raise RuntimeError(f"{self.name}: waiting for {n} workers, {have} connected, "
+                                   f"{problem}")
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name}: {have} of {n} workers connected within "
                                    f"{timeout:g} s; jobs: {self._job_counts()}")
-            await asyncio.sleep(0.05)
-        self._track_workers()
+            # a worker that joins wakes this at once; job states change with each poll
+            await self.scheduler.wait_for_worker_change(0.25)
+        self._observe_jobs()
+
+    def _cannot_bring(self, n: int, have: int) -> str:
+        """Why the jobs cannot bring n workers ('': they may)."""
+        ended = [j for j in list(self.jobs.values()) if j.done and not j.ever_connected
+                 and not (j.cancel_requested and j.state is JobState.CANCELLED)]
+        details = "\n".join(j.describe() for j in ended[-5:])
+        if self.failure:
+            return f"but {self.failure}\n{details}"
+        if self._target is not None and self._adaptive is None:
+            most = self._target * self.processes
+            if n > most:
+                return (f"but the cluster keeps {self._target} jobs of {self.processes} "
+                        f"workers, {most} at most: scale(jobs=...) up first")
+            return ""
+        possible = have + sum(self.processes - len(j.workers) for j in self.live_jobs())
+        if possible < n and all(j.reported for j in ended):
+            return (f"and the jobs left can bring at most {possible}: {len(ended)} jobs ended "
+                    f"without workers.\n{details}")
+        return ""
 
     def _job_counts(self) -> str:
         counts = {}
@@ -531,12 +603,24 @@ class JobQueueCluster(Cluster):
         from ..config import format_bytes
 
         n, threads, memory = self._summary()
+        return (f"{type(self).__name__}({self.name!r}, {self.scheduler_address!r}, "
+                f"workers={n}, threads={threads}, memory={format_bytes(memory)}, "
+                f"jobs: {self._jobs_text()})")
+
+    def _jobs_text(self) -> str:
         live = self.live_jobs()
         pending = sum(j.state is JobState.PENDING for j in live)
         running = sum(j.state is JobState.RUNNING for j in live)
-        return (f"{type(self).__name__}({self.name!r}, {self.scheduler_address!r}, "
-                f"workers={n}, threads={threads}, memory={format_bytes(memory)}, "
-                f"jobs: {pending} pending, {running} running)")
+        return f"{pending} pending, {running} running"
+
+    def _repr_html_(self):
+        """The base table, with the jobs and where their output goes."""
+        import html
+
+        rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(v)}</td></tr>"
+                       for k, v in [("jobs", self._jobs_text()),
+                                    ("job output", self.log_directory)])
+        return super()._repr_html_().replace("</table>", rows + "</table>", 1)
 
     # -- closing --------------------------------------------------------------------------------
 
@@ -556,22 +640,18 @@ class JobQueueCluster(Cluster):
             try:
                 await self._cancel(ours, ended_too=True)
             except BatchCommandError as e:
-                logger.error("%s: could not cancel its jobs %s; cancel them yourself: %s",
-                             self.name, " ".join(j.job_id for j in ours), e)
+                notice.warn(logger, "%s: could not cancel its jobs %s; cancel them yourself: %s",
+                            self.name, " ".join(j.job_id for j in ours), e, level=logging.ERROR)
             await self.scheduler.close()
+            self._scheduler_closed = True
             for job in ours:
-                job.workers = set()
                 if job.cancel_requested:
                     job.state, job.reason = JobState.CANCELLED, "cancelled by close()"
 
         try:
             self._sync(close(), timeout + self.command_timeout)
         finally:
-            if self.token_file:
-                try:
-                    os.unlink(self.token_file)
-                except OSError:
-                    pass
+            node.remove_private(self.token_file)
             self.status = "closed"
             _clusters.discard(self)
 

@@ -7,7 +7,7 @@ under SLURM ids that cannot be mapped back to their task, so each job is submitt
 from __future__ import annotations
 
 from .job import JobQueueCluster
-from .status import parse_pbs_qstat_f, parse_pbs_qsub
+from .status import Pending, Verdict, parse_pbs_qstat_f, parse_pbs_qsub
 from .system import BatchSystem
 
 
@@ -18,7 +18,7 @@ class PBS(BatchSystem):
     supports_arrays = False
     status_ok_codes = (0, 153)      # 153: some of the ids are unknown (ended); the rest is listed
 
-    def submit_argv(self, script, count, extra=()):
+    def submit_argv(self, script, count, extra=(), log_directory=None):
         if count:
             raise ValueError("PBSCluster does not submit job arrays")
         return [self.submit_command, *extra, script]
@@ -43,13 +43,20 @@ class PBS(BatchSystem):
     def parse_status(self, stdout):
         return {self.status_key(k): v for k, v in parse_pbs_qstat_f(stdout).items()}
 
+    def pending(self, reason):
+        # PBS Pro's comment: "Can Never Run: Insufficient amount of resource: ncpus (R: 16 ...)"
+        if reason.startswith("Can Never Run"):
+            return Verdict(Pending.NEVER, reason, "ask for fewer cores or less memory (cores=, "
+                           "memory=, resource_spec=) or use another queue (queue=)")
+        return Verdict(Pending.WAIT, reason)
+
     def status_key(self, job_id):
         return job_id.split(".")[0]
 
     def worker_id(self, job_id):
         return self.status_key(job_id)
 
-    def log_paths(self, log_directory, job_name, job_id, raw_id):
+    def log_paths(self, log_directory, job_name, job_id):
         number = self.status_key(job_id)
         return [self._join(log_directory, f"{job_name}.o{number}"),
                 self._join(log_directory, f"{job_name}.e{number}")]

@@ -58,6 +58,10 @@ class CommandRunner:
         """Run argv; with check, a non-zero exit raises BatchCommandError (else the caller
         looks at the result's returncode)."""
         argv = tuple(str(a) for a in argv)
+        if env is None:      # never the token: sbatch exports the environment into the job
+            from ..node import environment_without_secrets
+
+            env = environment_without_secrets()
         self.history.append(argv)
         self.calls[os.path.basename(argv[0])] += 1
         timeout = self.timeout if timeout is None else timeout

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import jinja2
@@ -94,19 +96,30 @@ def settings(section: str, arguments: dict, profile: str | None = None) -> dict:
     resolved = config.resolve(section, arguments, profile)
     problems = []
     for key, message in check(resolved):
-        dashed = key.replace("_", "-")
-        if arguments.get(key) is not None:
-            where = "argument"
-        else:
-            try:
-                where = config.source(f"{section}.{dashed}")
-            except KeyError:
-                where = "default"
+        where = source(section, key, arguments, profile)
         prefix = "" if where == "default" else f"{where}: "
-        problems.append(f"{prefix}{section}.{dashed}: {message}")
+        problems.append(f"{prefix}{section}.{key.replace('_', '-')}: {message}")
     if problems:
         raise config.ConfigError(problems)
     return resolved
+
+
+def source(section: str, key: str, arguments: dict, profile: str | None = None) -> str:
+    """Where a setting's value came from: "argument", "profile NAME" (or the file and line
+    that defines it), a config file and line, an environment variable, or "default"."""
+    from .. import config
+
+    dashed = key.replace("_", "-")
+    if key == "account" and arguments.get("project") is not None:
+        return "argument"
+    if arguments.get(key) is not None:
+        return "argument"
+    for name in ([f"profiles.{profile}.{dashed}"] if profile else []) + [f"{section}.{dashed}"]:
+        try:
+            return config.source(name)
+        except KeyError:
+            continue
+    return "default"
 
 
 def check(settings: dict) -> list:
@@ -184,6 +197,35 @@ def worker_lifetime(walltime) -> dict:
     return {"lifetime": f"{lifetime:g}", "lifetime_stagger": f"{stagger:g}"}
 
 
+def default_log_directory(cluster_name: str) -> str:
+    """Where a cluster's job output goes when no log_directory is set: a directory of its own
+    under the user's cache ($XDG_CACHE_HOME, else ~/.cache), never the working directory."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "jobqueue", "logs", cluster_name)
+
+
+def job_defaults(settings: dict, cluster_name: str) -> dict:
+    """The jobs' python, log directory and worker death timeout: the settings' values, else this
+    python, :func:`default_log_directory` and the config's worker.death-timeout."""
+    from .. import config
+
+    return {"python": settings.get("python") or sys.executable,
+            "log_directory": os.path.abspath(settings.get("log_directory")
+                                             or default_log_directory(cluster_name)),
+            "death_timeout": settings.get("death_timeout") or config.get("worker.death-timeout")}
+
+
+def job_script(settings: dict, default_template: str, *, overrides=None, extra=None,
+               **variables) -> str:
+    """The script a cluster submits: the settings' template (else default_template) rendered
+    with :func:`context` of settings and variables (scheduler_address, token_file, python,
+    log_directory, death_timeout, environment; see :func:`job_defaults`). ``overrides``
+    replaces included templates by name (``{"worker.sh.j2": text}``); ``extra`` adds variables."""
+    ctx = context(settings, **variables)
+    ctx.update(extra or {})
+    return render(settings.get("template") or default_template, ctx, overrides)
+
+
 def context(settings: dict, *, scheduler_address: str, token_file: str, python: str,
             log_directory: str, death_timeout: float, environment: dict | None = None) -> dict:
     """The variables a template sees (see CONTEXT_DOC), from checked settings."""
@@ -227,11 +269,14 @@ def skip(text: str, words) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _environment(directory: str) -> jinja2.Environment:
+def _environment(directory: str, overrides: tuple = ()) -> jinja2.Environment:
     search = [directory]
     if directory != str(PACKAGE_TEMPLATES):
         search.append(str(PACKAGE_TEMPLATES))      # so site templates can include worker.sh.j2
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(search),
+    loader = jinja2.FileSystemLoader(search)
+    if overrides:
+        loader = jinja2.ChoiceLoader([jinja2.DictLoader(dict(overrides)), loader])
+    env = jinja2.Environment(loader=loader,
                              undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
     env.filters["q"] = quote
@@ -239,17 +284,18 @@ def _environment(directory: str) -> jinja2.Environment:
     return env
 
 
-def render(template: str, ctx: dict) -> str:
+def render(template: str, ctx: dict, overrides=None) -> str:
     """Render a packaged template by name (``slurm.sh.j2``) or a site template by path.
 
     A site template can ``{% include "worker.sh.j2" %}`` to start the worker the standard way.
+    ``overrides`` (``{name: template text}``) replaces templates it includes.
     """
     path = Path(template)
     if path.is_absolute() or len(path.parts) > 1:
         directory, name = str(path.resolve().parent), path.name
     else:
         directory, name = str(PACKAGE_TEMPLATES), template
-    env = _environment(directory)
+    env = _environment(directory, tuple(sorted((overrides or {}).items())))
     try:
         return env.get_template(name).render(ctx)
     except jinja2.TemplateSyntaxError as e:
@@ -260,4 +306,6 @@ def render(template: str, ctx: dict) -> str:
                              f"{CONTEXT_DOC}") from None
     except jinja2.TemplateNotFound as e:
         raise JobScriptError(f"job-script template {template}: cannot find {e.name} "
-                             f"(looked in {', '.join(env.loader.searchpath)})") from None
+                             f"(looked in {directory}"
+                             + (f", {PACKAGE_TEMPLATES})" if directory != str(PACKAGE_TEMPLATES)
+                                else ")")) from None

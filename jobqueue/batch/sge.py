@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from .job import JobQueueCluster
-from .status import parse_qacct, parse_sge_errors, parse_sge_qsub, parse_sge_xml
+from .status import (Pending, Verdict, parse_qacct, parse_sge_errors, parse_sge_qsub,
+                     parse_sge_verify, parse_sge_xml)
 from .system import BatchSystem
 
 
@@ -12,7 +13,7 @@ class GridEngine(BatchSystem):
     submit_command, status_command, cancel_command = "qsub", "qstat", "qdel"
     supports_arrays = True
 
-    def submit_argv(self, script, count, extra=()):
+    def submit_argv(self, script, count, extra=(), log_directory=None):
         array = ["-t", f"1-{count}"] if count else []
         return [self.submit_command, "-terse", *array, *extra, script]
 
@@ -30,6 +31,27 @@ class GridEngine(BatchSystem):
     def parse_status(self, stdout):
         return parse_sge_xml(stdout)
 
+    def pending(self, reason):
+        if reason == "on hold":
+            return Verdict(Pending.BLOCKED, "it is on hold (hqw)", "release it with qrls JOBID")
+        return Verdict(Pending.WAIT, reason)
+
+    def verify_argv(self, job_id):
+        # checks the job against an empty cluster: "no suitable queues" means never
+        return ["qalter", "-w", "v", self.submission_id(job_id)]
+
+    def parse_verify(self, returncode, stdout, stderr):
+        why = parse_sge_verify(returncode, stdout + stderr)
+        if why is None:
+            return None
+        return Verdict(Pending.NEVER, why, "ask for fewer cores or less memory (cores=, memory=, "
+                       "resource_spec=; --cores, --memory) or use another queue (queue=); "
+                       "`qhost -F` and `qconf -sp smp` show what the hosts and the parallel "
+                       "environment offer")
+
+    def submission_id(self, job_id):
+        return job_id.split(".")[0]
+
     def accounting_argv(self, job_id):
         return ["qacct", "-j", job_id.split(".")[0]]
 
@@ -42,7 +64,7 @@ class GridEngine(BatchSystem):
     def parse_explain(self, stdout):
         return parse_sge_errors(stdout)
 
-    def log_paths(self, log_directory, job_name, job_id, raw_id):
+    def log_paths(self, log_directory, job_name, job_id):
         # "#$ -o DIR/" with "-j y": DIR/NAME.oID, DIR/NAME.oID.TASK for array tasks.
         return [self._join(log_directory, f"{job_name}.o{job_id}")]
 

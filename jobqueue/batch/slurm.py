@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .job import JobQueueCluster
-from .status import SQUEUE_FORMAT, parse_sbatch, parse_squeue
+from .status import SQUEUE_FORMAT, parse_sbatch, parse_squeue, slurm_pending
 from .system import BatchSystem
 
 
@@ -12,8 +12,12 @@ class Slurm(BatchSystem):
     submit_command, status_command, cancel_command = "sbatch", "squeue", "scancel"
     supports_arrays = True
 
-    def submit_argv(self, script, count, extra=()):
+    def submit_argv(self, script, count, extra=(), log_directory=None):
+        # The script's "-o DIR/%x-%j.out" would name a task's file after its own SLURM id (task
+        # 43_0 runs as job 44): an array's tasks write DIR/NAME-43_0.out instead.
         array = [f"--array=0-{count - 1}"] if count else []
+        if count and log_directory:
+            array.append(f"--output={log_directory}/%x-%A_%a.out")
         return [self.submit_command, "--parsable", *array, *extra, script]
 
     def parse_submit(self, stdout):
@@ -36,9 +40,15 @@ class Slurm(BatchSystem):
     def parse_status(self, stdout):
         return parse_squeue(stdout)
 
-    def log_paths(self, log_directory, job_name, job_id, raw_id):
-        # "#SBATCH -o DIR/%x-%j.out": %j is SLURM's own id, which differs for array tasks.
-        return [self._join(log_directory, f"{job_name}-{raw_id or job_id}.out")]
+    def pending(self, reason):
+        return slurm_pending(reason)
+
+    def submission_id(self, job_id):
+        return job_id.split("_")[0]
+
+    def log_paths(self, log_directory, job_name, job_id):
+        # "-o DIR/%x-%j.out" for a job, "--output=DIR/%x-%A_%a.out" for an array's tasks
+        return [self._join(log_directory, f"{job_name}-{job_id}.out")]
 
 
 class SLURMCluster(JobQueueCluster):

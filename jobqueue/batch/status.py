@@ -41,16 +41,31 @@ class JobStatus:
     """What the batch system says about one job.
 
     ``native`` is the system's own code (``PENDING``, ``Eqw``, ``C``); ``reason`` is its explanation
-    (``Resources``, ``exit status 127``) or ``""``; ``raw_id`` is SLURM's own id of an array task
-    (``43_0`` runs as job ``44``, and ``%j`` in its output file name is 44); ``cancel`` asks the
-    cluster to remove a job that has failed but stays in the queue (Grid Engine's ``Eqw``).
+    (``Resources``, ``exit status 127``) or ``""``; ``cancel`` asks the cluster to remove a job
+    that has failed but stays in the queue (Grid Engine's ``Eqw``).
     """
 
     state: JobState
     reason: str = ""
     native: str = ""
-    raw_id: str = ""
     cancel: bool = False
+
+
+class Pending(str, enum.Enum):
+    """What a pending job's reason means for whoever waits for it."""
+    WAIT = "wait"          # it starts when its turn comes (Priority, Resources): say nothing
+    BLOCKED = "blocked"    # it waits for something that may not come by itself: say so, once
+    NEVER = "never"        # it can never start as submitted: say so, cancel it, stop waiting
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why a job pends, for people: ``kind``, ``why`` (the batch system's reason, explained)
+    and ``remedy`` (what to change)."""
+
+    kind: Pending
+    why: str
+    remedy: str = ""
 
 
 def expand_ranges(text: str) -> list:
@@ -89,12 +104,12 @@ _SLURM_REASON = {"NODE_FAIL": "node failure", "BOOT_FAIL": "node boot failure",
                  "REQUEUED": "requeued", "COMPLETING": "completing",
                  "TIMEOUT": "time limit reached"}
 
-SQUEUE_FORMAT = "%i|%F|%K|%A|%T|%r"
-"""Columns of ``squeue -o``: id, array job id, array task id(s), raw job id, state, reason."""
+SQUEUE_FORMAT = "%i|%F|%K|%T|%r"
+"""Columns of ``squeue -o``: id, array job id, array task id(s), state, reason."""
 
 
 def parse_squeue(text: str) -> dict:
-    """Lines of ``squeue -h -r -t all -o '%i|%F|%K|%A|%T|%r'``.
+    """Lines of ``squeue -h -r -t all -o '%i|%F|%K|%T|%r'``.
 
     A plain job has task ``N/A`` and the id ``43``; an array task has the id ``43_2``. Pending
     tasks printed as one line (``43_[4-9%4]``, without ``-r``) are expanded to one entry each.
@@ -104,10 +119,10 @@ def parse_squeue(text: str) -> dict:
         if not line.strip():
             continue
         fields = line.strip().split("|")
-        if len(fields) < 6:
+        if len(fields) < 5:
             continue
-        _, array_id, task, raw_id, native, reason = fields[:6]
-        reason = "|".join(fields[5:]).strip()
+        _, array_id, task, native = fields[:4]
+        reason = "|".join(fields[4:]).strip()
         state = _SLURM.get(native.upper(), JobState.UNKNOWN)
         if reason in ("None", "(null)"):
             reason = ""
@@ -117,12 +132,74 @@ def parse_squeue(text: str) -> dict:
         elif extra and extra.lower() not in reason.lower():
             reason = f"{extra}, {reason}" if reason else extra
         if task in ("N/A", "", "4294967294"):
-            out[array_id] = JobStatus(state, reason, native, raw_id)
+            out[array_id] = JobStatus(state, reason, native)
             continue
         for index in expand_ranges(task.strip("[]")):
-            own_id = raw_id if "-" not in task and "," not in task else ""
-            out[f"{array_id}_{index}"] = JobStatus(state, reason, native, own_id)
+            out[f"{array_id}_{index}"] = JobStatus(state, reason, native)
     return out
+
+
+_SHAPE = ("ask for fewer cores or less memory (cores=, memory=, job_cpu=, job_mem=; "
+          "--cores, --memory) or use another partition (queue=, --queue)")
+_WALLTIME = "ask for a shorter walltime (walltime=, --walltime) or use another partition (queue=)"
+# SLURM's pending reasons (squeue %r, the word before any comma): what each means, what to do.
+_SLURM_PENDING = {
+    "PartitionConfig": (Pending.NEVER, "no node of the partition has what it asks for (cores, "
+                        "memory, GPUs or features)", _SHAPE + "; `sinfo -N -o '%P %N %c %m %G "
+                        "%f'` shows what each node has"),
+    "PartitionNodeLimit": (Pending.NEVER, "it asks for more nodes than the partition allows",
+                           "check -N/--nodes in job_extra_directives, or use another partition "
+                           "(queue=)"),
+    "PartitionTimeLimit": (Pending.NEVER, "its walltime is longer than the partition allows",
+                           _WALLTIME + "; `sinfo -o '%P %l'` shows each partition's limit"),
+    "InvalidAccount": (Pending.NEVER, "the account is not valid for it",
+                       "give an account you may use (account=, --account); `sacctmgr show "
+                       "assoc user=$USER` lists them"),
+    "InvalidQOS": (Pending.NEVER, "the QOS is not valid for it",
+                   "give a QOS you may use (--qos in job_extra_directives)"),
+    "DependencyNeverSatisfied": (Pending.NEVER, "the job it depends on ended in a way that "
+                                 "can never satisfy the dependency",
+                                 "remove or fix the --dependency in job_extra_directives"),
+    "BadConstraints": (Pending.NEVER, "no node has the features it asks for",
+                       "fix --constraint in job_extra_directives; `sinfo -o '%N %f'` lists "
+                       "the features"),
+    "ReqNodeNotAvail": (Pending.BLOCKED, "a node it needs is down, drained or reserved (e.g. "
+                        "for maintenance)", "it starts when such a node returns; `sinfo -R` "
+                        "says why nodes are unavailable"),
+    "NodeDown": (Pending.BLOCKED, "a node it needs is down", "it starts when the node returns; "
+                 "`sinfo -R` says why"),
+    "PartitionDown": (Pending.BLOCKED, "the partition is down", "it starts when the partition "
+                      "is up again, or use another partition (queue=)"),
+    "PartitionInactive": (Pending.BLOCKED, "the partition is inactive", "use another "
+                          "partition (queue=)"),
+    "JobHeldUser": (Pending.BLOCKED, "it is held", "release it with scontrol release JOBID"),
+    "JobHeldAdmin": (Pending.BLOCKED, "an administrator holds it", "ask your administrators"),
+    "FrontEndDown": (Pending.BLOCKED, "no front-end node is available", "ask your "
+                     "administrators"),
+}
+
+
+def slurm_pending(reason: str) -> Verdict:
+    """What a SLURM pending reason (``PartitionConfig``, ``ReqNodeNotAvail, UnavailableNodes:n1``,
+    ``AssocGrpCpuLimit``) means. Limits per job of an account or QOS (``AssocMax...PerJob...``,
+    ``QOSMax...PerJob...``, ``QOSMin...``) can never be met; group limits (``AssocGrp...``,
+    ``QOSGrp...``) wait for the group's other jobs to end, which may never be enough."""
+    code = re.split(r"[,\s(]", reason.strip(), maxsplit=1)[0]
+    if code in _SLURM_PENDING:
+        kind, why, remedy = _SLURM_PENDING[code]
+        return Verdict(kind, f"{reason} ({why})", remedy)
+    scope = "QOS" if code.startswith("QOS") else "account"
+    limits = f"`sacctmgr show {'qos' if scope == 'QOS' else 'assoc user=$USER'}` shows them"
+    if re.fullmatch(r"(Assoc|QOS)Max\w*Per(Job|Node)\w*|QOSMin\w*", code):
+        wall = "WallDuration" in code
+        return Verdict(Pending.NEVER, f"{reason} (it asks for more than its {scope} allows "
+                       f"one job{', or less than it requires' if 'Min' in code else ''})",
+                       f"{_WALLTIME if wall else _SHAPE}; {limits}")
+    if re.fullmatch(r"(Assoc|QOS)Grp\w*", code):
+        return Verdict(Pending.BLOCKED, f"{reason} (the running jobs of its {scope} use up a "
+                       "limit they share)", f"it starts when they end, unless it alone asks "
+                       f"for more than the limit; {limits}")
+    return Verdict(Pending.WAIT, reason)
 
 
 def parse_sbatch(text: str) -> str:
@@ -182,6 +259,17 @@ def parse_sge_qsub(text: str) -> str:
     if match is None:
         raise ValueError(f"expected a job id from qsub -terse, got {text.strip()!r}")
     return match.group(1)
+
+
+def parse_sge_verify(returncode: int, text: str) -> str | None:
+    """``qalter -w v ID`` checks a pending job against an empty cluster: None if it could run
+    (``verification: found possible assignment``), else why it never can (``cannot run in PE
+    "smp" because it only offers 8 slots``)."""
+    if "no suitable queues" not in text:
+        return None
+    why = [re.sub(r"^Job \d+\s*", "", line.strip()) for line in text.splitlines()
+           if line.startswith("Job ")]
+    return "; ".join(why) or "no queue can run it (qalter -w v: no suitable queues)"
 
 
 def _sge_accounting_status(record: dict) -> JobStatus:

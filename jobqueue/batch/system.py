@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from .status import Pending, Verdict
+
 
 class BatchSystem:
     name = ""                    # config section and template name
@@ -21,8 +23,10 @@ class BatchSystem:
 
     # -- submit ---------------------------------------------------------------------------------
 
-    def submit_argv(self, script: str, count: int | None, extra=()) -> list:
-        """argv that submits script once (count None) or as an array of count tasks."""
+    def submit_argv(self, script: str, count: int | None, extra=(), log_directory=None) -> list:
+        """argv that submits script once (count None) or as an array of count tasks (whose
+        output files go to log_directory, named after each task's id, where that needs an
+        option of the submit command)."""
         raise NotImplementedError
 
     def parse_submit(self, stdout: str) -> str:
@@ -74,6 +78,24 @@ class BatchSystem:
         """``{job id: why}`` from the output of explain_argv."""
         return {}
 
+    def pending(self, reason: str) -> Verdict:
+        """What a pending job's reason means (see :class:`~jobqueue.batch.status.Pending`)."""
+        return Verdict(Pending.WAIT, reason)
+
+    def verify_argv(self, job_id: str):
+        """argv asking whether a pending job could ever run as submitted (None: nothing to ask,
+        the reason says it). One command per submission: ``job_id`` is the job's or array's."""
+        return None
+
+    def parse_verify(self, returncode: int, stdout: str, stderr: str):
+        """A NEVER :class:`~jobqueue.batch.status.Verdict` for the job verify_argv asked about,
+        or None if it can run."""
+        return None
+
+    def submission_id(self, job_id: str) -> str:
+        """The id of the submission a job or array task came from (43 for 43_2, 9 for 9.3)."""
+        return job_id
+
     # -- cancel ---------------------------------------------------------------------------------
 
     def cancel_argv(self, job_ids, extra=()) -> list:
@@ -94,8 +116,9 @@ class BatchSystem:
         """What the job script puts in JOBQUEUE_JOB_ID, and so in the worker names."""
         return job_id
 
-    def log_paths(self, log_directory: str, job_name: str, job_id: str, raw_id: str) -> list:
-        """The job's output files (they may not exist yet)."""
+    def log_paths(self, log_directory: str, job_name: str, job_id: str) -> list:
+        """The job's output files (they may not exist yet), named after the id that the status
+        command shows (``43_2``, ``9.3``)."""
         raise NotImplementedError
 
     @staticmethod

@@ -289,7 +289,8 @@ class Client(DaskMixin):
         try:
             await self._comm.dispatch(on_batch)
         except (CommClosedError, protocol.ProtocolError) as e:
-            if self.status == "running":
+            if self.status == "running" and getattr(self.cluster, "status", "") not in (
+                    "closing", "closed"):       # a cluster closed on purpose: nothing to say
                 logger.error("lost the connection to the scheduler at %s: %s", self.address, e)
             self.status = "closed"
             lost = CommClosedError(f"lost the connection to the scheduler at {self.address}")
@@ -612,7 +613,10 @@ class Client(DaskMixin):
         return futures
 
     def scatter(self, data, workers=None, broadcast=False):
-        """Put local data on workers; returns Futures (same structure as *data*)."""
+        """Put local data on workers; returns Futures (same structure as *data*).
+
+        ``broadcast=True`` copies every piece to every worker (of ``workers``, if given), so
+        that tasks using it on any worker need not fetch it first."""
         self._check_open()
         restrictions = self._restrictions(workers)
 
@@ -627,10 +631,23 @@ class Client(DaskMixin):
             return future
 
         if isinstance(data, dict):
-            return {k: one(v, str(k)) for k, v in data.items()}
-        if isinstance(data, (list, tuple, set)):
-            return type(data)(one(v) for v in data)
-        return one(data)
+            out = {k: one(v, str(k)) for k, v in data.items()}
+        elif isinstance(data, (list, tuple, set)):
+            out = type(data)(one(v) for v in data)
+        else:
+            out = one(data)
+        if broadcast:
+            self.replicate(out, workers=workers)
+        return out
+
+    def replicate(self, futures, workers=None) -> None:
+        """Copy the results of *futures* to every worker (of *workers*, if given); returns
+        once they are there."""
+        flat = []
+        _collect(futures, flat)
+        self._wait([f._state for f in flat])
+        self._sync(self._request({"op": "replicate", "keys": [f.key for f in flat],
+                                  "workers": self._restrictions(workers)}))
 
     def gather(self, futures, errors="raise"):
         """Results of *futures* (a Future, or lists/tuples/dicts of them), same structure."""
@@ -647,8 +664,22 @@ class Client(DaskMixin):
         return _build(futures, errors == "skip")
 
     def cancel(self, futures):
+        """Cancel *futures* (and, on the scheduler, every task that depends on them). They are
+        cancelled here at once: a graph built after this call never counts on their keys,
+        which the scheduler drops before it reads that graph."""
         if isinstance(futures, Future):
             futures = [futures]
+        fire = []
+        with self._cond:
+            for f in futures:
+                st = f._state
+                if st.status in (PENDING, FINISHED):
+                    st.status = CANCELLED
+                    fire.extend(st.callbacks or ())
+                    st.callbacks = None
+            self._cond.notify_all()
+        for future, fn in fire:
+            self._call(fn, future)
         self._send({"op": "cancel", "keys": [f.key for f in futures]})
 
     def run(self, func, *args, workers=None, **kwargs):

@@ -211,9 +211,9 @@ class Comm:
         self.transport = transport
         self.proto = proto
         self.peer = peer
-        self.name = None
-        self.peer_role = None  # what the handshake proved the other side to be
-        self.mac_out = None    # FrameMac of what we send (None on an in-process pipe)
+        self.name: str | None = None
+        self.peer_role: str | None = None  # what the handshake proved the other side to be
+        self.mac_out: protocol.FrameMac | None = None  # what we send (None: pipe or TLS)
         self._slicing = False  # a write() is under way
 
     async def _wait(self):
@@ -484,7 +484,7 @@ async def connect(address: str, token, timeout: float = 10.0, name: str | None =
     loop = asyncio.get_running_loop()
     listener = _in_process.get(address)
     in_process = listener is not None and listener.loop is loop
-    if in_process:
+    if listener is not None and in_process:
         transport, proto = listener.pipe(max_body)
     else:
         extra = {}
@@ -574,14 +574,14 @@ class Listener:
         self.handler = handler
         self.max_body = max_body
         self.role = role
-        self.port = None
-        self.sock = None
+        self.port: int | None = None
+        self.sock: socket.socket | None = None
         self.rejected = 0
         self._tasks: set = set()
         self._handshakes: OrderedDict = OrderedDict()  # _Pending, oldest first
         self._reject_log = _RejectLog()
-        self._paused = None
-        self.loop = None
+        self._paused: asyncio.TimerHandle | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.addresses: list = []
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -590,19 +590,20 @@ class Listener:
         unauthenticated one dropped if need be) before the next takes a file descriptor;
         asyncio's server would accept thousands at once and then stall on EMFILE."""
         raise_open_file_limit()
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
         if host:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            self.sock = socket.create_server((host, port), family=family, backlog=4096)
+            sock = socket.create_server((host, port), family=family, backlog=4096)
         elif socket.has_dualstack_ipv6():
-            self.sock = socket.create_server(("", port), family=socket.AF_INET6,
-                                             backlog=4096, dualstack_ipv6=True)
+            sock = socket.create_server(("", port), family=socket.AF_INET6, backlog=4096,
+                                        dualstack_ipv6=True)
         else:
-            self.sock = socket.create_server(("", port), backlog=4096)
-        self.sock.setblocking(False)
-        self.port = self.sock.getsockname()[1]
-        self.loop.add_reader(self.sock.fileno(), self._accept)
-        return self.port
+            sock = socket.create_server(("", port), backlog=4096)
+        sock.setblocking(False)
+        self.sock = sock
+        self.port = bound = sock.getsockname()[1]
+        loop.add_reader(sock.fileno(), self._accept)
+        return bound
 
     def serve_in_process(self, address: str) -> None:
         """Let connect() from this process and loop reach *address* over an in-memory pipe."""

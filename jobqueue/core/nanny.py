@@ -10,8 +10,10 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
+from dataclasses import replace
+
+from ..node import WorkerCommand
 
 logger = logging.getLogger("jobqueue.nanny")
 
@@ -38,24 +40,21 @@ class Child:
 
 
 class Nanny:
-    def __init__(self, scheduler, nworkers=1, nthreads=1, memory_limit=0, name=None,
-                 death_timeout=60.0, terminate=0.95, pause=0.80, host=None,
-                 lifetime=None, lifetime_stagger=0.0, extra_args=()):
-        self.children = []
-        self.terminate = terminate
+    """Starts ``command.nworkers`` worker processes with the settings of ``command`` (a
+    :class:`~jobqueue.node.WorkerCommand`, defaults resolved: see ``WorkerCommand.resolved``)."""
+
+    def __init__(self, command: WorkerCommand):
+        self.children: list[Child] = []
+        self.terminate = command.memory_terminate or 0.95
         self.stopping = False
         self.exit_code = 0
-        base = name or f"{os.uname().nodename}-{os.getpid()}"
+        base = command.name or f"{os.uname().nodename}-{os.getpid()}"
+        nworkers = command.nworkers or 1
+        memory_limit = int(command.memory_limit or 0)
         for i in range(nworkers):
-            wname = base if nworkers == 1 else f"{base}-{i}"
-            argv = [sys.executable, "-m", "jobqueue.core.worker", scheduler,
-                    "--nthreads", str(nthreads), "--name", wname,
-                    "--memory-limit", str(int(memory_limit)),
-                    "--death-timeout", str(death_timeout), "--memory-pause", str(pause),
-                    *(["--host", host] if host else []),
-                    *(["--lifetime", str(lifetime), "--lifetime-stagger", str(lifetime_stagger)]
-                      if lifetime else []), *extra_args]
-            self.children.append(Child(argv, wname, int(memory_limit)))
+            name = base if nworkers == 1 else f"{base}-{i}"
+            argv = replace(command, name=name, nworkers=None, interface=None).process_argv()
+            self.children.append(Child(argv, name, memory_limit))
 
     def run(self) -> int:
         import psutil

@@ -1,9 +1,11 @@
 """``progress(futures)``: a progress bar for futures, in a terminal or in Jupyter.
 
 In a terminal it blocks until every future is done, redrawing one plain-text line on stderr
-(``\\r``), and ends the line when all are done. In a Jupyter kernel it shows an HTML bar that is
-updated in place from a background thread and returns at once, so the notebook stays usable.
-It only reads the futures' states: it asks the scheduler nothing.
+(``\\r``), and ends the line when all are done. Into a file or pipe (a batch job's output, a
+``--detach`` driver's log) it writes a whole line every few seconds (``log_every``) and one at
+the end, so the file reads like a log. In a Jupyter kernel it shows an HTML bar that is updated
+in place from a background thread and returns at once, so the notebook stays usable. It only
+reads the futures' states: it asks the scheduler nothing.
 """
 from __future__ import annotations
 
@@ -15,11 +17,16 @@ import time
 from .client import FINISHED, PENDING, _collect
 
 
-def progress(*futures, notebook=None, interval: float = 0.1, file=None, width: int = 40):
+LOG_EVERY = 5.0     # seconds between lines when the output is not a terminal
+
+
+def progress(*futures, notebook=None, interval: float = 0.1, file=None, width: int = 40,
+             log_every: float = LOG_EVERY):
     """Show how many of *futures* (Futures, or lists/dicts of them) are done.
 
     ``notebook``: None picks HTML inside a Jupyter kernel and text elsewhere. ``file``: where the
-    text goes (default ``sys.stderr``).
+    text goes (default ``sys.stderr``): a terminal gets one line redrawn every ``interval``
+    seconds, anything else a new line every ``log_every`` seconds.
     """
     flat: list = []
     _collect(futures, flat)
@@ -28,7 +35,9 @@ def progress(*futures, notebook=None, interval: float = 0.1, file=None, width: i
     if notebook:
         _notebook_bar(flat, max(interval, 0.2))
     else:
-        _terminal_bar(flat, interval, file or sys.stderr, width)
+        file = file or sys.stderr
+        tty = hasattr(file, "isatty") and file.isatty()
+        _text_bar(flat, file, width, interval if tty else log_every, tty)
 
 
 class _Count:
@@ -82,25 +91,55 @@ def text_line(count: _Count, width: int = 40) -> str:
     return " | ".join(parts)
 
 
-def _terminal_bar(futures, interval, file, width):
-    tty = hasattr(file, "isatty") and file.isatty()
-    every = interval if tty else max(interval, 1.0)  # captured output: fewer redraws
+class Lines:
+    """When to write what: a terminal's line is redrawn in place whenever it changed, at most
+    every ``every`` seconds; a file gets a whole line at most every ``every`` seconds, and the
+    last one. Pure: ``clock`` says the time, ``write`` takes the text."""
+
+    def __init__(self, write, every: float, tty: bool, clock=time.monotonic):
+        self.write, self.every, self.tty, self.clock = write, every, tty, clock
+        self.last_line = ""
+        self.last_time = None
+
+    def show(self, line: str, final: bool = False):
+        now = self.clock()
+        due = self.last_time is None or now - self.last_time >= self.every
+        if self.tty:
+            if line != self.last_line and (due or final):
+                self.write("\r" + line.ljust(len(self.last_line)))
+                self.last_line, self.last_time = line, now
+            if final:
+                self.write("\n")
+        elif due or final:
+            self.write(line + "\n")
+            self.last_line, self.last_time = line, now
+
+    def wait(self) -> float:
+        """Seconds until a line may be due."""
+        if self.last_time is None:
+            return 0.0
+        return max(0.0, self.every - (self.clock() - self.last_time))
+
+
+def _text_bar(futures, file, width, every, tty):
     count = _Count(futures)
-    last = ""
-    try:
-        while True:
-            finished = count.update(futures)
-            line = text_line(count, width)
-            if line != last:
-                file.write("\r" + line.ljust(len(last)))
-                file.flush()
-                last = line
-            if finished:
-                break
-            _wait(futures, every)
-    finally:
-        file.write("\n")
+
+    def write(text):
+        file.write(text)
         file.flush()
+
+    lines = Lines(write, every, tty)
+    finished = False
+    try:
+        while not finished:
+            finished = count.update(futures)
+            lines.show(text_line(count, width), final=finished)
+            if not finished:
+                _wait(futures, lines.wait() or every)
+    except BaseException:
+        if tty:
+            write("\n")          # leave the cursor on a line of its own
+        raise
 
 
 def _seconds(s: float) -> str:

@@ -213,7 +213,7 @@ class Decoder:
         self.end = 0
         self.mac = mac
         self.budget = budget if budget is not None else RECEIVE_BUDGET
-        self.large = None  # _Large: a batch being received into a buffer of its own
+        self.large: _Large | None = None  # a batch received into a buffer of its own
 
     def get_buffer(self) -> memoryview:
         if self.large is not None:
@@ -249,7 +249,7 @@ class Decoder:
             if have >= size + tag:
                 with memoryview(buf) as mv:
                     body = bytes(mv[begin:begin + size])
-                    if tag:
+                    if self.mac is not None:
                         _verify(self.mac, prefix, body, mv[begin + size:begin + size + tag])
                 self.start = begin + size + tag
                 out.append(loads(nframes, body))
@@ -347,7 +347,7 @@ def serialize(obj) -> list:
         return [BYTES, obj]
     import cloudpickle
 
-    buffers = []
+    buffers: list = []
     head = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
     return [head, *(b.raw() for b in buffers)]
 

@@ -6,6 +6,7 @@ decodes messages (never user pickles), feeds them in as stimuli and sends what c
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -14,7 +15,10 @@ import shutil
 import tempfile
 import time
 from collections import deque
+from typing import Any
 
+from .. import node
+from ..node import read_scheduler_file, write_scheduler_file  # noqa: F401 (their old home)
 from . import protocol
 from .comm import BatchedSend, CommClosedError, Listener, format_address
 from .scheduler_state import SchedulerState
@@ -22,14 +26,27 @@ from .security import Security
 
 logger = logging.getLogger("jobqueue.scheduler")
 
+# Whose work the current code is doing: a cluster's name, or a scheduler's own scope. Set where a
+# cluster or scheduler starts its work on the event loop; asyncio tasks (and the connections a
+# listener accepts) inherit it, so each log line can be told apart by cluster.
+LOG_SCOPE: contextvars.ContextVar = contextvars.ContextVar("jobqueue_log_scope", default=None)
+
 
 class LogBuffer(logging.Handler):
-    """Keeps the last lines logged in this process, for ``get_logs()``."""
+    """Keeps the last lines logged for one scope (one cluster), for ``get_logs()``.
 
-    def __init__(self, n=10_000):
+    A line logged on behalf of another cluster is not kept; one logged outside any cluster
+    (e.g. by a Client of this process) is kept by every buffer: unattributed, not lost."""
+
+    def __init__(self, scope=None, n=10_000):
         super().__init__(logging.INFO)
+        self.scope = scope
         self.lines = deque(maxlen=n)
         self.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+
+    def filter(self, record):
+        scope = LOG_SCOPE.get()
+        return scope is None or scope == self.scope
 
     def emit(self, record):
         try:
@@ -52,7 +69,7 @@ STR_LIST = "list of str"
 # The fields each message must carry, checked before the message reaches the state machine:
 # an authenticated but broken (or hostile) peer gets its connection closed, and the state
 # is never left half-updated by a wrong type.
-SCHEMAS = {
+SCHEMAS: dict[str, dict[str, Any]] = {
     "task-finished": {"key": str, "nbytes": int, "type": (str, NONE), "start": (int, float, NONE),
                       "stop": (int, float, NONE), "data": (*BLOB, NONE)},
     "task-erred": {"key": str, "exception": (*BLOB, NONE), "traceback": (str, NONE),
@@ -73,6 +90,8 @@ SCHEMAS = {
     "run": {"func": BLOB},
     "close-workers": {"workers": STR_LIST},
     "retire-workers": {"workers": STR_LIST},
+    "replicate": {"keys": STR_LIST},
+    "adaptive-load": {},
 }
 TASK_FIELDS = ((str, "key"), (str, "group"), ((str, NONE), "fid"), ((*BLOB, NONE), "args"),
                (STR_LIST, "dependencies"), ((STR_LIST, NONE), "restrictions"), (int, "retries"),
@@ -145,13 +164,14 @@ class Scheduler:
     def __init__(self, token=None, host: str = "127.0.0.1", port: int = 0,
                  allowed_failures: int = 3, worker_ttl: float | None = 300.0,
                  scheduler_file: str | None = None, dashboard_address=None,
-                 security: Security | None = None):
+                 idle_timeout: float | None = None, security: Security | None = None):
         self.token = token or secrets.token_urlsafe(32)
         self.security = security  # None: from the config, at start
         self._tls_dir = None
         self.host = host
         self.port = port
         self.worker_ttl = worker_ttl
+        self.idle_timeout = idle_timeout     # None: never close for lack of work
         self.scheduler_file = scheduler_file
         self.dashboard_address = dashboard_address  # None: no dashboard
         self.dashboard = None
@@ -163,12 +183,13 @@ class Scheduler:
         self.worker_streams: dict[str, BatchedSend] = {}
         self.client_streams: dict[str, BatchedSend] = {}
         self.runs: dict = {}
-        self.listener = None
+        self.listener: Listener | None = None
         self.address = None
         self.status = "init"
         self.started = time.time()
         self.log = LogBuffer()
-        self.closed = asyncio.Event()
+        self.closed = asyncio.Event()      # set once close() has finished
+        self._workers_changed: list = []   # futures of callers waiting for a worker to come/go
         self._tasks: list = []
         self._rid = 0
         self.worker_handlers = {
@@ -181,34 +202,47 @@ class Scheduler:
             "update-graph": self._update_graph, "release-keys": self._release_keys,
             "cancel": self._cancel, "who-has": self._who_has, "scheduler-info": self._info,
             "run": self._run, "close-workers": self._close_workers,
-            "retire-workers": self._retire_workers, "retry": self._retry,
+            "retire-workers": self._retire_workers, "replicate": self._replicate,
+            "adaptive-load": self._adaptive_load, "retry": self._retry,
             "terminate": self._terminate,
         }
 
     # -- life cycle ---------------------------------------------------------------------------
 
     async def start(self):
+        # Everything this scheduler does from here on (its tasks, the connections it accepts)
+        # logs under one scope: the owning cluster's if it set one, else the scheduler's own.
+        if LOG_SCOPE.get() is None:
+            LOG_SCOPE.set(f"scheduler-{id(self):x}")
+        self.log.scope = LOG_SCOPE.get()
         root = logging.getLogger("jobqueue")
         root.addHandler(self.log)
         if root.level == logging.NOTSET:
             root.setLevel(logging.INFO)
         security = self.security or Security.from_config()
         if security.tls and not security.complete:
-            self._tls_dir = tempfile.mkdtemp(prefix="tls-", dir=_private_dir())
+            self._tls_dir = tempfile.mkdtemp(prefix="tls-", dir=node.private_directory())
             security = security.ready(self._tls_dir)
         self.security = security
         self.listener = Listener(self.token, self._handle, security=security)
         port = await self.listener.start(self.host, self.port)
-        host = self.host if self.host not in ("", "0.0.0.0") else _public_host()
+        host = self.host if self.host not in ("", "0.0.0.0") else node.public_address()
         self.address = format_address(host, port, self.listener.scheme)
         self.listener.serve_in_process(self.address)
         self.status = "running"
         loop = asyncio.get_running_loop()
         if self.worker_ttl is not None:  # None: never remove a silent worker
             self._tasks.append(loop.create_task(self._check_workers()))
+        if self.idle_timeout is not None:
+            self._tasks.append(loop.create_task(self._check_idle()))
         if self.scheduler_file:
-            write_scheduler_file(self.scheduler_file, self.address, self.token,
-                                 self.security.env())
+            try:
+                write_scheduler_file(self.scheduler_file, self.address, self.token,
+                                     self.security.env())
+            except OSError:
+                self.scheduler_file = None      # not ours: close() must not remove it
+                await self.close(close_workers=False)
+                raise
         logger.info("scheduler listening at %s", self.address)
         if self.dashboard_address is not None:
             from .dashboard import Dashboard
@@ -235,20 +269,48 @@ class Scheduler:
                 t.cancel()
         if self.dashboard is not None:
             await self.dashboard.stop()
-        self.listener.stop()
+        if self.listener is not None:
+            self.listener.stop()
         for bs in list(self.worker_streams.values()) + list(self.client_streams.values()):
             bs.close()
         self.status = "closed"
-        self.closed.set()
-        logging.getLogger("jobqueue").removeHandler(self.log)
-        if self.scheduler_file:
-            try:
-                os.unlink(self.scheduler_file)
-            except OSError:
-                pass
+        node.remove_private(self.scheduler_file)
         if self._tls_dir is not None:
             shutil.rmtree(self._tls_dir, ignore_errors=True)
         logger.info("scheduler at %s closed", self.address)
+        logging.getLogger("jobqueue").removeHandler(self.log)
+        self._worker_change()
+        self.closed.set()
+
+    async def _check_idle(self):
+        """Close after ``idle_timeout`` without a client and without a task."""
+        interval = max(0.05, min(self.idle_timeout / 4, 5.0))
+        idle_since = time.monotonic()
+        while self.status == "running":
+            await asyncio.sleep(interval)
+            if self.state.clients or self.state.tasks:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= self.idle_timeout:
+                logger.info("no client and no task for %g s (scheduler.idle-timeout): closing",
+                            self.idle_timeout)
+                await self.close()          # it cancels the other tasks, not this one
+                return
+
+    def _worker_change(self):
+        """Wake whoever waits for a worker to arrive or leave (wait_for_worker_change)."""
+        waiters, self._workers_changed = self._workers_changed, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_for_worker_change(self, timeout: float) -> None:
+        """Return when a worker arrived or left, or after ``timeout`` seconds."""
+        fut = asyncio.get_running_loop().create_future()
+        self._workers_changed.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            pass
 
     async def _check_workers(self):
         interval = max(0.2, min(self.worker_ttl / 10, 5.0))
@@ -307,6 +369,7 @@ class Scheduler:
         self.worker_streams[address] = bs
         logger.info("worker %s (%s, %d threads) joined", address, name, nthreads)
         self._flush()
+        self._worker_change()
         handlers = self.worker_handlers
         task_finished = handlers["task-finished"]
 
@@ -336,6 +399,7 @@ class Scheduler:
         if bs is not None:
             bs.close()
         self.state.remove_worker(address, time.monotonic(), reason)
+        self._worker_change()
         for run in list(self.runs.values()):
             if address in run["pending"]:
                 run["pending"].discard(address)
@@ -488,14 +552,81 @@ class Scheduler:
         self._finish_run(run)
 
     def _close_workers(self, cid, msg):
+        self._reply(cid, msg, self.close_workers(msg["workers"], msg.get("reason")))
+
+    def close_workers(self, workers, reason=None) -> list:
+        """Tell workers (names or addresses) to close now; the addresses of those told."""
         closed = []
-        for w in msg["workers"]:
+        for w in workers:
             address = self._resolve(w)
             bs = self.worker_streams.get(address)
             if bs is not None:
-                bs.send({"op": "close", "reason": "closed by the cluster"})
+                bs.send({"op": "close", "reason": str(reason or "closed by the cluster")})
                 closed.append(address)
-        self._reply(cid, msg, closed)
+        return closed
+
+    def _adaptive_load(self, cid, msg):
+        self._reply(cid, msg, self.load())
+
+    def load(self) -> dict:
+        """What adaptive scaling needs: ``{"tasks": {group: queued, waiting or processing},
+        "durations": {group: average seconds}, "workers": worker_rows()}``."""
+        tasks, durations = {}, {}
+        for group in self.state.groups.values():
+            s = group.states
+            n = s["queued"] + s["no-worker"] + s["waiting"] + s["processing"]
+            if n:
+                tasks[group.name] = n
+            if group.average_duration is not None:
+                durations[group.name] = group.average_duration
+        return {"tasks": tasks, "durations": durations, "workers": self.worker_rows()}
+
+    def _replicate(self, cid, msg):
+        workers = msg.get("workers")
+        if workers is not None and not _is(workers, STR_LIST):
+            raise MalformedMessage("replicate: workers must be a list of str or null")
+
+        async def replicate():
+            try:
+                self._reply(cid, msg, await self.replicate(msg["keys"], workers))
+            except Exception as e:
+                self._reply(cid, msg, error=f"replicate failed: {e}")
+
+        task = asyncio.get_running_loop().create_task(replicate())
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def replicate(self, keys, workers=None, timeout: float = 60.0) -> dict:
+        """Copy the results ``keys`` to every running worker (of ``workers``, names or
+        addresses, if given; ``scatter(broadcast=True)``): each worker that lacks one fetches
+        it from a holder. ``{key: [holders]}`` at the end."""
+        state = self.state
+        deadline = time.monotonic() + timeout
+        targets = None if workers is None else {self._resolve(w) for w in workers}
+
+        def missing():
+            plan: dict = {}
+            for key in keys:
+                ts = state.tasks.get(key)
+                if ts is None or ts.state != "memory":
+                    continue
+                holders = [ws.address for ws in ts.who_has]
+                for ws in state.workers.values():
+                    if ws.status == "running" and ws not in ts.who_has and (
+                            targets is None or ws.address in targets):
+                        plan.setdefault(ws.address, {})[key] = holders
+            return plan
+
+        asked: set = set()
+        while (plan := missing()) and time.monotonic() < deadline:
+            for address, wanted in plan.items():
+                todo = {k: h for k, h in wanted.items() if (address, k) not in asked}
+                bs = self.worker_streams.get(address)
+                if todo and bs is not None:
+                    bs.send({"op": "acquire-replicas", "keys": todo})
+                    asked.update((address, k) for k in todo)
+            await asyncio.sleep(0.01)
+        return state.who_has(keys)
 
     def _retire_workers(self, cid, msg):
         workers = [self._resolve(w) for w in msg["workers"]]
@@ -524,7 +655,7 @@ class Scheduler:
                 break
             await asyncio.sleep(0.01)
         for _ in range(3):  # copy what only they hold; again if a copy failed
-            pending = {}
+            pending: dict = {}
             for address in workers:
                 for target, keys in state.replicate_plan(address).items():
                     pending.setdefault(target, {}).update(keys)
@@ -562,57 +693,30 @@ class Scheduler:
     def dashboard_link(self):
         return self.dashboard.link if self.dashboard is not None else None
 
+    def worker_rows(self) -> dict:
+        """``{address: {name, nthreads, memory_limit, status, processing, ...}}``."""
+        return {ws.address: {
+            "name": ws.name, "nthreads": ws.nthreads, "memory_limit": ws.memory_limit,
+            "status": ws.status, "processing": len(ws.processing),
+            "stored": len(ws.has_what), "nbytes": ws.nbytes, "metrics": ws.metrics, **ws.extra}
+            for ws in self.state.workers.values()}
+
     def info(self) -> dict:
-        workers = {}
-        for ws in self.state.workers.values():
-            workers[ws.address] = {
-                "name": ws.name, "nthreads": ws.nthreads, "memory_limit": ws.memory_limit,
-                "status": ws.status, "processing": len(ws.processing),
-                "stored": len(ws.has_what), "nbytes": ws.nbytes, "metrics": ws.metrics,
-                **ws.extra}
-        counts = {}
+        workers = self.worker_rows()
+        counts: dict = {}
         for ts in self.state.tasks.values():
             counts[ts.state] = counts.get(ts.state, 0) + 1
         return {"address": self.address, "workers": workers, "tasks": counts,
                 "clients": len(self.state.clients), "started": self.started,
                 "dashboard_link": self.dashboard_link,
                 "settings": {"allowed_failures": self.state.allowed_failures,
-                             "worker_ttl": self.worker_ttl}}
+                             "worker_ttl": self.worker_ttl, "idle_timeout": self.idle_timeout}}
 
-
-def _public_host() -> str:
-    import socket
-
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
-
-
-def write_scheduler_file(path: str, address: str, token: str, env: dict | None = None) -> None:
-    """JSON with the address and token (and the environment a client needs, e.g. where the TLS
-    certificates are), readable by the owner only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"address": address, "token": token, **({"env": env} if env else {})}, f)
-    os.chmod(path, 0o600)
-
-
-def _private_dir() -> str:
-    path = os.path.expanduser("~/.jobqueue")
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
-
-
-def read_scheduler_file(path: str) -> tuple[str, str]:
-    with open(path) as f:
-        info = json.load(f)
-    return info["address"], info["token"]
 
 
 def scheduler_file_security(path: str) -> Security | None:
     """The TLS settings a scheduler file names, if any."""
-    with open(path) as f:
+    with open(os.path.expanduser(path)) as f:
         env = json.load(f).get("env") or {}
     if env.get("JOBQUEUE_SECURITY__PROTOCOL") != "tls":
         return None

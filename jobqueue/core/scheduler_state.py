@@ -142,12 +142,13 @@ class WorkerState:
 
 
 class ClientState:
-    __slots__ = ("id", "wants", "base")
+    __slots__ = ("id", "wants", "base", "failed")
 
     def __init__(self, cid):
         self.id = cid
         self.wants: set = set()
         self.base = 0  # priority of position 0 of the client's latest ordered graph
+        self.failed: dict = {}  # key -> pickled error: tasks of its latest graph that cannot run
 
 
 class SchedulerState:
@@ -324,11 +325,13 @@ class SchedulerState:
         if ws in self.idle and len(ws.processing) >= self._capacity(ws):
             del self.idle[ws]
 
-    def _fill(self, ws):
-        """Give queued root tasks to *ws* until its slots are full."""
+    def _fill(self, ws, threads_only=False):
+        """Give queued root tasks to *ws* until its slots are full (or, with *threads_only*,
+        until each of its threads has one: the pipeline's extra slots come second)."""
         cap = self._capacity(ws)
+        upto = min(cap, ws.nthreads) if threads_only else cap
         queue = self.queue
-        while queue and len(ws.processing) < cap:
+        while queue and len(ws.processing) < upto:
             ts = heapq.heappop(queue)[2]
             if ts.state == "queued":
                 self._compute(ts, ws)
@@ -338,10 +341,14 @@ class SchedulerState:
             self.idle.pop(ws, None)
 
     def _fill_all(self):
-        for ws in list(self.idle):
-            if not self.queue:
-                break
-            self._fill(ws)
+        """Every idle thread gets a task before any worker gets its pipeline's extra ones:
+        two long tasks and two idle one-thread workers run side by side, not one after the
+        other on the first."""
+        for threads_only in (True, False):
+            for ws in list(self.idle):
+                if not self.queue:
+                    return
+                self._fill(ws, threads_only)
 
     def _retry_unrunnable(self):
         for ts in list(self.unrunnable):
@@ -703,6 +710,7 @@ class SchedulerState:
         if graph is not None:
             cs.base = self.counter + 1
             self.counter += graph
+            cs.failed = {}
         groups, all_tasks, counter = self.groups, self.tasks, self.counter
         for row in tasks:
             key, group, fid, args, deps, restrictions, retries = row[:7]
@@ -716,40 +724,62 @@ class SchedulerState:
                 if wanted:
                     self._want_existing(cs, ts)
                 continue
+            error = self._cannot_run(cs, key, fid, deps)
+            if error is not None:
+                self._fail_row(cs, key, error, wanted)
+                continue
             ts = self._new_task(key, group, fid, args, priority, retries,
                                 set(restrictions) if restrictions else None, groups)
             ts.loose = bool(loose)
             if wanted:
                 ts.who_wants.add(cs)
                 cs.wants.add(ts)
-            error = self._link(ts, deps)
-            if error is not None:
-                self._err(ts, pickle.dumps(error), "")
-            elif wanted:
+            self._link(ts, deps)
+            if wanted:
                 self._request(ts)
         self.counter = counter
         self._fill_all()
 
+    def _cannot_run(self, cs, key, fid, deps):
+        """Why a new task cannot run (pickled exception), or None. A dependency the scheduler
+        does not know (the client sent the graph before it learnt that the key was released,
+        cancelled or lost) is named; so is the root cause when a dependency of the same graph
+        failed the same way, not that dependency, which never became a task."""
+        if fid is not None and fid not in self.functions:
+            return pickle.dumps(RuntimeError(f"function {fid} of task {key!r} was never sent "
+                                             "to the scheduler"))
+        for dk in deps:
+            if dk not in self.tasks:
+                error = cs.failed.get(dk)
+                if error is None:
+                    error = pickle.dumps(RuntimeError(
+                        f"task {key!r} depends on {dk!r}, which the scheduler does not know "
+                        "(released, cancelled or lost)"))
+                return error
+        return None
+
+    def _fail_row(self, cs, key, error, wanted):
+        """A task that cannot run never becomes one: tasks of the graph that depend on it fail
+        with its error, and the client hears of it if it wants the key."""
+        cs.failed[key] = error
+        self.counts["tasks-erred"] += 1
+        if wanted:
+            self.client_out[cs.id].append({"op": "task-erred", "key": key, "exception": error,
+                                           "traceback": ""})
+
     def _link(self, ts, deps):
-        """Connect *ts* to its dependencies; an exception if it cannot run."""
-        if ts.fid is not None and ts.fid not in self.functions:
-            return RuntimeError(f"function {ts.fid} of task {ts.key!r} was never sent to "
-                                "the scheduler")
+        """Connect *ts* to its dependencies (all known: _cannot_run checked)."""
         if not deps:
-            return None
+            return
         all_tasks = self.tasks
         ts.dependencies = set()
         for dk in deps:
-            d = all_tasks.get(dk)
-            if d is None:
-                return RuntimeError(f"task {ts.key!r} depends on {dk!r}, which the scheduler "
-                                    "does not know (released or lost)")
+            d = all_tasks[dk]
             ts.dependencies.add(d)
             if d.dependents is EMPTY:
                 d.dependents = {ts}
             else:
                 d.dependents.add(ts)
-        return None
 
     def _new_task(self, key, group, fid, args, priority, retries, restrictions, groups):
         ts = TaskState(key, group, fid, args, priority, retries, restrictions)
@@ -777,6 +807,14 @@ class SchedulerState:
         """Failed tasks run again: the erred ones among *keys* and the erred tasks that they
         depend on, then whatever a client still wants of them."""
         self.stimulus = f"retry {cid}"
+        cs = self.clients.get(cid)
+        for k in keys:
+            if k not in self.tasks and cs is not None:  # failed before it became a task
+                error = cs.failed.get(k) or pickle.dumps(RuntimeError(
+                    f"cannot retry {k!r}: the scheduler does not know it (released, cancelled "
+                    "or lost)"))
+                self.client_out[cid].append({"op": "task-erred", "key": k, "exception": error,
+                                             "traceback": ""})
         stack = [self.tasks[k] for k in keys if k in self.tasks]
         erred: dict = {}
         while stack:

@@ -92,7 +92,7 @@ class Security:
         """An ssl.SSLContext (ssl is imported here: a worker without TLS does without it)."""
         import ssl
 
-        if not self.complete:
+        if not (self.ca_file and self.cert and self.key):
             raise ValueError("TLS needs security.tls-ca-file, tls-cert and tls-key (or "
                              "protocol tls with none of them, for a temporary certificate)")
         purpose = ssl.Purpose.CLIENT_AUTH if server_side else ssl.Purpose.SERVER_AUTH

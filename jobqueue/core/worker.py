@@ -75,11 +75,40 @@ def dumps_exception(exc: BaseException) -> bytes:
             f"{type(exc).__name__}: {exc} (the exception could not be pickled: {e})"))
 
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _user_frames(tb) -> traceback.StackSummary:
+    """The frames of a traceback that are the user's: ours (jobqueue's) are left out, and a
+    function that came from a script (cloudpickle names its file '<dynamic-code>') gets the
+    script's path back from its globals' __file__, so its source line shows where readable."""
+    frames = []
+    for frame, lineno in traceback.walk_tb(tb):
+        filename = frame.f_code.co_filename
+        if filename == "<dynamic-code>":
+            filename = frame.f_globals.get("__file__") or filename
+        elif filename.startswith(_PACKAGE):
+            continue
+        frames.append(traceback.FrameSummary(filename, lineno, frame.f_code.co_name))
+    return traceback.StackSummary.from_list(frames)
+
+
 def format_traceback(exc: BaseException) -> str:
-    tb = exc.__traceback__
-    if tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next  # skip the worker's own frame
-    return "".join(traceback.format_exception(type(exc), exc, tb))
+    """The task's traceback as the user reads it (see _user_frames), chained exceptions too."""
+    root = te = traceback.TracebackException(type(exc), exc, exc.__traceback__,
+                                             lookup_lines=False)
+    e: BaseException | None = exc
+    seen = set()
+    while te is not None and e is not None and id(e) not in seen:
+        seen.add(id(e))
+        te.stack = _user_frames(e.__traceback__)
+        if te.__cause__ is not None:
+            te, e = te.__cause__, e.__cause__
+        elif te.__context__ is not None and not te.__suppress_context__:
+            te, e = te.__context__, e.__context__
+        else:
+            break
+    return "".join(root.format())
 
 
 async def _in_thread(func):
@@ -117,13 +146,9 @@ def _random():
 
 def route_address(scheduler_address: str) -> str:
     """The local IP address that routes to the scheduler."""
-    host, port = parse_address(scheduler_address)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect((host, port))
-            return s.getsockname()[0]
-        except OSError:
-            return "127.0.0.1"
+    from ..node import route_source
+
+    return route_source(*parse_address(scheduler_address)) or "127.0.0.1"
 
 
 class ProcessUsage:
@@ -640,28 +665,19 @@ class Worker:
 
 def main(argv=None):
     """Run one worker process in the foreground (the nanny starts these)."""
+    from ..node import add_worker_arguments
+
     p = argparse.ArgumentParser(prog="python -m jobqueue.core.worker")
-    p.add_argument("scheduler")
-    p.add_argument("--nthreads", type=int, default=1)
-    p.add_argument("--name")
-    p.add_argument("--memory-limit", type=int, default=0)
-    p.add_argument("--host")
-    p.add_argument("--death-timeout", type=float, default=60.0)
-    p.add_argument("--heartbeat-interval", type=float, default=1.0)
-    p.add_argument("--memory-pause", type=float, default=0.8)
-    p.add_argument("--lifetime", type=float, default=None)
-    p.add_argument("--lifetime-stagger", type=float, default=0.0)
-    args = p.parse_args(argv)
+    add_worker_arguments(p, nanny=False)    # the options of `jobqueue worker`, one process
+    args = vars(p.parse_args(argv))
+    scheduler = args.pop("scheduler")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def run():
         gc.freeze()  # the modules loaded so far live as long as the process: never scan them
-        w = Worker(args.scheduler, nthreads=args.nthreads, name=args.name,
-                   memory_limit=args.memory_limit, host=args.host,
-                   death_timeout=args.death_timeout, heartbeat_interval=args.heartbeat_interval,
-                   memory_pause=args.memory_pause, lifetime=args.lifetime,
-                   lifetime_stagger=args.lifetime_stagger)
+        # options not given keep Worker's defaults (the nanny gives them all, from the config)
+        w = Worker(scheduler, **{k: v for k, v in args.items() if v is not None})
         try:
             await w.start()
         except (CommClosedError, RuntimeError) as e:

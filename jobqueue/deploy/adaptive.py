@@ -13,6 +13,8 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 
+from ..core.scheduler_api import Load
+
 logger = logging.getLogger("jobqueue.adaptive")
 
 UNKNOWN_TASK_DURATION = 0.5   # seconds, for task kinds that never finished yet
@@ -40,7 +42,7 @@ class Snapshot:
 @dataclass(frozen=True)
 class Policy:
     minimum_jobs: int = 0
-    maximum_jobs: int = math.inf
+    maximum_jobs: float = math.inf    # a whole number, or no limit
     target_duration: float = 5.0
     wait_count: int = 3
     max_jobs: int | None = None     # the site's cap on queued + running jobs
@@ -97,7 +99,7 @@ def decide(snap: Snapshot, policy: Policy, state: AdaptState = AdaptState()):
     capacity = [j for j in live if j.name not in expiring]
     cap = policy.max_jobs if policy.max_jobs is not None else math.inf
     if target > len(capacity):
-        room = max(0, min(cap - len(live), target - len(capacity)))
+        room = int(max(0, min(cap - len(live), target - len(capacity))))
         if not room:
             return Decision(target=target, reason=f"need {target} jobs but the site cap "
                             f"({policy.max_jobs}) is reached"), replace(state, down_rounds=0)
@@ -125,28 +127,20 @@ def decide(snap: Snapshot, policy: Policy, state: AdaptState = AdaptState()):
                             f"rounds"), replace(state, down_rounds=0))
 
 
-def snapshot(cluster, now: float) -> Snapshot:
-    """Read the scheduler's state and the cluster's jobs (on the event loop)."""
-    state = cluster.scheduler.state
-    tasks: dict = {}
-    for group in state.groups.values():
-        s = group.states
-        n = s["queued"] + s["no-worker"] + s["waiting"] + s["processing"]
-        if n:
-            tasks[group.name] = n
-    durations = {g.name: g.average_duration for g in state.groups.values()
-                 if g.average_duration is not None}
-    by_name = state.names
+def snapshot(cluster, load: Load, now: float) -> Snapshot:
+    """The scheduler's load (from its :class:`~jobqueue.core.scheduler_api.SchedulerAPI`) and
+    the cluster's jobs, as the policy reads them."""
+    by_name = load.workers
     jobs = []
     for key, job in list(cluster.jobs.items()):
         jstate = str(job.state)
         if jstate not in ("pending", "running") or getattr(job, "cancel_requested", False):
             continue
         names = tuple(n for n in job.worker_names() if n in by_name)
-        busy = sum(len(by_name[n].processing) for n in names)
+        busy = sum(by_name[n].processing for n in names)
         jobs.append(JobLoad(key, jstate, names, busy, getattr(job, "ends_at", None)))
-    return Snapshot(now, tasks, durations, tuple(jobs), cluster.threads_per_job,
-                    cluster.workers_per_job)
+    return Snapshot(now, dict(load.tasks), dict(load.durations), tuple(jobs),
+                    cluster.threads_per_job, cluster.workers_per_job)
 
 
 class Adaptive:
@@ -180,7 +174,7 @@ class Adaptive:
             await asyncio.sleep(self.interval)
 
     async def step(self):
-        snap = snapshot(self.cluster, time.time())
+        snap = snapshot(self.cluster, await self.cluster.scheduler.load(), time.time())
         decision, self.state = decide(snap, self.policy, self.state)
         if decision.nothing:
             return decision

@@ -1,7 +1,17 @@
 """The cluster base: owns a scheduler and a set of jobs, scales them, reports on them.
 
 A *job* is the unit a cluster starts and stops: a local process, an ssh session, a batch job.
-Subclasses say how to make one (:meth:`Cluster.new_job`) and how many workers one holds.
+A new kind of cluster implements:
+
+- :meth:`Cluster.new_job` (``name -> Job``) and a :class:`Job` subclass with ``start()``,
+  ``close()``, ``logs()`` and, if a job holds several workers, ``worker_names()``;
+- ``workers_per_job`` and ``threads_per_job`` (what one job brings, for scale() and adapt());
+- optionally ``_new_scheduler()`` (a scheduler elsewhere: return a
+  :class:`~jobqueue.core.scheduler_api.SchedulerAPI`), ``_jobs_for()`` (scale(cores=,
+  memory=)), and ``close()`` for jobs that must be cancelled with one command.
+
+The cluster talks to its scheduler only through :class:`~jobqueue.core.scheduler_api.SchedulerAPI`
+(``self.scheduler``), the same whether the scheduler runs in this process or on another host.
 """
 from __future__ import annotations
 
@@ -9,12 +19,18 @@ import asyncio
 import atexit
 import html
 import logging
+import os
 import secrets
-import time
+import signal
+import threading
 import weakref
+from typing import TYPE_CHECKING, Any
 
 from ..core import loop as loop_mod
-from ..core.scheduler import Scheduler
+from ..core.scheduler_api import InProcess, SchedulerAPI, in_scope, log_scope, wait_for_workers
+
+if TYPE_CHECKING:
+    from .adaptive import Adaptive
 
 logger = logging.getLogger("jobqueue.cluster")
 
@@ -22,27 +38,33 @@ logger = logging.getLogger("jobqueue.cluster")
 class Job:
     """One unit of workers. Subclasses implement start/close/logs."""
 
-    def __init__(self, cluster, name):
+    def __init__(self, cluster: Cluster, name: str):
         self.cluster = cluster
         self.name = name
-        self.state = "new"
+        self.state: Any = "new"
 
-    async def start(self):
+    async def start(self) -> None:
         raise NotImplementedError
 
-    async def close(self):
+    async def close(self) -> None:
         raise NotImplementedError
 
-    def worker_names(self) -> list:
+    def worker_names(self) -> list[str]:
         return [self.name]
 
     def logs(self) -> str:
         return ""
 
-    def info(self) -> dict:
-        """This job as one row of the dashboard's jobs page."""
+    def problem(self) -> str | None:
+        """Why this job cannot bring its workers (it failed to start), or None."""
+        return None
+
+    def info(self, connected: dict | None = None) -> dict:
+        """This job as one row of the dashboard's jobs page (``connected``: the scheduler's
+        workers by name, if the caller has them)."""
         names = self.worker_names()
-        connected = self.cluster.scheduler.state.names
+        if connected is None:
+            connected = self.cluster.scheduler.workers()
         workers = [n for n in names if n in connected]
         state = _JOB_STATE_WORDS.get(str(self.state), str(self.state))
         reason = str(getattr(self, "reason", "") or "")
@@ -68,9 +90,11 @@ class Cluster:
     kind = "cluster"
     _adaptive = None
 
-    def __init__(self, *, host="127.0.0.1", scheduler_port=0, token=None, name=None,
-                 allowed_failures=None, worker_ttl=None, scheduler_file=None,
-                 dashboard_address=_FROM_CONFIG):
+    def __init__(self, *, host: str = "127.0.0.1", scheduler_port: int = 0,
+                 token: str | None = None, name: str | None = None,
+                 allowed_failures: int | None = None, worker_ttl: float | None = None,
+                 scheduler_file: str | None = None, dashboard_address=_FROM_CONFIG,
+                 idle_timeout: float | None = None):
         from .. import config
 
         self.token = token or secrets.token_urlsafe(32)
@@ -78,60 +102,77 @@ class Cluster:
         self.jobs: dict[str, Job] = {}
         self._job_counter = 0
         self.status = "starting"
-        self.scheduler = self._new_scheduler(
+        self.scheduler: SchedulerAPI = self._new_scheduler(
             host=host, port=scheduler_port,
             allowed_failures=allowed_failures if allowed_failures is not None
             else config.get("scheduler.allowed-failures", 3),
             worker_ttl=worker_ttl if worker_ttl is not None
             else config.get("scheduler.worker-ttl", 300.0),
+            idle_timeout=idle_timeout if idle_timeout is not None
+            else config.get("scheduler.idle-timeout", None),
             scheduler_file=scheduler_file,
             dashboard_address=config.get("scheduler.dashboard-address", None)
             if dashboard_address is _FROM_CONFIG else dashboard_address)
-        self.scheduler.jobs_provider = self._dashboard_jobs
-        self.scheduler.logs_provider = self._dashboard_log
+        self.scheduler.serve_cluster(self._dashboard_jobs, self._dashboard_log)
+        self.scheduler.on_close(self._scheduler_closed)
         self._sync(self.scheduler.start())
         self.status = "running"
         _clusters.add(self)
+        _handle_stop_signals()
 
-    def _new_scheduler(self, **options):
+    def _new_scheduler(self, **options) -> SchedulerAPI:
         """The scheduler this cluster owns, in this process (SSHCluster may start it elsewhere)."""
-        return Scheduler(self.token, **options)
+        return InProcess(self.token, **options)
 
     def _sync(self, coro, timeout=None):
-        return loop_mod.sync(coro, timeout)
+        """Run ``coro`` on the event loop, its log lines in this cluster's log."""
+        return loop_mod.sync(in_scope(self.name, coro), timeout)
+
+    def _scheduler_closed(self):
+        """The scheduler closed by itself (scheduler.idle-timeout) or was lost: close the
+        cluster too, so that no job is left running for nothing."""
+        if self.status == "running":
+            with log_scope(self.name):
+                logger.warning("%s: its scheduler at %s closed; closing the cluster", self.name,
+                               self.scheduler_address)
+            threading.Thread(target=self.close, name=f"close-{self.name}", daemon=True).start()
 
     # -- properties ---------------------------------------------------------------------------
 
     @property
     def scheduler_address(self) -> str:
-        return self.scheduler.address
+        """Where workers and clients connect (known once the scheduler has started)."""
+        return self.scheduler.address or ""
 
     @property
-    def dashboard_link(self):
+    def dashboard_link(self) -> str | None:
         """The dashboard's URL (with the token when it needs one), or None without a dashboard."""
         return self.scheduler.dashboard_link
 
     @property
     def workers(self) -> dict:
         """``{address: {name, nthreads, memory_limit, ...}}`` of connected workers."""
-        return self.scheduler.info()["workers"]
+        return self.scheduler_info()["workers"]
 
     def scheduler_info(self) -> dict:
-        return self.scheduler.info()
+        """What ``Client.scheduler_info()`` returns."""
+        return self._sync(self.scheduler.scheduler_info(), 30.0)
 
     # -- scaling ------------------------------------------------------------------------------
 
-    def new_job(self, name) -> Job:
+    def new_job(self, name: str) -> Job:
         raise NotImplementedError
 
-    def _jobs_for(self, n=None, jobs=None, cores=None, memory=None) -> int:
+    def _jobs_for(self, n: int | None = None, jobs: int | None = None,
+                  cores: int | None = None, memory: int | str | None = None) -> int:
         if jobs is not None:
             return int(jobs)
         if n is not None:
             return -(-int(n) // self.workers_per_job)
         raise TypeError("scale() needs n (workers) or jobs=")
 
-    def scale(self, n=None, jobs=None, cores=None, memory=None, wait=True):
+    def scale(self, n: int | None = None, jobs: int | None = None, cores: int | None = None,
+              memory: int | str | None = None, wait: bool = True) -> None:
         """Ask for *n* workers (or *jobs* jobs, or enough for *cores*/*memory*).
 
         A manual scale() turns adaptive scaling off: the size you ask for is the size you get.
@@ -140,15 +181,17 @@ class Cluster:
         target = self._jobs_for(n, jobs, cores, memory)
         self._sync(self._scale_to(target, wait=wait))
 
-    def live_jobs(self) -> list:
+    def live_jobs(self) -> list[Job]:
         """Jobs starting or running that the cluster has not asked to stop."""
         return [j for j in self.jobs.values() if j.state not in ("closed", "closing")]
 
     async def _add_jobs(self, count: int):
         await self._scale_to(len(self.live_jobs()) + count, wait=False)
 
-    def adapt(self, minimum=None, maximum=None, minimum_jobs=None, maximum_jobs=None,
-              target_duration=None, wait_count=None, interval=None):
+    def adapt(self, minimum: int | None = None, maximum: int | None = None,
+              minimum_jobs: int | None = None, maximum_jobs: int | None = None,
+              target_duration: float | str | None = None, wait_count: int | None = None,
+              interval: float | str | None = None) -> Adaptive:
         """Follow the load between bounds given in workers (minimum/maximum) or jobs.
 
         Every ``interval`` the adaptive policy sizes the cluster so that the queued and running
@@ -173,14 +216,19 @@ class Cluster:
             max_jobs=getattr(self, "max_jobs", None))
         interval = config.parse_timedelta(interval or config.get("adaptive.interval", "1s"))
         self._stop_adaptive("adapt() was called again")
-        self._adaptive = Adaptive(self, policy, interval)
-        loop_mod.get_loop().call_soon_threadsafe(self._adaptive.start)
-        return self._adaptive
+        self._adaptive = adaptive = Adaptive(self, policy, interval)
+
+        async def start():
+            adaptive.start()
+
+        self._sync(start())
+        return adaptive
 
     def _stop_adaptive(self, why):
         adaptive, self._adaptive = self._adaptive, None
         if adaptive is not None:
-            logger.info("%s: adaptive scaling off: %s", self.name, why)
+            with log_scope(self.name):
+                logger.info("%s: adaptive scaling off: %s", self.name, why)
             loop_mod.get_loop().call_soon_threadsafe(adaptive.stop)
 
     async def _scale_to(self, target: int, wait=True):
@@ -202,28 +250,22 @@ class Cluster:
     async def retire_jobs(self, jobs):
         """Scale down gracefully: results held only by these jobs' workers move to other
         workers, then the jobs close."""
-        names = [n for j in jobs for n in j.worker_names()]
-        connected = [n for n in names if n in self.scheduler.state.names]
-        if connected:
-            await self.scheduler.retire_workers(connected)
+        connected = self.scheduler.workers()
+        names = [n for j in jobs for n in j.worker_names() if n in connected]
+        if names:
+            await self.scheduler.retire_workers(names)
         await asyncio.gather(*(self._close_job(j) for j in jobs))
 
     async def _wait_for_jobs(self, jobs, timeout=60.0):
-        names = {n for j in jobs for n in j.worker_names()}
-        deadline = time.monotonic() + timeout
-        while True:
-            arrived = {ws.name for ws in self.scheduler.state.workers.values()}
-            missing = names - arrived
-            if not missing:
-                return
+        def problem():
             for j in jobs:
-                problem = j.problem() if hasattr(j, "problem") else None
-                if problem:
-                    raise RuntimeError(f"{j.name} failed to start: {problem}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"workers {sorted(missing)} did not connect to "
-                                   f"{self.scheduler_address} within {timeout:g} s")
-            await asyncio.sleep(0.02)
+                why = j.problem()
+                if why:
+                    return f"{j.name} failed to start: {why}"
+            return None
+
+        await wait_for_workers(self.scheduler, [n for j in jobs for n in j.worker_names()],
+                               timeout, problem)
 
     async def _close_job(self, job):
         job.state = "closing"
@@ -233,13 +275,16 @@ class Cluster:
             job.state = "closed"
             self.jobs.pop(job.name, None)
 
-    def wait_for_workers(self, n: int, timeout: float = 60.0):
+    def wait_for_workers(self, n: int, timeout: float = 60.0) -> None:
+        """Wait until ``n`` workers are connected (TimeoutError after ``timeout`` seconds)."""
         async def wait():
-            deadline = time.monotonic() + timeout
-            while len(self.scheduler.state.workers) < n:
-                if time.monotonic() > deadline:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while len(self.scheduler.workers()) < n:
+                left = deadline - loop.time()
+                if left <= 0:
                     raise TimeoutError(f"{n} workers did not arrive within {timeout:g} s")
-                await asyncio.sleep(0.02)
+                await self.scheduler.wait_for_worker_change(left)
 
         self._sync(wait())
 
@@ -250,7 +295,8 @@ class Cluster:
 
     def _dashboard_jobs(self) -> list:
         """The dashboard's jobs page (registered as the scheduler's jobs_provider)."""
-        return [job.info() for job in self._all_jobs()]
+        connected = self.scheduler.workers()
+        return [job.info(connected) for job in self._all_jobs()]
 
     def _dashboard_log(self, name):
         """One job's log for the dashboard (the scheduler's logs_provider); None: no such job."""
@@ -259,14 +305,15 @@ class Cluster:
                 return job.logs()
         return None
 
-    def get_logs(self) -> dict:
+    def get_logs(self) -> dict[str, str]:
         """``{name: text}`` for the scheduler and every job."""
-        logs = {"scheduler": self.scheduler.log.text()}
+        logs = {"scheduler": self.scheduler.log_text()}
         for job in list(self.jobs.values()) + list(getattr(self, "_closed_jobs", [])):
             logs[job.name] = job.logs()
         return logs
 
-    def close(self, timeout=10.0):
+    def close(self, timeout: float = 10.0) -> None:
+        """Close every job, then the scheduler."""
         if self.status in ("closing", "closed"):
             return
         self.status = "closing"
@@ -282,18 +329,21 @@ class Cluster:
         finally:
             self.status = "closed"
             _clusters.discard(self)
+            self._remove_temporary()
 
-    def __enter__(self):
+    def _remove_temporary(self) -> None:
+        """Remove what the cluster made for itself alone (temporary directories)."""
+
+    def __enter__(self) -> Cluster:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.close()
 
     def _summary(self):
-        workers = self.scheduler.state.workers.values()
-        threads = sum(w.nthreads for w in workers)
-        memory = sum(w.memory_limit for w in workers)
-        return len(self.scheduler.state.workers), threads, memory
+        workers = self.scheduler.workers().values()
+        return (len(workers), sum(w.nthreads for w in workers),
+                sum(w.memory_limit for w in workers))
 
     def __repr__(self):
         from ..config import format_bytes
@@ -306,15 +356,17 @@ class Cluster:
         from ..config import format_bytes
 
         n, threads, memory = self._summary()
-        rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(str(v))}</td></tr>"
+        th = "<th style='text-align:left'>"
+        rows = "".join(f"<tr>{th}{k}</th><td>{html.escape(str(v))}</td></tr>"
                        for k, v in [("scheduler", self.scheduler_address), ("workers", n),
                                     ("threads", threads), ("memory", format_bytes(memory)),
                                     ("status", self.status)])
         link = html.escape(self.dashboard_link or "")
         if link:
-            rows += (f"<tr><th style='text-align:left'>dashboard</th>"
+            rows += (f"<tr>{th}dashboard</th>"
                      f"<td><a href='{link}' target='_blank'>{link}</a></td></tr>")
-        return f"<div><b>{type(self).__name__}</b> {html.escape(self.name)}<table>{rows}</table></div>"
+        return (f"<div><b>{type(self).__name__}</b> {html.escape(self.name)}"
+                f"<table>{rows}</table></div>")
 
 
 _clusters: weakref.WeakSet = weakref.WeakSet()
@@ -327,3 +379,36 @@ def _close_clusters():
             cluster.close(timeout=5)
         except Exception:
             pass
+
+
+# SIGTERM (a batch system or an admin stopping the process) and SIGHUP (the ssh session to the
+# login node dropped) clean up like Ctrl-C: the process exits through atexit, which closes every
+# cluster (jobs cancelled, token and scheduler files removed). Only signals whose handler is
+# still the default are taken over: a program (or `jobqueue submit`) with its own keeps it.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+_stopping: list = []
+
+
+def _on_stop_signal(signum, frame):
+    if _stopping:
+        return                      # already on the way out: let the cleanup finish
+    _stopping.append(signum)
+    logger.warning("got %s: closing %d cluster(s), then exiting", signal.Signals(signum).name,
+                   len(_clusters))
+    raise SystemExit(128 + signum)
+
+
+def _handle_stop_signals() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _on_stop_signal)
+
+
+def remove_tree(path: str | None) -> None:
+    """Remove a directory the cluster made (its temporary logs and scratch space)."""
+    import shutil
+
+    if path and os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)

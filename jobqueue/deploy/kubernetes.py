@@ -19,8 +19,6 @@ import asyncio
 import logging
 import os
 import re
-import signal
-import threading
 import time
 from collections import deque
 
@@ -235,7 +233,6 @@ class KubeCluster(Cluster):
         self.secret_name = f"{self.name}-token"
         try:
             self._sync(self._setup())
-            _install_signal_handlers()
             if n_workers:
                 self.scale(n_workers)
         except BaseException:
@@ -244,7 +241,7 @@ class KubeCluster(Cluster):
 
     def _scheduler_host(self) -> str:
         # Pods connect to the address of this host's default route (or of kubernetes.interface).
-        from ..batch.network import interface_address, public_address
+        from ..node import interface_address, public_address
 
         interface = self.settings.get("interface")
         if not interface:
@@ -359,7 +356,7 @@ class KubeCluster(Cluster):
     # -- polling --------------------------------------------------------------------------------
 
     def _connected(self) -> dict:
-        return self.scheduler.state.names
+        return self.scheduler.workers()
 
     async def _poll_loop(self):
         while True:
@@ -520,6 +517,7 @@ class KubeCluster(Cluster):
         finally:
             self.status = "closed"
             _clusters.discard(self)
+            self._remove_temporary()
 
     async def _close(self):
         if self._poller is not None:
@@ -563,33 +561,3 @@ class KubeCluster(Cluster):
 
 def _unstarted(job: PodJob) -> bool:
     return job.state == "pending" and not job.ever_connected
-
-
-# ------------------------------------------------------------------------------ signals
-
-_handlers_installed = False
-_previous: dict = {}
-
-
-def _install_signal_handlers():
-    """On SIGTERM and SIGHUP (whose default ends the process without running atexit), close
-    every KubeCluster first, then end as the signal would have. Only from the main thread, and
-    only where nobody installed a handler of their own."""
-    global _handlers_installed
-    if _handlers_installed or threading.current_thread() is not threading.main_thread():
-        return
-    _handlers_installed = True
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(signum) is signal.SIG_DFL:
-            _previous[signum] = signal.signal(signum, _on_signal)
-
-
-def _on_signal(signum, frame):
-    for cluster in list(_clusters):
-        if isinstance(cluster, KubeCluster):
-            try:
-                cluster.close(timeout=5)
-            except Exception:
-                logger.exception("closing %s on signal %d failed", cluster.name, signum)
-    signal.signal(signum, _previous.get(signum, signal.SIG_DFL))
-    os.kill(os.getpid(), signum)

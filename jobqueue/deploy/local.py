@@ -7,14 +7,10 @@ import subprocess
 import sys
 import tempfile
 
-from .cluster import _FROM_CONFIG, Cluster, Job
+from ..node import WorkerCommand, cpu_count
+from .cluster import _FROM_CONFIG, Cluster, Job, remove_tree
 
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+KEPT_LOG = 1 << 20      # the tail of a closed worker's log kept once its file is removed
 
 
 def _total_memory() -> int:
@@ -26,17 +22,19 @@ def _total_memory() -> int:
 class ProcessJob(Job):
     """`jobqueue worker ...` as a local subprocess: the same command a batch job runs."""
 
+    cluster: LocalCluster
+
     def __init__(self, cluster, name):
         super().__init__(cluster, name)
         self.proc = None
         self.log_path = os.path.join(cluster.local_directory, f"{name}.log")
+        self.kept_log: str | None = None
 
     def command(self) -> list:
         c = self.cluster
-        return [sys.executable, "-m", "jobqueue", "worker", c.scheduler_address,
-                "--nthreads", str(c.threads_per_worker), "--nworkers", "1",
-                "--memory-limit", str(c.memory_limit), "--name", self.name,
-                "--death-timeout", str(c.death_timeout)]
+        return WorkerCommand(c.scheduler_address, nthreads=c.threads_per_worker, nworkers=1,
+                             memory_limit=c.memory_limit, name=self.name,
+                             death_timeout=c.death_timeout).argv()
 
     async def start(self):
         # What the client can import, its workers on the same machine can import too.
@@ -57,12 +55,9 @@ class ProcessJob(Job):
     async def close(self, timeout=5.0):
         if self.proc is None or self.proc.poll() is not None:
             return
-        scheduler = self.cluster.scheduler
-        ws = scheduler.state.names.get(self.name)
-        bs = scheduler.worker_streams.get(ws.address) if ws else None
-        if bs is not None:
-            bs.send({"op": "close", "reason": "cluster scaled down or closed"})
-        else:
+        asked = await self.cluster.scheduler.close_workers([self.name],
+                                                           "cluster scaled down or closed")
+        if not asked:
             self.proc.terminate()
         for _ in range(int(timeout / 0.02)):
             if self.proc.poll() is not None:
@@ -75,14 +70,20 @@ class ProcessJob(Job):
             self.proc.wait()
 
     def logs(self) -> str:
+        if self.kept_log is not None:
+            return self.kept_log
         try:
             with open(self.log_path, errors="replace") as f:
                 return f.read()
         except OSError:
             return ""
 
-    def info(self) -> dict:
-        row = super().info()
+    def keep_log(self) -> None:
+        """Keep the log's tail in memory: its file is about to be removed."""
+        self.kept_log = self.logs()[-KEPT_LOG:]
+
+    def info(self, connected=None) -> dict:
+        row = super().info(connected)
         if self.proc is not None:
             row["id"] = str(self.proc.pid)
             code = self.proc.poll()
@@ -93,6 +94,8 @@ class ProcessJob(Job):
 
 class ThreadJob(Job):
     """A worker inside this process, on the cluster's event loop (``processes=False``)."""
+
+    cluster: LocalCluster
 
     def __init__(self, cluster, name):
         super().__init__(cluster, name)
@@ -118,18 +121,26 @@ class ThreadJob(Job):
 class LocalCluster(Cluster):
     """Workers on this machine.
 
-    With no arguments it detects the cores and memory and starts workers to fill them:
-    one single-threaded worker process per core up to 4, then more threads per worker.
+    Arguments not given come from the ``local`` config section (``profile=`` applies a named
+    set of overrides first). With none there either, it detects the cores and memory and
+    starts workers to fill them: one single-threaded worker process per core up to 4, then
+    more threads per worker.
     """
 
     kind = "local"
 
-    def __init__(self, n_workers=None, threads_per_worker=None, processes=True,
-                 memory_limit="auto", scheduler_port=0, dashboard_address=_FROM_CONFIG,
-                 host="127.0.0.1", death_timeout=60.0, local_directory=None, **kwargs):
-        from ..config import parse_bytes
+    def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None,
+                 processes: bool | None = None, memory_limit=None, scheduler_port: int = 0,
+                 dashboard_address=_FROM_CONFIG, host: str = "127.0.0.1",
+                 death_timeout: float | None = None, local_directory: str | None = None,
+                 profile: str | None = None, **kwargs):
+        from ..config import get, parse_bytes, resolve
 
-        cores = _cpu_count()
+        s = resolve("local", {"n_workers": n_workers, "threads_per_worker": threads_per_worker,
+                              "processes": processes, "memory_limit": memory_limit}, profile)
+        n_workers, threads_per_worker = s["n_workers"], s["threads_per_worker"]
+        processes, memory_limit = s["processes"], s["memory_limit"]
+        cores = cpu_count()
         if n_workers is None and threads_per_worker is None:
             n_workers = min(cores, 4) if processes else 1
             threads_per_worker = max(1, cores // n_workers)
@@ -146,10 +157,11 @@ class LocalCluster(Cluster):
         else:
             memory_limit = parse_bytes(memory_limit)
         self.memory_limit = int(memory_limit)
-        self.death_timeout = death_timeout
+        self.death_timeout = death_timeout or get("worker.death-timeout")
         self.dashboard_address = dashboard_address
-        self.local_directory = local_directory or tempfile.mkdtemp(prefix="jobqueue-local-")
-        self._closed_jobs = []
+        self._temporary = None if local_directory else tempfile.mkdtemp(prefix="jobqueue-local-")
+        self.local_directory: str = local_directory or self._temporary or ""
+        self._closed_jobs: list = []
         super().__init__(host=host, scheduler_port=scheduler_port,
                          dashboard_address=dashboard_address, **kwargs)
         try:
@@ -164,3 +176,10 @@ class LocalCluster(Cluster):
     async def _close_job(self, job):
         await super()._close_job(job)
         self._closed_jobs.append(job)
+
+    def _remove_temporary(self) -> None:
+        if self._temporary:
+            for job in self._closed_jobs:
+                if isinstance(job, ProcessJob):
+                    job.keep_log()
+            remove_tree(self._temporary)

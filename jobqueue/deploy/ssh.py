@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import logging
 import os
 import re
@@ -35,10 +34,12 @@ import sys
 import tempfile
 import time
 
-from ..core import loop as loop_mod
-from ..core.comm import CommClosedError, connect
-from ..core.protocol import ProtocolError
-from .cluster import Cluster, Job
+from typing import Any
+
+from .. import node
+from ..core.errors import CommClosedError
+from ..core.scheduler_api import Remote
+from .cluster import Cluster, Job, remove_tree
 
 logger = logging.getLogger("jobqueue.ssh")
 
@@ -184,27 +185,12 @@ def is_this_machine(host: str) -> bool:
                for addresses in psutil.net_if_addrs().values() for a in addresses)
 
 
-def route_source(host: str) -> str | None:
-    """The local address that routes to ``host`` (no packet is sent), or None."""
-    try:
-        info = socket.getaddrinfo(_bare(host), 22, socket.AF_INET, socket.SOCK_DGRAM)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(info[0][4])
-            return s.getsockname()[0]
-    except (OSError, IndexError):
-        return None
-
-
 def local_scheduler_host(first: str, worker_hosts, options: dict) -> str:
     """The address an in-process scheduler listens on: given, an interface's, the first host's
     own address, loopback when every worker is here, else the one that routes to the workers."""
-    from ..batch.network import interface_address, public_address
-
-    if options.get("host"):
-        return options["host"]
-    if options.get("interface"):
+    if options.get("host") or options.get("interface"):
         try:
-            return interface_address(options["interface"])
+            return node.choose_address(options.get("host"), options.get("interface"))
         except ValueError as e:
             raise ValueError(f"SSHCluster scheduler_options interface: {e}") from None
     if not _is_loopback(first) and _bare(first) not in (socket.gethostname(),
@@ -214,10 +200,10 @@ def local_scheduler_host(first: str, worker_hosts, options: dict) -> str:
     if not remote:
         return "127.0.0.1"
     for host in remote:
-        address = route_source(host)
+        address = node.route_source(_bare(host), 22)
         if address and not address.startswith("127."):
             return address
-    return public_address()
+    return node.public_address()
 
 
 # -- one ssh session --------------------------------------------------------------------------
@@ -232,24 +218,32 @@ class SSHSession:
         self.argv = argv
         self.log_path = log_path
         self.python = python
-        self.proc = None
+        self.proc: subprocess.Popen | None = None
+        self.kept: str | None = None
 
     def start(self, token: str):
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=log,
+                                                stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            self.proc.stdin.write(token.encode() + b"\n")
-            self.proc.stdin.flush()
+            assert proc.stdin is not None
+            proc.stdin.write(token.encode() + b"\n")
+            proc.stdin.flush()
         except OSError:
             pass    # ssh already exited: problem() says why
 
     def text(self) -> str:
+        if self.kept is not None:
+            return self.kept
         try:
             with open(self.log_path, errors="replace") as f:
                 return f.read()
         except OSError:
             return ""
+
+    def keep_text(self, limit: int = 1 << 20) -> None:
+        """Keep the output's tail in memory: its file is about to be removed."""
+        self.kept = self.text()[-limit:]
 
     def problem(self) -> str | None:
         """Why the session ended, if it did."""
@@ -268,7 +262,7 @@ class SSHSession:
 
     async def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
+        while self.proc is not None and self.proc.poll() is None:
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.02)
@@ -276,18 +270,19 @@ class SSHSession:
 
     async def stop(self, timeout: float = 5.0):
         """Let the session end on its own for ``timeout`` s, then hang up, then kill ssh."""
-        if self.proc is None:
+        proc = self.proc
+        if proc is None:
             return
         if not await self.wait(timeout):
             self.hangup()
             if not await self.wait(STOP_GRACE):
                 logger.warning("ssh session on %s did not end after hang-up; killing ssh "
                                "(the remote side stops on its own)", self.host)
-                self.proc.terminate()
+                proc.terminate()
                 if not await self.wait(2.0):
-                    self.proc.kill()
+                    proc.kill()
         self.hangup()
-        self.proc.wait()
+        proc.wait()
 
 
 # -- jobs and the remote scheduler ------------------------------------------------------------
@@ -295,22 +290,22 @@ class SSHSession:
 class SSHJob(Job):
     """``jobqueue worker`` (a nanny and its worker processes) on one host, in one ssh session."""
 
+    cluster: SSHCluster
+
     def __init__(self, cluster, name, index: int):
         super().__init__(cluster, name)
         self.index = index
         self.host = cluster.worker_hosts[index]
-        self.session = cluster.session(index + 1, "worker", self.worker_args(),
+        self.session = cluster.session(index + 1, self.worker_args(),
                                        os.path.join(cluster.log_directory, f"{name}.log"))
 
     def worker_args(self) -> list:
+        """``worker SCHEDULER --nthreads ...``: "auto" values are the worker host's own."""
         c, o = self.cluster, self.cluster.worker_options
-        args = [c.scheduler_address, "--nthreads", o["nthreads"], "--nworkers", o["nworkers"],
-                "--memory-limit", o["memory_limit"], "--name", self.name,
-                "--death-timeout", f"{o['death_timeout']:g}"]
-        for key in ("interface", "host"):
-            if o[key]:
-                args += [f"--{key}", o[key]]
-        return args
+        return node.WorkerCommand(
+            c.scheduler_address, nthreads=o["nthreads"], nworkers=o["nworkers"],
+            memory_limit=o["memory_limit"], name=self.name, death_timeout=o["death_timeout"],
+            interface=o["interface"], host=o["host"]).args()
 
     def worker_names(self) -> list:
         n = self.cluster.worker_options["nworkers"]
@@ -331,76 +326,34 @@ class SSHJob(Job):
         return self.session.text()
 
 
-@dataclasses.dataclass(frozen=True)
-class WorkerInfo:
-    address: str
-    name: str
-    nthreads: int
-    memory_limit: int
-
-
-class Snapshot:
-    """The part of a scheduler's state the Cluster base reads, from one ``scheduler-info``."""
-
-    def __init__(self, info: dict | None = None):
-        self.workers = {a: WorkerInfo(a, w["name"], w["nthreads"], w["memory_limit"])
-                        for a, w in ((info or {}).get("workers") or {}).items()}
-        self.names = {w.name: w for w in self.workers.values()}
-
-
-class RemoteScheduler:
+class RemoteScheduler(Remote):
     """``jobqueue scheduler`` on the first host, started over ssh; this process talks to it as
-    a client. Offers what the Cluster base uses of an in-process Scheduler: ``address``,
-    ``state.workers``/``state.names`` (refreshed in the background), ``info()``, ``log.text()``,
-    ``retire_workers()``, ``start()`` and ``close()``. No dashboard (yet) for a remote one."""
-
-    dashboard_link = None
+    a client through :class:`~jobqueue.core.scheduler_api.Remote`, like every cluster talks to
+    its scheduler. No dashboard (yet) for a remote one."""
 
     def __init__(self, cluster, port: int = 0, scheduler_file=None, poll: float = 0.1):
-        self.cluster = cluster
+        super().__init__(cluster.token, name=cluster.name, poll=poll,
+                         expecting=cluster.expecting_workers)
         self.host = cluster.scheduler_host
-        self.token = cluster.token
         self.scheduler_file = scheduler_file
-        self.poll = poll
-        args = ["--port", port]
+        args = ["scheduler", "--port", port]
         for key in ("host", "interface"):
             if cluster.scheduler_options.get(key):
                 args += [f"--{key}", cluster.scheduler_options[key]]
-        self.session = cluster.session(0, "scheduler", args,
+        self.session = cluster.session(0, args,
                                        os.path.join(cluster.log_directory, "scheduler.log"))
-        self.log = self.session
-        self.state = Snapshot()
-        self._info: dict = {"address": None, "workers": {}}
-        self.address = None
-        self.status = "init"
-        self.comm = None
-        self._lock = None
-        self._rid = 0
-        self._poller = None
 
     async def start(self, timeout: float = 30.0):
-        self._lock = asyncio.Lock()
         self.session.start(self.token)
         try:
             self.address = await self._wait_for_address(timeout)
-            self.comm = await connect(self.address, self.token)
-            await self.comm.write([{"op": "register-client", "id": f"{self.cluster.name}-ssh"}])
-            (reply,) = await self.comm.read()
-            if reply.get("op") != "welcome":
-                raise RuntimeError(f"the scheduler at {self.address} refused this cluster: "
-                                   f"{reply.get('message')}")
-            await self.refresh()
+            await super().start()
+            if self.scheduler_file:
+                node.write_scheduler_file(self.scheduler_file, self.address, self.token)
         except BaseException:
-            if self.comm is not None:
-                self.comm.abort()
+            await super().close()
             await self.session.stop(timeout=0.0)
             raise
-        if self.scheduler_file:
-            from ..core.scheduler import write_scheduler_file
-
-            write_scheduler_file(self.scheduler_file, self.address, self.token)
-        self._poller = asyncio.get_running_loop().create_task(self._poll())
-        self.status = "running"
         logger.info("scheduler on %s at %s", self.host, self.address)
         return self
 
@@ -418,75 +371,17 @@ class RemoteScheduler:
                                    f"within {timeout:g} s; its output:\n{self.session.text()}")
             await asyncio.sleep(0.02)
 
-    async def _request(self, op: str, **fields):
-        async with self._lock:
-            self._rid += 1
-            rid = self._rid
-            await self.comm.write([{"op": op, "rid": rid, **fields}])
-            while True:
-                for msg in await self.comm.read():
-                    if msg.get("op") == "reply" and msg.get("rid") == rid:
-                        if msg.get("error"):
-                            raise RuntimeError(f"scheduler at {self.address}: {msg['error']}")
-                        return msg.get("result")
+    def lost_because(self) -> str:
+        problem = self.session.problem()
+        return f" (on {self.host})\n{problem}" if problem else f" (on {self.host})"
 
-    async def refresh(self):
-        self._info = await self._request("scheduler-info")
-        self.state = Snapshot(self._info)
-
-    def _interval(self) -> float:
-        """Often while the cluster waits for workers to arrive; seldom otherwise (the
-        scheduler's answer grows with its workers and tasks)."""
-        waiting = any(n not in self.state.names for j in list(self.cluster.jobs.values())
-                      for n in j.worker_names())
-        return self.poll if waiting else max(self.poll, 1.0)
-
-    async def _poll(self):
-        while self.status == "running":
-            await asyncio.sleep(self._interval())
-            try:
-                await self.refresh()
-            except (CommClosedError, ProtocolError, OSError) as e:
-                if self.status == "running":
-                    logger.error("lost the scheduler on %s at %s: %s\n%s", self.host,
-                                 self.address, e, self.session.problem() or "")
-                    self.status = "lost"
-                return
-
-    def info(self) -> dict:
-        """The last ``scheduler-info``; asked afresh when called outside the event loop."""
-        if self.status == "running" and not loop_mod.in_loop_thread():
-            try:
-                loop_mod.sync(self.refresh(), 10.0)
-            except (CommClosedError, ProtocolError, OSError, TimeoutError) as e:
-                logger.warning("scheduler on %s did not answer: %s", self.host, e)
-        return self._info
-
-    async def retire_workers(self, workers) -> list:
-        return await self._request("retire-workers", workers=list(workers))
-
-    async def close_workers(self, workers) -> list:
-        return await self._request("close-workers", workers=list(workers))
+    def log_text(self) -> str:
+        return self.session.text()
 
     async def close(self):
-        if self.status == "closed":
-            return
-        self.status = "closing"
-        if self._poller is not None:
-            self._poller.cancel()
-        if self.comm is not None:
-            try:
-                await self.comm.write([{"op": "close-client"}])
-            except CommClosedError:
-                pass
-            self.comm.abort()
+        await super().close()
         await self.session.stop(timeout=0.0)  # hang up: the scheduler closes its workers, exits
-        if self.scheduler_file:
-            try:
-                os.unlink(self.scheduler_file)
-            except OSError:
-                pass
-        self.status = "closed"
+        node.remove_private(self.scheduler_file)
 
 
 # -- the cluster ------------------------------------------------------------------------------
@@ -508,8 +403,10 @@ class SSHCluster(Cluster):
 
     kind = "ssh"
 
-    def __init__(self, hosts, connect_options=None, worker_options=None, scheduler_options=None,
-                 remote_python=None, *, profile=None, log_directory=None, **kwargs):
+    def __init__(self, hosts: list[str], connect_options: dict | list[dict] | None = None,
+                 worker_options: dict | None = None, scheduler_options: dict | None = None,
+                 remote_python: str | list[str] | None = None, *, profile: str | None = None,
+                 log_directory: str | None = None, **kwargs: Any):
         from .. import config
 
         if isinstance(hosts, str) or len(hosts) < 2:
@@ -532,9 +429,10 @@ class SSHCluster(Cluster):
         self.scheduler_options = _options(settings["scheduler_options"], SCHEDULER_KEYS,
                                           "scheduler_options")
         self.workers_per_job = self.worker_options["nworkers"]
-        self.log_directory = log_directory or tempfile.mkdtemp(prefix="jobqueue-ssh-")
+        self._temporary = None if log_directory else tempfile.mkdtemp(prefix="jobqueue-ssh-")
+        self.log_directory: str = log_directory or self._temporary or ""
         os.makedirs(self.log_directory, exist_ok=True)
-        self._closed_jobs = []
+        self._closed_jobs: list = []
         self.local_scheduler = is_this_machine(self.scheduler_host)
         host = (local_scheduler_host(self.scheduler_host, self.worker_hosts,
                                      self.scheduler_options)
@@ -566,14 +464,22 @@ class SSHCluster(Cluster):
                              f"({len(self.hosts)}), got {len(given)}")
         return [str(p) for p in given]
 
-    def session(self, index: int, role: str, args, log_path: str) -> SSHSession:
-        """An ssh session to ``hosts[index]`` running the remote half with ``role`` and args."""
+    def session(self, index: int, args, log_path: str) -> SSHSession:
+        """An ssh session to ``hosts[index]`` running ``jobqueue ARGS`` through the remote
+        half (``ARGS[0]``: worker or scheduler)."""
         host, python = self.hosts[index], self.remote_python[index]
         argv = ssh_argv(host, self.connect_options[index])
-        security = getattr(self.scheduler, "security", None) if role == "worker" else None
+        role = args[0]
+        security = self.scheduler.security if role == "worker" else None
         env = security.env() if security is not None else {}
-        return SSHSession(host, argv + [remote_command(python, role, args, env)], log_path,
+        return SSHSession(host, argv + [remote_command(python, role, args[1:], env)], log_path,
                           python)
+
+    def expecting_workers(self) -> bool:
+        """Whether a job's workers have not all connected yet."""
+        connected = self.scheduler.workers() if hasattr(self, "scheduler") else {}
+        return any(n not in connected for j in list(self.jobs.values())
+                   for n in j.worker_names())
 
     def _new_scheduler(self, **options):
         if self.local_scheduler:
@@ -583,36 +489,25 @@ class SSHCluster(Cluster):
 
     def new_job(self, name) -> Job:
         live = collections.Counter(j.index for j in self.jobs.values()
-                                   if j.state not in ("closing", "closed"))
+                                   if isinstance(j, SSHJob)
+                                   and j.state not in ("closing", "closed"))
         index = min(range(len(self.worker_hosts)), key=lambda i: live[i])
         return SSHJob(self, name, index)
 
     async def ask_workers_to_close(self, names) -> bool:
-        """Ask the scheduler to close these workers; False if none of them is connected."""
-        s = self.scheduler
-        connected = [n for n in names if n in s.state.names]
-        if not connected:
+        """Ask the scheduler to close these workers; False if none of them was told."""
+        try:
+            return bool(await self.scheduler.close_workers(list(names),
+                                                           "cluster scaled down or closed"))
+        except (CommClosedError, OSError, RuntimeError) as e:
+            logger.warning("could not ask the scheduler to close %s: %s", names, e)
             return False
-        if isinstance(s, RemoteScheduler):
-            if s.status != "running":
-                return False
-            try:
-                await s.close_workers(connected)
-            except (CommClosedError, ProtocolError, RuntimeError) as e:
-                logger.warning("could not ask the scheduler to close %s: %s", connected, e)
-                return False
-            return True
-        for name in connected:
-            bs = s.worker_streams.get(s.state.names[name].address)
-            if bs is not None:
-                bs.send({"op": "close", "reason": "cluster scaled down or closed"})
-        return True
 
     async def _wait_for_jobs(self, jobs, timeout=60.0):
         try:
             await super()._wait_for_jobs(jobs, timeout)
         except TimeoutError as e:
-            arrived = self.scheduler.state.names
+            arrived = self.scheduler.workers()
             said = [f"{j.name} on {j.host!r}:\n  " + "\n  ".join(
                         j.logs().strip().splitlines()[-10:] or ["(no output yet)"])
                     for j in jobs if any(n not in arrived for n in j.worker_names())]
@@ -621,3 +516,11 @@ class SSHCluster(Cluster):
     async def _close_job(self, job):
         await super()._close_job(job)
         self._closed_jobs.append(job)
+
+    def _remove_temporary(self) -> None:
+        if self._temporary:
+            for session in [j.session for j in self._closed_jobs] + [
+                    getattr(self.scheduler, "session", None)]:
+                if session is not None:
+                    session.keep_text()
+            remove_tree(self._temporary)

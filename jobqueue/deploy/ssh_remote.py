@@ -9,9 +9,9 @@ token in ``JOBQUEUE_TOKEN``, and treats the rest of stdin as a lifeline: when st
 SIGTERM, and its process group SIGKILL after a grace period. The session ends when the command
 does, with its exit code.
 
-Values only this host knows are filled in here: ``--nthreads auto`` and ``--memory-limit auto``
-(this host's cores and memory), and for the scheduler ``--interface NAME`` (that interface's
-address) or, without ``--host``, the address the ssh client reached this host by.
+The scheduler listens, unless told ``--host`` or ``--interface``, on the address the ssh client
+reached this host by. (``jobqueue worker`` works out ``--nthreads auto`` and ``--memory-limit
+auto`` itself, from this host's cores and memory.)
 It imports nothing heavy: it starts before every remote worker.
 """
 from __future__ import annotations
@@ -33,24 +33,6 @@ def say(text: str) -> None:
         pass    # the session is gone: nobody to tell
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def _option(argv: list, name: str):
-    """The value after ``name`` in argv, or None."""
-    if name in argv[:-1]:
-        return argv[argv.index(name) + 1]
-    return None
-
-
-def _replace(argv: list, name: str, value: str) -> None:
-    argv[argv.index(name) + 1] = value
-
-
 def ssh_server_address() -> str | None:
     """The address the ssh client connected to (``SSH_CONNECTION``'s third field)."""
     fields = os.environ.get("SSH_CONNECTION", "").split()
@@ -58,27 +40,11 @@ def ssh_server_address() -> str | None:
 
 
 def fill_in(argv: list) -> list:
-    """ARGS with this host's values for auto settings (see the module docstring)."""
+    """ARGS with what only this host knows (see the module docstring)."""
     argv = list(argv)
-    role = argv[0]
-    if role == "worker":
-        if _option(argv, "--nthreads") == "auto":
-            nworkers = int(_option(argv, "--nworkers") or 1)
-            _replace(argv, "--nthreads", str(max(1, _cores() // nworkers)))
-        if _option(argv, "--memory-limit") == "auto":
-            import psutil
-
-            nworkers = int(_option(argv, "--nworkers") or 1)
-            _replace(argv, "--memory-limit", str(psutil.virtual_memory().total // nworkers))
-    elif role == "scheduler" and _option(argv, "--host") is None:
-        interface = _option(argv, "--interface")
-        if interface is not None:
-            from ..batch.network import interface_address
-
-            i = argv.index("--interface")
-            argv[i:i + 2] = ["--host", interface_address(interface)]
-        elif ssh_server_address():
-            argv += ["--host", ssh_server_address()]
+    if argv[0] == "scheduler" and not {"--host", "--interface"} & set(argv) \
+            and ssh_server_address():
+        argv += ["--host", ssh_server_address()]
     return argv
 
 

@@ -5,6 +5,7 @@ They need the daemons that ci/slurm, ci/sge and ci/pbs start. Jobs are small (1-
 to 1 GB) and polls short (0.5 s), so the whole set takes about a minute per system.
 """
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -132,6 +133,24 @@ class RealSystemTests:
         wait_until(lambda: len(cluster.workers) == 3, 30, "2 workers should leave")
         assert len(cluster.live_jobs()) == 3
 
+    def test_output_files_are_named_after_the_ids_the_queue_shows(self, make):
+        cluster = make()
+        cluster.scale(jobs=2)
+        cluster.wait_for_workers(2, timeout=60)
+        listed = cluster.system.parse_status(subprocess.run(
+            cluster.system.status_argv(list(cluster.jobs)), capture_output=True, text=True,
+            timeout=30).stdout)
+        for job in cluster.jobs.values():
+            key = cluster.system.status_key(job.job_id)
+            assert key in listed                          # the id the status command shows
+            path = job.log_paths()[0]
+            assert os.path.basename(path) in (f"{cluster.job_name}-{key}.out",
+                                              f"{cluster.job_name}.o{key}")
+            assert f"output={path}>" in repr(job) and job.info()["output"] == path
+            # its worker says its name in it (PBS's wrappers put stderr in NAME.eID beside it)
+            wait_until(lambda: job.name in job.logs(), 30,
+                       f"{path} should be {job.job_id}'s output (naming {job.name})")
+
     def test_worker_that_cannot_start_is_reported(self, make, caplog):
         caplog.set_level(logging.WARNING, logger="jobqueue.batch")
         cluster = make(python="/nonexistent/python")
@@ -149,6 +168,27 @@ class RealSystemTests:
         assert warned and "/nonexistent/python" in warned[0] and "before any of its workers" \
             in warned[0]
         assert "/nonexistent/python" in cluster.get_logs()[job.name]
+
+    never_says = ""              # the batch system's reason for a job with too many cores
+
+    def check_never_starts(self, make, caplog):
+        """A job asking for more cores than any node has: reported at once with the batch
+        system's reason and a remedy, cancelled, and wait_for_workers fails."""
+        caplog.set_level(logging.WARNING, logger="jobqueue.batch")
+        cluster = make(cores=16, memory="1GB")
+        cluster.scale(jobs=1)
+        (job_id,) = cluster.jobs
+        with pytest.raises(RuntimeError) as e:
+            cluster.wait_for_workers(1, timeout=120)
+        message = str(e.value)
+        assert f"job {job_id} failed (cannot start as submitted: {self.never_says}" in message
+        assert "cores=" in message
+        (warning,) = [r.getMessage() for r in caplog.records
+                      if job_id in r.getMessage() and r.levelno == logging.WARNING]
+        assert f"job {job_id} can never start as submitted: {self.never_says}" in warning
+        assert "To fix: ask for fewer cores" in warning
+        wait_until(lambda: not still_queued(cluster, [job_id]), 30,
+                   f"the job {job_id} should have been cancelled")
 
     def test_invalid_queue_raises_with_the_batch_systems_message(self, make):
         cluster = make(queue=self.bad_queue)
@@ -173,7 +213,12 @@ class RealSystemTests:
         assert survivor.state is JobState.RUNNING and len(survivor.workers) == 1
         with Client(cluster) as client:
             assert client.gather(client.map(inc, range(100))) == list(range(1, 101))
-        assert "1 running" in repr(cluster)
+        if self.cancelled_state is JobState.CANCELLED:
+            # the user's decision: not replaced, the cluster keeps one job
+            assert "1 running" in repr(cluster) and len(cluster.jobs) == 2
+        else:
+            # the batch system cannot say it was cancelled (it looks finished): replaced
+            wait_until(lambda: len(cluster.live_jobs()) == 2, 20, "a replacement")
 
     @pytest.mark.parametrize("how", ["exit", "interrupt"])
     def test_exit_and_ctrl_c_cancel_the_jobs(self, service, tmp_path, how):

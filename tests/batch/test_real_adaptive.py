@@ -40,7 +40,7 @@ def test_adapt_burst_scales_up_computes_and_returns_to_zero(service, tmp_path):
         timeline, most = {}, 0
         futures = client.map(lambda i: time.sleep(0.5) or i, range(400))
         while not all(f.done() for f in futures):
-            n = len(cluster.scheduler.state.workers)
+            n = len(cluster.scheduler.workers())
             most = max(most, len(cluster.live_jobs()))
             if n and "first worker" not in timeline:
                 timeline["first worker"] = round(time.time() - t0, 1)
@@ -50,7 +50,7 @@ def test_adapt_burst_scales_up_computes_and_returns_to_zero(service, tmp_path):
         assert client.gather(futures) == list(range(400))
         timeline["all 400 done"] = round(time.time() - t0, 1)
         deadline = time.time() + 90
-        while cluster.live_jobs() or cluster.scheduler.state.workers:
+        while cluster.live_jobs() or cluster.scheduler.workers():
             assert time.time() < deadline, "adaptive did not return to zero jobs"
             time.sleep(0.2)
         timeline["back to zero"] = round(time.time() - t0, 1)

@@ -20,6 +20,10 @@ class TestSLURM(RealSystemTests):
     cancel_command = "scancel"
     bad_queue = "nosuch"
     bad_queue_says = "invalid partition specified: nosuch"
+    never_says = "PartitionConfig"
+
+    def test_job_that_can_never_start_is_reported_and_cancelled(self, make, caplog):
+        self.check_never_starts(make, caplog)
 
     def test_failed_poll_keeps_states_marked_stale(self, make):
         cluster = make()

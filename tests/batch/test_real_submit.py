@@ -6,6 +6,7 @@ tests may share the batch system), and checks that none are left when the comman
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,21 +30,24 @@ def service():
 
 @pytest.fixture
 def name(service):
-    """A job name of this test's own; no job by that name may be left in the queue after it."""
+    """A job name of this test's own; no job by that name may be left pending or running after
+    it (a job that was cancelled may still be completing: SLURM is cleaning up after it)."""
     name = f"jqt-{uuid.uuid4().hex[:8]}"
     yield name
-    left = queued(name)
+    left = queued(name, completing=False)
     if left:
-        subprocess.run(["scancel", "-n", name], capture_output=True)
+        subprocess.run(["scancel", *left], capture_output=True)
     assert not left, f"jobs {left} were left in the queue"
 
 
-def queued(name: str) -> list:
-    """Ids of the jobs named name that squeue lists (pending, running, completing)."""
+def queued(name: str, completing: bool = True) -> list:
+    """Ids of the jobs named name that squeue lists as pending, running or (with completing)
+    completing."""
     out = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i %T"], capture_output=True,
                          text=True, timeout=30, check=True)
-    return [line.split()[0] for line in out.stdout.splitlines()
-            if line.split()[1] not in ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT")]
+    ended = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT"} | (set() if completing else
+                                                                {"COMPLETING"})
+    return [line.split()[0] for line in out.stdout.splitlines() if line.split()[1] not in ended]
 
 
 def command(tmp_path, name, *extra) -> list:
@@ -127,14 +131,71 @@ def test_rejected_submission_exits_1_with_sbatchs_message(tmp_path, name):
     assert not (tmp_path / "ran").exists()
 
 
-def test_jobs_that_fail_stop_the_script(tmp_path, name):
+def test_job_that_can_never_start_fails_the_command_at_once(tmp_path, name):
+    script = tmp_path / "s.py"
+    script.write_text("from jobqueue import Client\nprint(Client().submit(sum, [1, 2]).result())\n")
+    out = subprocess.run(command(tmp_path, name, "--cores", "16", str(script)),
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env=environment(tmp_path))
+    assert out.returncode == 1, out.stderr
+    job_id = re.search(r"submitted 1 job \((\d+)\)", out.stderr).group(1)
+    assert f"job {job_id} can never start as submitted: PartitionConfig" in out.stderr
+    assert "To fix: ask for fewer cores or less memory" in out.stderr
+    assert re.search(rf"{job_id}: failed \(cannot start as submitted: PartitionConfig",
+                     out.stderr), out.stderr
+    wait_until(lambda: not queued(name), 30, "the job should leave the queue")
+
+
+def test_jobs_that_keep_failing_are_retried_then_stop_the_script(tmp_path, name):
     out = subprocess.run(command(tmp_path, name, "--jobs", "2", "--python", "/nonexistent/python",
                                  SWEEP), capture_output=True, text=True, timeout=120,
                          cwd=tmp_path, env=environment(tmp_path))
     assert out.returncode == 1, out.stderr
-    assert "all 2 jobs ended before any of their workers connected; stopping the script" \
-        in out.stderr
+    ids = re.search(r"3 submissions in a row \((\d+), (\d+), (\d+)\) failed before any worker "
+                    r"connected", out.stderr)
+    assert ids, out.stderr
+    assert "no more jobs are submitted" in out.stderr
+    assert "stopping the script: the cluster cannot run its jobs" in out.stderr
     assert "/nonexistent/python" in out.stderr          # the log tail says why
+    assert re.search(r"jobs of slurm-\w+: 6 failed", out.stderr), out.stderr
+    wait_until(lambda: not queued(name), 30, "the jobs should leave the queue")
+
+
+# Four minutes of work for two one-core workers whose jobs have two minutes each: the workers
+# retire before the walltime and their jobs are replaced (the replacements are submitted first).
+LONG = """
+import time
+from jobqueue import Client
+
+def square(i):
+    time.sleep(10)
+    return i * i
+
+client = Client()
+print("sum", sum(client.gather(client.map(square, range(48)))), flush=True)
+"""
+
+
+def test_fixed_size_run_outlives_its_jobs_walltime(tmp_path, name):
+    script = tmp_path / "long.py"
+    script.write_text(LONG)
+    argv = command(tmp_path, name, "--jobs", "2", str(script))
+    argv[argv.index("--walltime") + 1] = "2"             # minutes, as SLURM reads it
+    out = subprocess.run([*argv[:4], "-v", *argv[4:]], capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path, env=environment(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert f"sum {sum(i * i for i in range(48))}" in out.stdout
+    err = out.stderr
+    assert "walltime 00:02:00" in err
+    kept = re.findall(r"submitting (\d): 2 jobs wanted, \d queued or running", err)
+    replaced = int(re.search(r"\((\d+) replacements of jobs that ended\)", err).group(1))
+    assert replaced >= 2 and replaced == sum(map(int, kept)), err
+    # jobs whose workers retired finished; those still there at the end are cancelled;
+    # none reached its walltime or failed
+    summary = err.split("jobs of slurm-")[-1]
+    counts = {state: int(n) for n, state in re.findall(r"(\d+) (\w+)", summary.split("(")[0])}
+    assert set(counts) == {"finished", "cancelled"}, summary
+    assert counts["finished"] >= 2 and sum(counts.values()) == 2 + replaced, summary
     wait_until(lambda: not queued(name), 30, "the jobs should leave the queue")
 
 
@@ -170,4 +231,50 @@ def test_detach_runs_to_completion_as_a_batch_job(tmp_path, name):
     state = subprocess.run(["sacct", "-n", "-X", "-j", job_id, "-o", "State"],
                            capture_output=True, text=True).stdout
     assert "COMPLETED" in state or state.strip() == "", state     # sacct may not keep records
+    wait_until(lambda: not queued(name), 30, "the worker jobs should leave the queue")
+
+
+GATED = """
+import os, sys, time
+from jobqueue import Client
+client = Client()
+while not os.path.exists(sys.argv[1]):       # the test opens the gate
+    time.sleep(0.2)
+print("released", client.submit(sum, [1, 2]).result(), flush=True)
+"""
+
+
+def test_detached_driver_is_found_by_its_job_id(tmp_path, name):
+    script, gate = tmp_path / "gated.py", tmp_path / "gate"
+    script.write_text(GATED)
+    env = environment(tmp_path)
+    out = subprocess.run(command(tmp_path, name, "--jobs", "1", "--detach", "--driver-memory",
+                                 "500MB", str(script), str(gate)),
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.strip()
+    assert f"look in:    jobqueue info {job_id}" in out.stderr
+    log = tmp_path / "logs" / f"{name}-driver-{job_id}.out"
+
+    def info():
+        return subprocess.run([sys.executable, "-m", "jobqueue", "info", job_id],
+                              capture_output=True, text=True, timeout=60, env=env)
+
+    try:
+        wait_until(lambda: info().returncode == 0, 120, f"jobqueue info {job_id} should answer")
+        shown = info().stdout
+        assert "dashboard" in shown and f"{name}-" in shown, shown   # its worker job
+        text = log.read_text()
+        node = socket.gethostname()
+        assert re.search(rf"dashboard: http://127\.0\.0\.1:(\d+)/\S+ on {node}, where job "
+                         rf"{job_id} runs; from the login node: ssh -N -L \1:127\.0\.0\.1:\1 "
+                         rf"{node}", text), text
+        assert f"`jobqueue info {job_id}` shows its workers, tasks and jobs" in text
+    finally:
+        gate.touch()
+    wait_until(lambda: not queued(f"{name}-driver"), 120, f"the driver {job_id} should finish")
+    assert "released 3" in log.read_text()
+    gone = info()
+    assert gone.returncode == 1 and f"no scheduler file of a `jobqueue submit --detach` " \
+        f"driver job {job_id}" in gone.stderr
     wait_until(lambda: not queued(name), 30, "the worker jobs should leave the queue")

@@ -9,9 +9,10 @@ import pytest
 from jobqueue.batch.pbs import PBS
 from jobqueue.batch.sge import GridEngine
 from jobqueue.batch.slurm import Slurm
-from jobqueue.batch.status import (JobState, JobStatus, expand_ranges, parse_pbs_qstat,
-                                   parse_pbs_qstat_f, parse_pbs_qsub, parse_qacct, parse_sbatch,
-                                   parse_sge_errors, parse_sge_qsub, parse_sge_xml, parse_squeue)
+from jobqueue.batch.status import (JobState, JobStatus, Pending, expand_ranges,
+                                   parse_pbs_qstat, parse_pbs_qstat_f, parse_pbs_qsub,
+                                   parse_qacct, parse_sbatch, parse_sge_errors, parse_sge_qsub,
+                                   parse_sge_verify, parse_sge_xml, parse_squeue, slurm_pending)
 
 P, R, F, X, C, T, U = (JobState.PENDING, JobState.RUNNING, JobState.FINISHED, JobState.FAILED,
                        JobState.CANCELLED, JobState.TIMEOUT, JobState.UNKNOWN)
@@ -23,32 +24,32 @@ def states(parsed):
 # ---------------------------------------------------------------------------------------- SLURM
 
 
-# squeue -h -r -t all -j 6,7,99999 -o '%i|%F|%K|%A|%T|%r'
+# squeue -h -r -t all -j 6,7,99999 -o '%i|%F|%K|%T|%r' (captured with %A, a column left out)
 SQUEUE_RUNNING = """\
-6|6|N/A|6|RUNNING|None
-7_0|7|0|8|RUNNING|None
-7_1|7|1|9|RUNNING|None
-7_2|7|2|10|RUNNING|None
-7_3|7|3|7|RUNNING|None
+6|6|N/A|RUNNING|None
+7_0|7|0|RUNNING|None
+7_1|7|1|RUNNING|None
+7_2|7|2|RUNNING|None
+7_3|7|3|RUNNING|None
 """
 # an array of 12 one-CPU tasks on 8 CPUs, then scancel of the array (without -r: pending range)
 SQUEUE_PENDING = """\
-28_8|28|8|28|PENDING|Resources
-28_9|28|9|28|PENDING|Resources
-28_7|28|7|36|RUNNING|None
-28_0|28|0|29|RUNNING|None
+28_8|28|8|PENDING|Resources
+28_9|28|9|PENDING|Resources
+28_7|28|7|RUNNING|None
+28_0|28|0|RUNNING|None
 """
 SQUEUE_AFTER_SCANCEL = """\
-28_[8-11]|28|8-11|28|CANCELLED|Resources
-28_7|28|7|36|COMPLETING|None
-28_0|28|0|29|COMPLETING|None
+28_[8-11]|28|8-11|CANCELLED|Resources
+28_7|28|7|COMPLETING|None
+28_0|28|0|COMPLETING|None
 """
 SQUEUE_ENDED = """\
-11|11|N/A|11|FAILED|NonZeroExitCode
-12|12|N/A|12|FAILED|BadConstraints
-5|5|N/A|5|COMPLETED|None
-49|49|N/A|49|FAILED|JobLaunchFailure
-50|50|N/A|50|TIMEOUT|None
+11|11|N/A|FAILED|NonZeroExitCode
+12|12|N/A|FAILED|BadConstraints
+5|5|N/A|COMPLETED|None
+49|49|N/A|FAILED|JobLaunchFailure
+50|50|N/A|TIMEOUT|None
 """
 
 
@@ -56,13 +57,12 @@ def test_squeue_jobs_and_array_tasks():
     parsed = parse_squeue(SQUEUE_RUNNING)
     assert states(parsed) == {"6": (R, ""), "7_0": (R, ""), "7_1": (R, ""), "7_2": (R, ""),
                               "7_3": (R, "")}
-    assert parsed["7_0"].raw_id == "8" and parsed["6"].raw_id == "6"
     assert parsed["7_0"].native == "RUNNING"
 
 
 def test_squeue_pending_reason():
     parsed = parse_squeue(SQUEUE_PENDING)
-    assert parsed["28_8"] == JobStatus(P, "Resources", "PENDING", "28")
+    assert parsed["28_8"] == JobStatus(P, "Resources", "PENDING")
     assert parsed["28_7"].state is R
 
 
@@ -70,7 +70,6 @@ def test_squeue_pending_range_is_expanded():
     parsed = parse_squeue(SQUEUE_AFTER_SCANCEL)
     assert sorted(parsed) == ["28_0", "28_10", "28_11", "28_7", "28_8", "28_9"]
     assert parsed["28_10"].state is C
-    assert parsed["28_10"].raw_id == ""          # a range has no task's own id
     assert states(parsed)["28_7"] == (R, "completing")
 
 
@@ -87,16 +86,47 @@ def test_squeue_ended_jobs():
     ("CANCELLED", C), ("PREEMPTED", C), ("TIMEOUT", T), ("SOMETHING_NEW", U),
 ])
 def test_slurm_state_table(native, state):
-    assert parse_squeue(f"1|1|N/A|1|{native}|None")["1"].state is state
+    assert parse_squeue(f"1|1|N/A|{native}|None")["1"].state is state
 
 
 def test_unknown_slurm_state_keeps_the_code():
-    status = parse_squeue("1|1|N/A|1|WEIRD|Maintenance")["1"]
+    status = parse_squeue("1|1|N/A|WEIRD|Maintenance")["1"]
     assert status.state is U and status.reason == "unknown SLURM state WEIRD (Maintenance)"
 
 
 def test_squeue_ignores_blank_and_foreign_lines():
     assert parse_squeue("\n\nslurm_load_jobs error: Invalid job id specified\n") == {}
+
+
+@pytest.mark.parametrize("reason, kind", [
+    ("Priority", Pending.WAIT), ("Resources", Pending.WAIT), ("None", Pending.WAIT),
+    ("BeginTime", Pending.WAIT), ("Dependency", Pending.WAIT), ("", Pending.WAIT),
+    ("AssocMaxJobsLimit", Pending.WAIT), ("QOSMaxJobsPerUserLimit", Pending.WAIT),
+    ("QOSMaxCpuPerUserLimit", Pending.WAIT),
+    ("PartitionConfig", Pending.NEVER), ("PartitionNodeLimit", Pending.NEVER),
+    ("PartitionTimeLimit", Pending.NEVER), ("InvalidAccount", Pending.NEVER),
+    ("InvalidQOS", Pending.NEVER), ("DependencyNeverSatisfied", Pending.NEVER),
+    ("BadConstraints", Pending.NEVER), ("AssocMaxCpuPerJobLimit", Pending.NEVER),
+    ("AssocMaxWallDurationPerJobLimit", Pending.NEVER), ("QOSMaxMemoryPerJob", Pending.NEVER),
+    ("QOSMaxNodePerJobLimit", Pending.NEVER), ("QOSMinCpuNotSatisfied", Pending.NEVER),
+    ("ReqNodeNotAvail, UnavailableNodes:vm", Pending.BLOCKED), ("NodeDown", Pending.BLOCKED),
+    ("PartitionDown", Pending.BLOCKED), ("JobHeldUser", Pending.BLOCKED),
+    ("JobHeldAdmin", Pending.BLOCKED), ("AssocGrpCpuLimit", Pending.BLOCKED),
+    ("QOSGrpNodeLimit", Pending.BLOCKED),
+])
+def test_slurm_pending_reasons(reason, kind):
+    verdict = slurm_pending(reason)
+    assert verdict.kind is kind
+    assert verdict.why.startswith(reason)
+    assert bool(verdict.remedy) == (kind is not Pending.WAIT)
+
+
+def test_slurm_pending_remedies_name_the_setting():
+    assert "walltime=" in slurm_pending("PartitionTimeLimit").remedy
+    assert "walltime=" in slurm_pending("QOSMaxWallDurationPerJobLimit").remedy
+    assert "cores=" in slurm_pending("PartitionConfig").remedy
+    assert "cores=" in slurm_pending("AssocMaxCpuPerJobLimit").remedy
+    assert "account=" in slurm_pending("InvalidAccount").remedy
 
 
 @pytest.mark.parametrize("text, expected", [("43\n", "43"), ("43;cluster\n", "43"),
@@ -116,6 +146,10 @@ def test_slurm_argv():
     assert s.submit_argv("/t/x.sh", None) == ["sbatch", "--parsable", "/t/x.sh"]
     assert s.submit_argv("/t/x.sh", 5, ["--qos=low"]) == ["sbatch", "--parsable", "--array=0-4",
                                                            "--qos=low", "/t/x.sh"]
+    # an array's tasks write output files named after the ids squeue shows (43_1, not 45)
+    assert s.submit_argv("/t/x.sh", 5, [], "/l") == [
+        "sbatch", "--parsable", "--array=0-4", "--output=/l/%x-%A_%a.out", "/t/x.sh"]
+    assert s.submit_argv("/t/x.sh", None, [], "/l") == ["sbatch", "--parsable", "/t/x.sh"]
     assert s.array_ids("43", 3) == ["43_0", "43_1", "43_2"]
     argv = s.status_argv(["43_0", "43_1", "9", "100", "43_2"])
     assert argv[argv.index("-j") + 1] == "9,43,100"
@@ -123,8 +157,8 @@ def test_slurm_argv():
                                                                 "43_0", "9"]
     assert s.status_ok(1, "slurm_load_jobs error: Invalid job id specified\n")
     assert not s.status_ok(1, "slurm_load_jobs error: Unable to contact slurm controller\n")
-    assert s.log_paths("/l", "w", "43_1", "45") == ["/l/w-45.out"]
-    assert s.log_paths("/l", "w", "46", "") == ["/l/w-46.out"]
+    assert s.log_paths("/l", "w", "43_1") == ["/l/w-43_1.out"]
+    assert s.log_paths("/l", "w", "46") == ["/l/w-46.out"]
 
 # --------------------------------------------------------------------------------- Grid Engine
 
@@ -316,6 +350,33 @@ def test_sge_error_reasons():
     assert why == {"23": reason, "23.1": reason, "23.2": reason}
 
 
+# qalter -w v ID (Grid Engine 8.1.9): the job checked against an empty cluster
+QALTER_NEVER_PE = """\
+Job 2 cannot run in PE "smp" because it only offers 0 slots
+verification: no suitable queues
+"""
+QALTER_NEVER_MEMORY = """\
+Job 5 (-l mem_free=500G) cannot run at host "vm" because it offers only hc:mem_free=21.186G
+verification: no suitable queues
+"""
+QALTER_POSSIBLE = "verification: found possible assignment with 2 slots\n"
+QALTER_RUNNING = "verification: job is already running or is held\n"
+
+
+def test_sge_verification():
+    assert parse_sge_verify(1, QALTER_NEVER_PE) == \
+        'cannot run in PE "smp" because it only offers 0 slots'
+    assert parse_sge_verify(1, QALTER_NEVER_MEMORY) == \
+        '(-l mem_free=500G) cannot run at host "vm" because it offers only hc:mem_free=21.186G'
+    assert parse_sge_verify(0, QALTER_POSSIBLE) is None
+    assert parse_sge_verify(0, QALTER_RUNNING) is None
+    assert parse_sge_verify(1, 'denied: job "3" does not exist\n') is None
+    verdict = GridEngine().parse_verify(1, QALTER_NEVER_PE, "")
+    assert verdict.kind is Pending.NEVER and "cores=" in verdict.remedy
+    assert GridEngine().pending("on hold").kind is Pending.BLOCKED
+    assert GridEngine().pending("queued").kind is Pending.WAIT
+
+
 def test_grid_engine_argv():
     g = GridEngine()
     assert g.submit_argv("/t/x.sh", 4) == ["qsub", "-terse", "-t", "1-4", "/t/x.sh"]
@@ -324,7 +385,7 @@ def test_grid_engine_argv():
     assert g.status_argv(["1", "2"]) == ["qstat", "-xml"]
     assert g.accounting_argv("28.3") == ["qacct", "-j", "28"]
     assert g.explain_argv(["23.1", "23.2", "5"]) == ["qstat", "-j", "23,5"]
-    assert g.log_paths("/l", "w", "28.3", "") == ["/l/w.o28.3"]
+    assert g.log_paths("/l", "w", "28.3") == ["/l/w.o28.3"]
 
 
 @pytest.mark.parametrize("rc, out, ok", [
@@ -450,6 +511,14 @@ def test_pbs_qsub_error_text_is_not_an_id():
         parse_pbs_qsub(text)
 
 
+def test_pbs_pro_comment_that_says_never():
+    p = PBS()
+    assert p.pending("Can Never Run: Insufficient amount of resource: ncpus (R: 16 A: 8 "
+                     "T: 8)").kind is Pending.NEVER
+    assert p.pending("Not Running: Insufficient amount of resource: ncpus").kind is Pending.WAIT
+    assert p.pending("queued").kind is Pending.WAIT
+
+
 def test_pbs_argv():
     p = PBS()
     assert p.submit_argv("/t/w", None, ["-V"]) == ["qsub", "-V", "/t/w"]
@@ -458,7 +527,7 @@ def test_pbs_argv():
     assert p.status_argv(["16", "17"]) == ["qstat", "-f", "16", "17"]
     assert p.status_ok(153, "") and not p.status_ok(2, "qstat: Unknown option")
     assert p.script_name("sim") == "sim" and p.submit_cwd("/logs") == "/logs"
-    assert p.log_paths("/l", "sim", "16.server", "") == ["/l/sim.o16", "/l/sim.e16"]
+    assert p.log_paths("/l", "sim", "16.server") == ["/l/sim.o16", "/l/sim.e16"]
     assert p.cancel_ok(1, "", "") is True           # the wrappers' qdel: rc = ids that failed
     assert p.cancel_ok(153, "", "qdel: Unknown Job Id 1201.pbsserver\n") is True
     assert p.cancel_ok(1, "", "qdel: Server could not connect\n") is False

@@ -23,7 +23,7 @@ FIXED = dict(scheduler_address="tcp://10.1.2.3:8786", token_file="/home/alice/.j
              python="/opt/conda/bin/python3", log_directory="/home/alice/logs", death_timeout=60.0)
 
 FULL = dict(cores=8, memory="32GB", processes=2, queue="normal", account="proj42",
-            walltime="02:00:00", job_name="sim", job_extra_directives=["--extra-directive"],
+            walltime=90, job_name="sim", job_extra_directives=["--extra-directive"],
             job_directives_skip=[], job_script_prologue=["module load python/3.11",
                                                          "source ~/venv/bin/activate"],
             worker_extra_args=["--host", "10.0.0.9"], interface="ib0",
@@ -156,6 +156,65 @@ def test_worker_command_carries_each_setting(isolated_config, kind):
                        "--interface": "ib0", "--host": "10.0.0.9",
                        # default walltime 30 min: retire 10% (3 min) early, spread over 90 s
                        "--lifetime": "1620", "--lifetime-stagger": "90"}
+
+
+# ------------------------------------------------------------------------------------ walltime
+
+WALLTIMES = [
+    # (given, SLURM's -t, PBS's walltime= and Grid Engine's h_rt=): a bare number is what each
+    # system reads: minutes for SLURM, seconds for PBS and Grid Engine
+    (60, "01:00:00", "00:01:00"),
+    ("60", "01:00:00", "00:01:00"),
+    (90.5, "01:30:30", "00:01:31"),
+    ("01:30:00", "01:30:00", "01:30:00"),
+    ("1:30:00", "01:30:00", "01:30:00"),
+    ("45:00", "00:45:00", "00:45:00"),           # MM:SS everywhere
+    ("1h30m", "01:30:00", "01:30:00"),
+    ("90m", "01:30:00", "01:30:00"),
+    ("3600s", "01:00:00", "01:00:00"),
+    ("2 days", "48:00:00", "48:00:00"),
+    ("1-12", "36:00:00", "36:00:00"),            # D-HH as in SLURM
+    ("0-00:30:00", "00:30:00", "00:30:00"),
+]
+
+
+@pytest.mark.parametrize("given, slurm, others", WALLTIMES)
+def test_walltime_means_what_each_batch_system_means(isolated_config, given, slurm, others):
+    expected = {"slurm": f"-t {slurm}", "pbs": f"-l walltime={others}",
+                "sge": f"-l h_rt={others}"}
+    for kind in SYSTEMS:
+        text = render(kind, cores=1, memory="1GB", walltime=given)
+        assert expected[kind] in directives(text, PREFIX[kind]), (kind, given)
+
+
+@pytest.mark.parametrize("kind", SYSTEMS)
+def test_bare_walltime_from_the_environment_and_a_file(isolated_config, monkeypatch, kind):
+    expected = {"slurm": "-t 02:00:00", "pbs": "-l walltime=00:02:00",
+                "sge": "-l h_rt=00:02:00"}[kind]
+    monkeypatch.setenv(f"JOBQUEUE_{kind.upper()}__WALLTIME", "120")
+    config.refresh()
+    assert expected in directives(render(kind, cores=1, memory="1GB"), PREFIX[kind])
+    monkeypatch.delenv(f"JOBQUEUE_{kind.upper()}__WALLTIME")
+    (isolated_config / "etc" / "site.yaml").write_text(f"{kind}:\n  walltime: 120\n")
+    config.refresh()
+    assert expected in directives(render(kind, cores=1, memory="1GB"), PREFIX[kind])
+
+
+@pytest.mark.parametrize("kind, bare", [("slurm", "minutes (90, as SLURM reads --time=90)"),
+                                        ("pbs", "seconds (30, 1.5)"),
+                                        ("sge", "seconds (30, 1.5)")])
+@pytest.mark.parametrize("given", ["soon", "1:2:3:4", "00:61:00", "-5", "1h30", 0])
+def test_bad_walltime_is_refused_with_the_forms_each_system_accepts(isolated_config, kind,
+                                                                     bare, given):
+    with pytest.raises(ConfigError) as e:
+        render(kind, cores=1, memory="1GB", walltime=given)
+    message = str(e.value)
+    assert message.startswith(f"argument: {kind}.walltime: ")
+    if given != 0:
+        assert f"cannot read {given!r} as a duration" in message
+        assert f"use {bare}" in message and "HH:MM:SS" in message and "1h30m" in message
+    else:
+        assert "must be positive" in message
 
 
 @pytest.mark.parametrize("walltime,lifetime,stagger", [

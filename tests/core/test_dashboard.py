@@ -1,11 +1,9 @@
 """The dashboard, /metrics, token mode and progress(): in a real browser, over HTTP, and pure."""
 import asyncio
 import http.client
-import io
 import os
 import re
 import socket
-import sys
 import time
 import types
 from urllib.parse import urlsplit
@@ -13,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from conftest import needs_service
-from jobqueue import Client, LocalCluster, config, progress
+from jobqueue import Client, LocalCluster, config
 from jobqueue.core import loop as loop_mod
 from jobqueue.core.dashboard import Dashboard, api, parse_address
 from jobqueue.core.dashboard.http import FORBIDDEN
@@ -78,7 +76,7 @@ def test_dashboard_in_chromium_matches_scheduler(tmp_path):
     gate = tmp_path / "release"
     with LocalCluster(n_workers=2, threads_per_worker=2, memory_limit="1GB",
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
-        state = cluster.scheduler.state
+        state = cluster.scheduler.server.state
         assert client.gather(client.map(slow_inc, range(300))) == list(range(1, 301))
         failed = client.map(fails, range(3))
         assert all(isinstance(f.exception(), ValueError) for f in failed)
@@ -203,11 +201,11 @@ def test_metrics_parse_and_match_scheduler():
         for f in bad:
             assert isinstance(f.exception(), ValueError)
         cluster.scale(1)
-        wait_until(lambda: len(cluster.scheduler.state.workers) == 1, what="scale down to 1")
+        wait_until(lambda: len(cluster.scheduler.workers()) == 1, what="scale down to 1")
         status, headers, text = get(cluster.dashboard_link, "/metrics")
         assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
         samples, kinds = parse_prometheus(text)
-        counts = cluster.scheduler.state.counts
+        counts = cluster.scheduler.server.state.counts
         one = lambda name, **labels: samples[(name, frozenset(labels.items()))]  # noqa: E731
         assert one("jobqueue_tasks_finished_total") == counts["tasks-finished"] == 100
         assert one("jobqueue_tasks_erred_total") == counts["tasks-erred"] == 3
@@ -258,11 +256,11 @@ def test_token_mode_refuses_without_token_and_reveals_nothing(token_required):
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         client.gather(client.map(inc, range(5)))
         link = cluster.dashboard_link
-        token = cluster.scheduler.dashboard.token
+        token = cluster.scheduler.server.dashboard.token
         assert link.endswith(f"/status?token={token}") and token != cluster.token
         port = str(urlsplit(link).port)
         secrets_ = [token, cluster.token, cluster.scheduler_address, cluster.name,
-                    *cluster.scheduler.state.names, "inc"]
+                    *cluster.scheduler.server.state.names, "inc"]
         wrong = [{}, {"Authorization": "Bearer nope"},
                  {"Cookie": f"jobqueue-dashboard-{port}=nope"}, {"Authorization": f"Basic {token}"}]
         for route in ROUTES:
@@ -309,60 +307,6 @@ def test_token_mode_on_by_itself_beyond_loopback():
                    {"Authorization": f"Bearer {scheduler.dashboard.token}"})[0] == 200
     finally:
         loop_mod.sync(scheduler.close())
-
-
-# -- 4. progress() ---------------------------------------------------------------------------------
-
-
-def test_progress_in_terminal(client, capsys):
-    futures = client.map(slow_inc, range(30)) + [client.submit(fails, 1)]
-    progress(futures)
-    err = capsys.readouterr().err
-    assert err.startswith("\r[") and err.endswith("\n")
-    last = err.rstrip("\n").split("\r")[-1]
-    assert "[" + "#" * 40 + "] 100%" in last and "31/31 done" in last and "1 failed" in last
-    assert all(f.done() for f in futures)
-
-
-def test_progress_text_redraws_in_place(client):
-    gate = os.path.join(os.path.dirname(__file__), f".gate-{os.getpid()}-{time.time_ns()}")
-    futures = [client.submit(wait_for_file, gate, key=f"gate-{i}") for i in range(2)]
-    futures += client.map(inc, range(2))
-    out = io.StringIO()
-    import threading
-
-    t = threading.Thread(target=progress, args=(futures,), kwargs={"file": out, "interval": 0.05})
-    t.start()
-    try:
-        wait_until(lambda: "2/4 done" in out.getvalue(), what="half done drawn")
-    finally:
-        open(gate, "w").close()
-    t.join(20)
-    os.unlink(gate)
-    lines = out.getvalue().split("\r")
-    assert any("2/4 done" in line for line in lines) and "4/4 done" in lines[-1]
-
-
-def test_progress_in_jupyter_updates_html_in_place(client, monkeypatch):
-    shown = []
-
-    class Handle:
-        def update(self, obj):
-            shown.append(obj.data)
-
-    display_mod = types.ModuleType("IPython.display")
-    display_mod.HTML = lambda html: types.SimpleNamespace(data=html)
-    display_mod.display = lambda obj, display_id=False: (shown.append(obj.data), Handle())[1]
-    ipython = types.ModuleType("IPython")
-    ipython.display = display_mod
-    ipython.get_ipython = lambda: types.SimpleNamespace(kernel=object())
-    monkeypatch.setitem(sys.modules, "IPython", ipython)
-    monkeypatch.setitem(sys.modules, "IPython.display", display_mod)
-    futures = client.map(slow_inc, range(10))
-    assert progress(futures) is None   # returns at once in a notebook
-    client.gather(futures)
-    wait_until(lambda: shown and "<b>10</b> / 10 done" in shown[-1], what="final HTML bar")
-    assert "width:100.00%" in shown[-1]
 
 
 # -- pure parts ------------------------------------------------------------------------------------
@@ -435,7 +379,7 @@ def test_jobs_and_logs_of_a_local_cluster(tmp_path):
     with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="1GB",
                       dashboard_address="127.0.0.1:0") as cluster:
         link = cluster.dashboard_link
-        jobs = api.jobs(cluster.scheduler)
+        jobs = api.jobs(cluster.scheduler.server)
         assert jobs["counts"] == {"running": 2}
         assert all(j["workers"] == [j["name"]] and j["id"].isdigit() for j in jobs["jobs"])
         status, _, body = get(link, "/api/logs")

@@ -71,14 +71,25 @@ def test_exception_with_remote_traceback(client):
         g.result()
 
 
-def test_cancel(client):
-    slow = client.submit(time.sleep, 30)
+def wait_for_file(path, value=None, timeout=60.0):
+    """Runs until the test creates *path* (a gate the test opens), then returns *value*."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return value
+
+
+def test_cancel(client, tmp_path):
+    gate = str(tmp_path / "gate")
+    slow = client.submit(wait_for_file, gate)
     after = client.submit(inc, slow)
     slow.cancel()
     with pytest.raises(CancelledError):
         after.result(timeout=10)
     assert slow.cancelled()
-    assert client.submit(inc, 1).result() == 2  # the workers are free again
+    open(gate, "w").close()           # the cancelled task, still running, may end now
+    for address in client.scheduler_info()["workers"]:    # every worker is free again
+        assert client.submit(inc, 1, workers=[address], pure=False).result(timeout=30) == 2
 
 
 def test_memory_returns_after_futures_dropped(client):
@@ -100,12 +111,23 @@ def test_memory_returns_after_futures_dropped(client):
     assert sum(after.values()) - sum(before.values()) < 50 << 20
 
 
-def test_as_completed_wait_callbacks(client):
-    futures = client.map(lambda x: time.sleep(0.05 * x) or x, [3, 1, 2])
-    order = [f.result() for f in as_completed(futures)]
-    assert sorted(order) == [1, 2, 3]
+def test_as_completed_wait_callbacks(client, tmp_path):
+    # two tasks, one on each worker, each running until the test opens its gate: the second
+    # submitted is let finish first, and as_completed yields it first
+    gates = [str(tmp_path / f"gate-{i}") for i in range(2)]
+    workers = sorted(client.scheduler_info()["workers"])
+    futures = [client.submit(wait_for_file, gate, i, workers=[w])
+               for i, (gate, w) in enumerate(zip(gates, workers))]
+    completed = as_completed(futures)
+    order = []
+    for i in (1, 0):
+        open(gates[i], "w").close()
+        order.append(next(completed).result())
+    assert order == [1, 0]
+    with pytest.raises(StopIteration):
+        next(completed)
     done, not_done = wait(futures)
-    assert len(done) == 3 and not not_done
+    assert set(done) == set(futures) and not not_done
     seen = []
     f = client.submit(inc, 5)
     f.add_done_callback(lambda fut: seen.append(fut.result()))
@@ -114,6 +136,17 @@ def test_as_completed_wait_callbacks(client):
     while not seen and time.time() < deadline:
         time.sleep(0.01)
     assert seen == [6]
+
+
+def test_scatter_broadcast_puts_the_data_on_every_worker(client):
+    workers = sorted(client.scheduler_info()["workers"])
+    assert len(workers) == 2
+    [big] = client.scatter([b"x" * (1 << 20)], broadcast=True)
+    small = client.scatter({"only-on-one": 1}, workers=workers[:1], broadcast=True)
+    who = client._sync(client._request({"op": "who-has", "keys": [big.key, "only-on-one"]}))
+    assert sorted(who[big.key]) == workers and who["only-on-one"] == workers[:1]
+    assert client.submit(len, big, workers=workers[1:]).result() == 1 << 20
+    assert small["only-on-one"].result() == 1
 
 
 def test_scatter_and_gather_structures(client):

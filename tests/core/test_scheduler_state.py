@@ -4,7 +4,7 @@ import pickle
 import pytest
 
 from jobqueue.core.errors import KilledWorker
-from jobqueue.core.scheduler_state import InvalidTransition, SchedulerState
+from jobqueue.core.scheduler_state import WANTED, InvalidTransition, SchedulerState
 
 A, B, C = "tcp://a:1", "tcp://b:1", "tcp://c:1"
 
@@ -82,6 +82,18 @@ def test_root_tasks_queue_on_scheduler(s):
     s.add_worker(B, "b", 1, 0)  # a late worker gets queued work at once
     wout, _ = s.take()
     assert len(wout[B]) == 2
+
+
+def test_idle_threads_first_then_pipelines(s):
+    """Two tasks, two idle one-thread workers: one each, not both on the first (whose pipeline
+    has room for two); a third and fourth then fill the pipelines."""
+    s.add_worker(A, "a", 1, 0)
+    s.add_worker(B, "b", 1, 0)
+    wout, _ = submit(s, task("x-0"), task("x-1"))
+    assert ops(wout[A]) == [("compute", "x-0")] and ops(wout[B]) == [("compute", "x-1")]
+    wout, _ = submit(s, task("x-2"), task("x-3"), task("x-4"))
+    assert len(wout[A]) == len(wout[B]) == 1
+    assert [t.state for t in (s.tasks["x-4"],)] == ["queued"]
 
 
 def test_pipeline_deepens_for_short_tasks(s):
@@ -241,3 +253,58 @@ def test_illegal_transition_is_caught(s):
     with pytest.raises(InvalidTransition):
         s._set(s.tasks["x-1"], "queued")
     s.tasks["x-1"].state = "processing"
+
+
+def graph_row(key, deps=(), position=0, wanted=False):
+    return task(key, deps) + [position, WANTED if wanted else 0]
+
+
+def errors(cout):
+    return {m["key"]: str(pickle.loads(m["exception"])) for m in cout if m["op"] == "task-erred"}
+
+
+@pytest.mark.parametrize("how", ["cancel", "release"])
+def test_graph_over_keys_the_scheduler_dropped_names_the_dropped_key(s, how):
+    """A client persists x, cancels (or releases) it, and before the scheduler's answer arrives
+    sends a graph that assumes it still holds x: y's row refers to x and z (wanted) to y. z
+    fails with an error naming x, the key that is gone, not y (dropped on the way)."""
+    s.add_worker(A, "a", 1, 0)
+    submit(s, task("x-1"))
+    finish(s, A, "x-1")
+    if how == "cancel":
+        s.cancel("c1", ["x-1"])
+    else:
+        s.release_keys("c1", ["x-1"])
+    s.take()
+    s.update_graph("c1", [graph_row("y-1", ["x-1"], 0), graph_row("y-2", ["x-1"], 1),
+                          graph_row("z-1", ["y-2", "y-1"], 2, wanted=True)],
+                   {"f": b"FN"}, graph=3)
+    s.validate()
+    wout, cout = s.take()
+    assert errors(cout["c1"]) == {
+        "z-1": "task 'y-2' depends on 'x-1', which the scheduler does not know (released, "
+               "cancelled or lost)"}
+    assert not wout and not s.tasks  # nothing of the graph runs, nothing is left behind
+    s.release_keys("c1", ["z-1"])
+    # the same keys in a later graph that sends x again: computed afresh
+    s.update_graph("c1", [graph_row("x-1", (), 0), graph_row("y-1", ["x-1"], 1),
+                          graph_row("z-1", ["y-1"], 2, wanted=True)], {"f": b"FN"}, graph=3)
+    s.validate()
+    wout, _ = s.take()
+    assert ops(wout[A]) == [("compute", "x-1")]
+    finish(s, A, "x-1")
+    _, cout = finish(s, A, "y-1")
+    _, cout = finish(s, A, "z-1")
+    assert ops(cout["c1"]) == [("key-in-memory", "z-1")]
+
+
+def test_retry_of_a_task_that_never_could_run_fails_again(s):
+    s.add_worker(A, "a", 1, 0)
+    _, cout = submit(s, task("y-1", deps=["gone"]))
+    first = errors(cout["c1"])
+    s.retry("c1", ["y-1"])
+    wout, cout = s.take()
+    assert errors(cout["c1"]) == first == {
+        "y-1": "task 'y-1' depends on 'gone', which the scheduler does not know (released, "
+               "cancelled or lost)"}
+    assert not wout and not s.tasks

@@ -5,7 +5,9 @@
                                                  (all but the last: a host that refuses ssh)
 
 The addresses exist only inside this machine: the namespaces have no default route and
-ip_forward is left alone, so nothing they send can leave it. Commands run inside a namespace
+ip_forward is left alone, so nothing they send can leave it. Where Docker runs (it loads
+br_netfilter, so bridged frames pass iptables' FORWARD chain, and sets its policy to DROP), one
+rule lets frames from one port of our bridge to another through, and is removed with it. Commands run inside a namespace
 through ``nsenter --net=/run/netns/NAME`` (``ip netns exec`` would remount /sys).
 
 Each test run claims its own slot S (creating the bridge is the atomic claim; its alias names
@@ -66,6 +68,8 @@ class Hosts:
         """Make the hosts (the bridge exists: claim() made it), sshd in the first ``sshd``."""
         _run("ip", "addr", "add", f"{self.bridge_address}/24", "dev", self.bridge)
         _run("ip", "link", "set", self.bridge, "up")
+        if shutil.which("iptables"):
+            _run("iptables", "-I", "FORWARD", *self._within_bridge())
         for i in range(self.n):
             outside, inside = f"jq{self.slot}v{i}", f"jq{self.slot}p{i}"
             _run("ip", "netns", "add", self.name(i))
@@ -102,6 +106,14 @@ class Hosts:
             shutil.rmtree(os.path.join(ROOT, "ci", "state", "sshd", "netns", self.name(i)),
                           ignore_errors=True)
         _run("ip", "link", "del", self.bridge, check=False)
+        if shutil.which("iptables"):
+            while _run("iptables", "-D", "FORWARD", *self._within_bridge(),
+                       check=False).returncode == 0:
+                pass
+
+    def _within_bridge(self) -> list:
+        """The iptables match and target for frames between two hosts of this bridge."""
+        return ["-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"]
 
     def pids(self, i: int) -> list:
         if not os.path.exists(f"/run/netns/{self.name(i)}"):

@@ -22,6 +22,7 @@ SSH_CONFIG = os.path.join(ROOT, "ci", "state", "sshd", "ssh_config")
 
 # A lambda travels by value: remote workers cannot import this test module.
 inc = lambda x: x + 1      # noqa: E731
+slow = lambda x: __import__("time").sleep(0.2) or x     # noqa: E731
 
 
 def sshd_running() -> bool:
@@ -84,6 +85,13 @@ def wait_until_empty(probe, timeout: float) -> list:
     return left
 
 
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        time.sleep(0.1)
+
+
 def host_of(address: str) -> str:
     return address.split("://")[1].rsplit(":", 1)[0]
 
@@ -131,10 +139,11 @@ def test_remote_half_fills_in_what_only_the_host_knows(monkeypatch):
     monkeypatch.setenv("SSH_CONNECTION", "10.0.0.1 50000 10.0.0.7 22")
     assert ssh_remote.fill_in(["scheduler", "--port", "0"]) == \
         ["scheduler", "--port", "0", "--host", "10.0.0.7"]
-    args = ssh_remote.fill_in(["worker", "tcp://x:1", "--nthreads", "auto", "--nworkers", "1",
-                               "--memory-limit", "auto"])
-    assert int(args[3]) >= 1 and int(args[7]) == psutil.virtual_memory().total
-    assert ssh_remote.fill_in(["scheduler", "--interface", "lo"])[1:] == ["--host", "127.0.0.1"]
+    # `jobqueue scheduler --interface` and `jobqueue worker ... auto` work these out themselves
+    assert ssh_remote.fill_in(["scheduler", "--interface", "lo"]) == \
+        ["scheduler", "--interface", "lo"]
+    worker = ["worker", "tcp://x:1", "--nthreads", "auto", "--memory-limit", "auto"]
+    assert ssh_remote.fill_in(worker) == worker
 
 
 def test_remote_half_stops_its_command_when_stdin_closes():
@@ -253,6 +262,34 @@ def test_three_hosts(net, connect):
         cluster.close()
     assert wait_until_empty(lambda: jobqueue_in(net), 2.0) == []
     assert processes_with(cluster.name) == []
+
+
+@pytest.mark.ssh
+def test_adapt_with_a_remote_scheduler_scales_up_and_down(net, connect):
+    """The adaptive loop asks a scheduler on another host for its load through the same
+    interface as an in-process one: down to the minimum when idle, up under load, down again."""
+    h0, h1, h2 = net.addresses[:3]
+    cluster = SSHCluster([h0, h1, h2], connect_options=connect,
+                         worker_options={"death_timeout": 10})
+    try:
+        assert isinstance(cluster.scheduler, ssh.RemoteScheduler)
+        adaptive = cluster.adapt(minimum=1, maximum=2, interval="200ms", wait_count=2,
+                                 target_duration="1s")
+        wait_for(lambda: len(cluster.jobs) == 1 and len(cluster.workers) == 1, 30,
+                 "idle: down to 1 job")
+        with Client(cluster) as client:
+            futures = client.map(slow, range(60))
+            wait_for(lambda: len(cluster.workers) == 2, 30, "under load: up to 2 workers")
+            assert sorted(host_of(a) for a in cluster.workers) == [h1, h2]
+            assert client.gather(futures) == list(range(60))
+        wait_for(lambda: len(cluster.jobs) == 1 and len(cluster.workers) == 1, 30,
+                 "idle again: down to 1 job")
+        decisions = [d for _, d in adaptive.log]
+        assert [bool(d.submit) for d in decisions] == [False, True, False]
+        assert all(d.retire or d.cancel for d in decisions if not d.submit)
+    finally:
+        cluster.close()
+    assert wait_until_empty(lambda: jobqueue_in(net), 2.0) == []
 
 
 @pytest.mark.ssh

@@ -23,6 +23,8 @@ import ipaddress
 import logging
 import socket
 
+from .. import notice
+
 logger = logging.getLogger("jobqueue.dashboard")
 
 DEFAULT_HOST = "127.0.0.1"
@@ -40,14 +42,14 @@ def parse_address(address) -> tuple[str, int]:
         text = address.strip()
         if text.startswith("["):
             host, _, rest = text[1:].partition("]")
-            port = rest.lstrip(":")
+            port_text = rest.lstrip(":")
         elif text.count(":") == 1 or ":" not in text:
-            host, _, port = text.rpartition(":")
+            host, _, port_text = text.rpartition(":")
         else:
             raise ValueError(f"dashboard address {address!r}: write an IPv6 host in brackets, "
                              "e.g. [::1]:8787")
         try:
-            port = int(port)
+            port = int(port_text)
         except ValueError:
             raise ValueError(f"dashboard address {address!r}: expected host:port, :port or "
                              "port, e.g. :8787 or 0.0.0.0:8787") from None
@@ -170,8 +172,8 @@ class Dashboard:
                               "scheduler.dashboard-address) to another host:port, or None for "
                               "no dashboard") from e
         sockets = bind_sockets(0, self.host)
-        logger.warning("dashboard port %d is in use (another cluster's dashboard?): using port "
-                       "%d instead", self.port, sockets[0].getsockname()[1])
+        notice.warn(logger, "dashboard port %d is in use (another cluster's dashboard?): using "
+                    "port %d instead", self.port, sockets[0].getsockname()[1])
         return sockets
 
     def _link(self) -> str:

@@ -3,7 +3,7 @@
 #PBS -q normal
 #PBS -A proj42
 #PBS -l select=1:ncpus=8:mem=30gb:ngpus=1
-#PBS -l walltime=02:00:00
+#PBS -l walltime=00:01:30
 #PBS -j oe
 #PBS --extra-directive
 
@@ -27,4 +27,4 @@ fi
 export JOBQUEUE_TOKEN
 exec /opt/conda/bin/python3 -m jobqueue worker tcp://10.1.2.3:8786 \
     --nthreads 4 --nworkers 2 --memory-limit 16000000000 \
-    --name "sim-${JOBQUEUE_JOB_ID}" --death-timeout 120 --interface ib0 --lifetime 6600 --lifetime-stagger 300 --host 10.0.0.9
+    --name "sim-${JOBQUEUE_JOB_ID}" --death-timeout 120 --interface ib0 --lifetime 60 --lifetime-stagger 15 --host 10.0.0.9

@@ -6,7 +6,7 @@
 #$ -q normal
 #$ -P proj42
 #$ -pe smp 8
-#$ -l h_rt=02:00:00
+#$ -l h_rt=00:01:30
 #$ -l h_vmem=4G,mem_free=4G
 #$ --extra-directive
 
@@ -34,4 +34,4 @@ fi
 export JOBQUEUE_TOKEN
 exec /opt/conda/bin/python3 -m jobqueue worker tcp://10.1.2.3:8786 \
     --nthreads 4 --nworkers 2 --memory-limit 16000000000 \
-    --name "sim-${JOBQUEUE_JOB_ID}" --death-timeout 120 --interface ib0 --lifetime 6600 --lifetime-stagger 300 --host 10.0.0.9
+    --name "sim-${JOBQUEUE_JOB_ID}" --death-timeout 120 --interface ib0 --lifetime 60 --lifetime-stagger 15 --host 10.0.0.9

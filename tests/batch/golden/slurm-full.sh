@@ -6,7 +6,7 @@
 #SBATCH -n 1
 #SBATCH --cpus-per-task=16
 #SBATCH --mem=38147M
-#SBATCH -t 02:00:00
+#SBATCH -t 01:30:00
 #SBATCH --extra-directive
 
 # 43 for a job, 43_2 for task 2 of array job 43 (as squeue and scancel name them)
@@ -28,4 +28,4 @@ fi
 export JOBQUEUE_TOKEN
 exec /opt/conda/bin/python3 -m jobqueue worker tcp://10.1.2.3:8786 \
     --nthreads 4 --nworkers 2 --memory-limit 16000000000 \
-    --name "sim-${JOBQUEUE_JOB_ID}" --death-timeout 120 --interface ib0 --lifetime 6600 --lifetime-stagger 300 --host 10.0.0.9
+    --name "sim-${JOBQUEUE_JOB_ID}" --death-timeout 120 --interface ib0 --lifetime 4860 --lifetime-stagger 270 --host 10.0.0.9

@@ -424,7 +424,9 @@
       c[4].textContent = `${(j.workers || []).length} / ${j.expected_workers ?? "?"}`;
       if (j.logs === false) c[5].replaceChildren();
       else {
-        const a = el("a", null, "log");
+        // a batch job's output file: its name shown, its path on hover
+        const a = el("a", null, j.output ? j.output.split("/").pop() : "log");
+        if (j.output) a.title = j.output;
         a.href = "logs?name=" + encodeURIComponent(j.name);
         a.dataset.nav = "logs";
         c[5].replaceChildren(a);
