@@ -70,12 +70,16 @@ SCHEMA: dict[str, Any] = {
     "sge": {**_BATCH, "resource-spec": "str?"},
     "ssh": {"connect-options": "mapping", "remote-python": "str?", "worker-options": "mapping",
             "scheduler-options": "mapping"},
+    "kubernetes": {"image": "str?", "namespace": "str?", "context": "str?", "resources": "mapping",
+                   "threads": "int?", "env": "mapping", "image-pull-policy": "str?", "python": "str?",
+                   "worker-extra-args": "list", "interface": "str?", "death-timeout": "time?",
+                   "template": "path?", "poll-interval": "time", "max-pods": "int?"},
     "adaptive": {"target-duration": "time", "wait-count": "int", "interval": "time"},
     "security": {"protocol": "str", "tls-ca-file": "path?", "tls-cert": "path?",
                  "tls-key": "path?"},
     "profiles": "mapping",   # checked by _check_profiles against the section each profile names
 }
-PROFILE_KINDS = ("local", "ssh", "slurm", "pbs", "sge")
+PROFILE_KINDS = ("local", "ssh", "slurm", "pbs", "sge", "kubernetes")
 BATCH_SECTIONS = ("slurm", "pbs", "sge")
 # dask-jobqueue's old names of batch settings (it still accepts them, with a warning): accepted
 # as arguments and in its config files, with a FutureWarning naming the new name.
