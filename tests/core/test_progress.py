@@ -82,7 +82,10 @@ def test_progress_into_a_file_writes_lines(client):
 
 def test_progress_in_a_terminal_redraws_in_place(client, tmp_path):
     gate = str(tmp_path / "gate")
-    futures = [client.submit(wait_for_file, gate, key=f"gate-{i}") for i in range(2)]
+    # both gated tasks on one worker: the other is free to finish the two quick ones
+    first = sorted(client.scheduler_info()["workers"])[0]
+    futures = [client.submit(wait_for_file, gate, key=f"gate-{i}", workers=[first])
+               for i in range(2)]
     futures += client.map(inc, range(2))
     out = Terminal()
     t = threading.Thread(target=progress, args=(futures,), kwargs={"file": out, "interval": 0.05})
