@@ -12,13 +12,13 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,kubernetes]'
 
-# Real batch systems and sshd for the tests that need them (idempotent; ci/README.md).
+# Real batch systems, sshd and Kubernetes for the tests that need them (idempotent; ci/README.md).
 bash ci/all.sh
 # Headless Chromium for the dashboard test (idempotent).
 bash ci/browser/install.sh
-for f in ci/state/slurm/env.sh ci/state/sge/env.sh; do
+for f in ci/state/slurm/env.sh ci/state/sge/env.sh ci/state/kubernetes/env.sh; do
   if [ -f "$f" ]; then . "$f"; fi
 done
 

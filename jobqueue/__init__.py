@@ -15,6 +15,7 @@ _PUBLIC = {
     "progress": "jobqueue.core.progress",
     "LocalCluster": "jobqueue.deploy.local",
     "SSHCluster": "jobqueue.deploy.ssh",
+    "KubeCluster": "jobqueue.deploy.kubernetes",
     "JobQueueCluster": "jobqueue.batch.job",
     "SLURMCluster": "jobqueue.batch.slurm",
     "PBSCluster": "jobqueue.batch.pbs",

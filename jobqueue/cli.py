@@ -431,7 +431,7 @@ def add_cluster_options(p, batch_only=False):
 def _add_submit(sub):
     s = _formatted(sub, "submit", "start a cluster, run a Python script against it, then cancel "
                    "every job", allow_abbrev=False)
-    s.add_argument("--cluster", choices=("slurm", "pbs", "sge", "local", "ssh"),
+    s.add_argument("--cluster", choices=("slurm", "pbs", "sge", "local", "ssh", "kubernetes"),
                    help="where the workers run (default: the profile's kind, else local)")
     size = s.add_mutually_exclusive_group()
     size.add_argument("--jobs", type=_positive_int, metavar="N",

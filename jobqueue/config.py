@@ -3,11 +3,16 @@
 Layers, later wins::
 
     package jobqueue/jobqueue.yaml                 source "default"
+    dask-jobqueue's jobqueue.yaml  (DASK_FILES)    source "path:line (dask-jobqueue KEY)"
     /etc/jobqueue/*.yaml, sorted    (SITE_DIRS)    source "path:line"
     ~/.config/jobqueue/*.yaml       (USER_DIRS)    source "path:line"
     $JOBQUEUE_CONFIG, a file or a directory        source "path:line"
     JOBQUEUE_<SECTION>__<KEY>=value                source the variable's name
     constructor arguments, through resolve()       source "argument"
+
+dask-jobqueue's files (/etc/dask/jobqueue.yaml, ~/.config/dask/jobqueue.yaml; DASK_FILES) come
+just above the package defaults, their ``jobqueue.slurm.*`` keys read as ``slurm.*`` with its old
+names translated (see jobqueue/compat.py); a value they set that we cannot honour is warned about.
 
 Environment: ``JOBQUEUE_SLURM__QUEUE=debug`` sets ``slurm.queue``; ``__`` separates levels, ``_`` in
 a key becomes ``-`` and values are read as YAML (``7`` is an int, ``[a, b]`` a list, ``30s`` a string).
@@ -29,12 +34,14 @@ from typing import Any
 from pathlib import Path
 
 
-__all__ = ["ConfigError", "get", "source", "resolve", "show", "validate_file", "refresh",
+__all__ = ["ConfigError", "get", "source", "resolve", "show", "validate_file", "refresh", "warn_user",
            "parse_bytes", "format_bytes", "parse_timedelta", "format_walltime", "SCHEMA"]
 
 DEFAULTS_FILE = Path(__file__).with_name("jobqueue.yaml")
 SITE_DIRS = ["/etc/jobqueue"]            # tests point these at temporary directories
 USER_DIRS = ["~/.config/jobqueue"]       # "~" is expanded when the files are read
+# dask-jobqueue's config files: read below ours, their keys translated (jobqueue/compat.py)
+DASK_FILES = ["/etc/dask/jobqueue.yaml", "~/.config/dask/jobqueue.yaml"]
 ENV_PREFIX = "JOBQUEUE_"
 
 # Types: int, float, bool, str, size (-> int bytes), time (-> float seconds), list (of str),
@@ -63,12 +70,21 @@ SCHEMA: dict[str, Any] = {
     "sge": {**_BATCH, "resource-spec": "str?"},
     "ssh": {"connect-options": "mapping", "remote-python": "str?", "worker-options": "mapping",
             "scheduler-options": "mapping"},
+    "kubernetes": {"image": "str?", "namespace": "str?", "context": "str?", "resources": "mapping",
+                   "threads": "int?", "env": "mapping", "image-pull-policy": "str?", "python": "str?",
+                   "worker-extra-args": "list", "interface": "str?", "death-timeout": "time?",
+                   "template": "path?", "poll-interval": "time", "max-pods": "int?"},
     "adaptive": {"target-duration": "time", "wait-count": "int", "interval": "time"},
     "security": {"protocol": "str", "tls-ca-file": "path?", "tls-cert": "path?",
                  "tls-key": "path?"},
     "profiles": "mapping",   # checked by _check_profiles against the section each profile names
 }
-PROFILE_KINDS = ("local", "ssh", "slurm", "pbs", "sge")
+PROFILE_KINDS = ("local", "ssh", "slurm", "pbs", "sge", "kubernetes")
+BATCH_SECTIONS = ("slurm", "pbs", "sge")
+# dask-jobqueue's old names of batch settings (it still accepts them, with a warning): accepted
+# as arguments and in its config files, with a FutureWarning naming the new name.
+RENAMED = {"env-extra": "job-script-prologue", "job-extra": "job-extra-directives",
+           "extra": "worker-extra-args", "header-skip": "job-directives-skip"}
 
 
 class ConfigError(ValueError):
@@ -464,10 +480,35 @@ def _file_where(path, lines):
     return lambda p: f"{path}:{lines[p]}" if p in lines else str(path)
 
 
+def _dask_layer(path: Path):
+    """A dask-jobqueue config file as a layer: keys translated, each note warned about once
+    per load, every value's source its file and line under dask-jobqueue's key."""
+    from . import compat
+
+    data, lines = _read_yaml(path)
+    tree, origin, notes = compat.translate(data, SCHEMA, RENAMED)
+    for key_path, text, old_name in notes:
+        line = lines.get(key_path)
+        warn_user(f"{path}:{line}: {text}" if line else f"{path}: {text}",
+                  FutureWarning if old_name else UserWarning)
+
+    def where(p):
+        theirs = origin.get(p)
+        if theirs is None:
+            return f"{path} (dask-jobqueue)"
+        return f"{path}:{lines.get(theirs, '?')} (dask-jobqueue {_dotted(theirs)})"
+    return tree, where
+
+
 def _layers():
     """Yield (data, where, label) for each layer, lowest first; where(key path) -> source text."""
     data, _ = _read_yaml(DEFAULTS_FILE)
     yield data, lambda p: "default", "default"
+    for name in DASK_FILES:
+        path = Path(name).expanduser()
+        if path.is_file():
+            data, where = _dask_layer(path)
+            yield data, where, f"{path} (dask-jobqueue, translated)"
     for path in _layer_files():
         data, lines = _read_yaml(path)
         yield data, _file_where(path, lines), str(path)
@@ -595,9 +636,43 @@ def _profile(state: _State, section: str, name: str) -> dict:
     return {k: v for k, v in profiles[name].items() if k != "kind"}
 
 
+def warn_user(message: str, category=FutureWarning) -> None:
+    """warnings.warn, attributed to the first caller outside the jobqueue package."""
+    import sys
+    import warnings
+
+    package = str(Path(__file__).resolve().parent)
+    frame: Any = sys._getframe(1)
+    level = 2
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def _renamed(arguments: dict, section: str) -> dict:
+    """Arguments with dask-jobqueue's old names replaced by ours, each with a FutureWarning; if
+    both names are given, the new one wins."""
+    if section not in BATCH_SECTIONS:
+        return arguments
+    out = dict(arguments)
+    for old, new in RENAMED.items():
+        old_name, new_name = _underscore(old), _underscore(new)
+        value = out.pop(old_name, out.pop(old, None))
+        if value is None:
+            continue
+        if out.get(new_name, out.get(new)) is not None:
+            warn_user(f"{section}: {old_name} is dask-jobqueue's old name for {new_name}, and "
+                      f"both are given: {old_name}={value!r} is ignored; remove it")
+        else:
+            warn_user(f"{section}: {old_name} is dask-jobqueue's old name for {new_name}; "
+                      f"write {new_name}={value!r}")
+            out[new_name] = value
+    return out
+
+
 def _arguments(arguments: dict, schema: dict, section: str, problems: list) -> dict:
     out = {}
-    for name, value in arguments.items():
+    for name, value in _renamed(arguments, section).items():
         key = name.replace("_", "-")
         if value is None:
             continue

@@ -261,7 +261,11 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, bool], ...] = (
      "scheduler)", False),
     ("interface", str, "network interface whose address to listen on and advertise, e.g. ib0 "
      "(instead of --host)", True),
+    ("local-directory", str, "scratch directory, created if missing and given to the worker "
+     "processes as TMPDIR (results stay in memory: nothing spills there)", True),
 )
+# Other names of options, as dask-worker spells them.
+_ALIASES = {"nworkers": ("--nprocs",)}
 _CONFIG_DEFAULTS = {"death_timeout": "worker.death-timeout",
                     "heartbeat_interval": "worker.heartbeat-interval",
                     "lifetime": "worker.lifetime", "lifetime_stagger": "worker.lifetime-stagger",
@@ -292,7 +296,55 @@ def add_worker_arguments(parser, nanny: bool = True) -> None:
         if not nanny:        # one process: the nanny has worked out what "auto" means
             strict: dict[Callable, Callable] = {_count_or_auto: _count, _size_or_auto: _size}
             convert = strict.get(convert, convert)
-        parser.add_argument(f"--{option}", type=_argparse_type(convert), help=help)
+        aliases = _ALIASES.get(option, ()) if nanny else ()
+        parser.add_argument(f"--{option}", *aliases, type=_argparse_type(convert), help=help)
+
+
+class _Refused(Exception):
+    pass
+
+
+# dask-worker options that jobqueue worker does not have, and why.
+_NOT_HERE = {
+    "--resources": "abstract resources (tasks that need GPU=1 only on workers that have it) are "
+                   "not supported yet",
+    "--preload": "preload modules are not supported; import them in the tasks or in "
+                 "job_script_prologue",
+    "--no-nanny": "jobqueue worker always supervises its processes",
+    "--nanny": "jobqueue worker always supervises its processes",
+    "--dashboard-address": "workers serve no dashboard: the scheduler's shows them",
+    "--no-dashboard": "workers serve no dashboard: the scheduler's shows them",
+    "--worker-port": "workers listen on a free port, which they tell the scheduler",
+    "--protocol": "the protocol is the cluster's (config security.protocol)",
+    "--scheduler-file": "the job script gives the scheduler's address",
+}
+
+
+def parse_worker_options(args) -> dict:
+    """The ``jobqueue worker`` options in ``args`` (a job's worker_extra_args) as
+    ``{dest: value}``; ValueError naming any argument it does not accept or cannot read, so a
+    wrong one is refused when the cluster is made, not when the job starts."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            raise _Refused(message)
+
+    parser = Parser(prog="jobqueue worker", add_help=False, allow_abbrev=False)
+    add_worker_arguments(parser)
+    try:
+        known, unknown = parser.parse_known_args(["tcp://scheduler:1", *map(str, args)])
+    except _Refused as e:
+        raise ValueError(f"{e} (as jobqueue worker reads it)") from None
+    for arg in unknown:
+        reason = _NOT_HERE.get(arg.split("=", 1)[0])
+        if reason:
+            raise ValueError(f"jobqueue worker does not accept {arg}: {reason}")
+    if unknown:
+        accepted = " ".join(sorted(o for a in parser._actions for o in a.option_strings))
+        raise ValueError(f"jobqueue worker does not accept {' '.join(unknown)}; it accepts "
+                         f"{accepted}")
+    return {k: v for k, v in vars(known).items() if v is not None and k != "scheduler"}
 
 
 @dataclass(frozen=True)
@@ -314,6 +366,7 @@ class WorkerCommand:
     memory_terminate: float | None = None
     host: str | None = None
     interface: str | None = None
+    local_directory: str | None = None
 
     @classmethod
     def from_args(cls, args) -> WorkerCommand:

@@ -28,7 +28,8 @@ from .batch.script import JobScriptError
 BATCH = ("slurm", "pbs", "sge")
 CLUSTER_CLASSES = {"slurm": ("jobqueue.batch.slurm", "SLURMCluster"),
                    "pbs": ("jobqueue.batch.pbs", "PBSCluster"),
-                   "sge": ("jobqueue.batch.sge", "SGECluster")}
+                   "sge": ("jobqueue.batch.sge", "SGECluster"),
+                   "kubernetes": ("jobqueue.deploy.kubernetes", "KubeCluster")}
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 GRACE = 10.0          # seconds a signalled script gets to exit before it is killed
 ERRORS = (config.ConfigError, BatchCommandError, JobScriptError)
@@ -43,8 +44,9 @@ LOCAL_SETTINGS = {"cores": "threads_per_worker", "memory": "memory_limit"}
 SSH_WORKER_SETTINGS = {"cores": "nthreads", "memory": "memory_limit", "processes": "nworkers",
                        "interface": "interface"}
 SSH_SETTINGS = {"python": "remote_python"}
+KUBE_SETTINGS = {"python": "python", "interface": "interface", "poll_interval": "poll_interval"}
 APPLIES = {**{kind: BATCH_SETTINGS for kind in BATCH}, "local": LOCAL_SETTINGS,
-           "ssh": {**SSH_WORKER_SETTINGS, **SSH_SETTINGS}}
+           "ssh": {**SSH_WORKER_SETTINGS, **SSH_SETTINGS}, "kubernetes": KUBE_SETTINGS}
 
 
 class UsageError(ValueError):
@@ -180,8 +182,8 @@ def local_settings(args) -> dict:
 
 
 def make_cluster(kind: str, args):
-    if kind in BATCH:
-        return cluster_class(kind)(profile=args.profile, **given(args, BATCH_SETTINGS))
+    if kind in CLUSTER_CLASSES:
+        return cluster_class(kind)(profile=args.profile, **given(args, APPLIES[kind]))
     if kind == "local":
         from .deploy.local import LocalCluster
 
@@ -198,7 +200,7 @@ def start_workers(cluster, kind: str, args) -> None:
         return                     # one job per worker host, started by the constructor
     if args.adapt_range:
         cluster.adapt(minimum_jobs=args.adapt_range[0], maximum_jobs=args.adapt_range[1])
-    elif kind in BATCH:
+    elif kind in CLUSTER_CLASSES:
         cluster.scale(jobs=args.jobs or 1)
     # local: the constructor started n_workers
 
@@ -257,6 +259,12 @@ def dry_run(kind: str, args) -> int:
         if not array and jobs > 1 and not args.adapt_range:
             notes.append(f"{jobs} times")
         out.append(shlex.join(argv) + (f"    # {', '.join(notes)}" if notes else ""))
+    elif kind == "kubernetes":
+        from .deploy.kubernetes import preview_pod
+
+        address = "tcp://HOST:PORT"
+        out += ["# the worker pod (kubernetes), one per job", preview_pod(
+            given(args, KUBE_SETTINGS), args.profile, address).rstrip("\n")]
     elif kind == "local":
         s = local_settings(args)
         address = "tcp://127.0.0.1:PORT"

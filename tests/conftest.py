@@ -43,6 +43,8 @@ def env(tmp_path, monkeypatch):
     (tmp_path / "etc").mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setattr(config, "SITE_DIRS", [str(tmp_path / "etc")])
+    monkeypatch.setattr(config, "DASK_FILES", [str(tmp_path / "etc" / "dask" / "jobqueue.yaml"),
+                                               "~/.config/dask/jobqueue.yaml"])
     config.refresh()
     yield tmp_path
     config.refresh()

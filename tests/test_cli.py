@@ -164,7 +164,7 @@ def test_config_validate(env, capsys):
     assert f"{bad}: 3 problems:" in err
     assert f"{bad}:2: slurm.walltme: unknown key; did you mean 'walltime'?" in err
     assert f"{bad}:3: slurm.memory: cannot read 'lots' as a size" in err
-    assert "kind must be one of local, ssh, slurm, pbs, sge, not 'lsf'" in err
+    assert "kind must be one of local, ssh, slurm, pbs, sge, kubernetes, not 'lsf'" in err
     assert f"{broken}: 1 problem:" in err and f"{broken}:3: invalid YAML" in err
 
 
@@ -196,7 +196,7 @@ def test_script_slurm(env, capsys):
     for line in ["#SBATCH -p debug", "#SBATCH -A proj", "#SBATCH --cpus-per-task=2",
                  "#SBATCH --mem=954M", "#SBATCH -t 01:30:00", "#SBATCH --exclusive",
                  f"#SBATCH -o {env}/logs/%x-%j.out", "module load python",
-                 "--nthreads 2 --nworkers 1 --memory-limit 1000000000"]:
+                 "--nthreads 1 --nworkers 2 --memory-limit 500000000"]:
         assert line in out.splitlines() or line in out, line
     assert re.search(r"-m jobqueue worker tcp://[\d.]+:PORT ", out)
 

@@ -496,3 +496,110 @@ def test_parse_timedelta_errors(bad, reason):
 ])
 def test_format_walltime(seconds, text):
     assert config.format_walltime(seconds) == text
+
+
+# ------------------------------------------------------------------- dask-jobqueue's config files
+
+# The shape of dask-jobqueue 0.9's jobqueue.yaml as sites copy it: nulls for "not set", its
+# defaults, its old names, sections for systems we do not run.
+DASK_JOBQUEUE_YAML = """\
+jobqueue:
+  slurm:
+    name: dask-worker
+    cores: 16
+    memory: "64 GB"
+    processes: null
+    interface: ib0
+    death-timeout: 60
+    local-directory: /scratch/$USER
+    extra: null
+    worker-command: "distributed.cli.dask_worker"
+    worker-extra-args: ["--lifetime", "55m"]
+    shebang: "#!/usr/bin/env bash"
+    queue: normal
+    project: oldproj
+    account: null
+    walltime: '01:00:00'
+    env-extra: ['module load python']
+    job-script-prologue: []
+    job-cpu: null
+    job-mem: null
+    job-extra: ['--exclusive']
+    job-extra-directives: []
+    job-directives-skip: []
+    log-directory: null
+    scheduler-options: {}
+    shared-temp-directory: /shared/tmp
+  pbs:
+    name: dask-worker
+    cores: null
+    memory: null
+    resource-spec: "select=1:ncpus=24"
+    header-skip: ['-j oe']
+  lsf:
+    cores: null
+    memory: null
+"""
+
+
+def dask_file(env, where="home") -> Path:
+    path = (env / "home" / ".config" / "dask" / "jobqueue.yaml" if where == "home"
+            else env / "etc" / "dask" / "jobqueue.yaml")
+    return write(path, DASK_JOBQUEUE_YAML)
+
+
+def line_of(path, text) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def test_dask_jobqueue_file_is_read_with_its_keys_translated(env):
+    path = dask_file(env)
+    with pytest.warns(Warning) as caught:
+        slurm = config.resolve("slurm")
+    assert (slurm["job_name"], slurm["cores"], slurm["memory"]) == ("dask-worker", 16, 64 * 10**9)
+    assert slurm["interface"] == "ib0" and slurm["queue"] == "normal"
+    assert slurm["account"] == "oldproj" and slurm["walltime"] == 3600.0
+    assert slurm["job_script_prologue"] == ["module load python"]
+    assert slurm["job_extra_directives"] == ["--exclusive"]
+    assert slurm["worker_extra_args"] == ["--lifetime", "55m"]
+    assert slurm["processes"] is None                  # null: not set, our default stays
+    pbs = config.resolve("pbs")
+    assert pbs["resource_spec"] == "select=1:ncpus=24" and pbs["job_directives_skip"] == ["-j oe"]
+    messages = {(w.category, str(w.message)) for w in caught}
+    env_extra = line_of(path, "env-extra")
+    assert (FutureWarning, f"{path}:{env_extra}: jobqueue.slurm.env-extra is dask-jobqueue's "
+            "old name for job-script-prologue; read as slurm.job-script-prologue") in messages
+    shared = line_of(path, "shared-temp-directory")
+    assert (UserWarning, f"{path}:{shared}: jobqueue.slurm.shared-temp-directory: jobqueue has "
+            "no such setting; ignored (value '/shared/tmp')") in messages
+    # its defaults for settings we do not have, its nulls, and lsf's empty section: no warning
+    assert not [m for _, m in messages if "worker-command" in m or "scheduler-options" in m
+                or "lsf" in m or "job-cpu" in m]
+    assert all(w.filename == __file__ for w in caught)
+
+
+def test_our_files_win_over_dask_jobqueue_files(env):
+    dask_file(env, "etc")
+    write(user_file(env), "slurm:\n  queue: debug\n")
+    with pytest.warns(Warning):
+        slurm = config.resolve("slurm", {"cores": 4})
+    assert slurm["queue"] == "debug" and slurm["cores"] == 4 and slurm["memory"] == 64 * 10**9
+
+
+def test_config_show_sources_names_the_dask_jobqueue_file_and_key(env):
+    path = dask_file(env)
+    with pytest.warns(Warning):
+        text = config.show(sources=True)
+    assert text.splitlines()[0] == (f"# layers, later wins: default, {path} (dask-jobqueue, "
+                                    "translated)")
+    prologue = [line for line in text.splitlines() if line.startswith("  job-script-prologue:")]
+    assert prologue[0].endswith(f"# {path}:{line_of(path, 'env-extra')} (dask-jobqueue "
+                                "jobqueue.slurm.env-extra)")
+
+
+def test_bad_value_in_a_dask_jobqueue_file_names_its_line(env):
+    path = write(env / "home" / ".config" / "dask" / "jobqueue.yaml",
+                 "jobqueue:\n  sge:\n    memory: lots\n")
+    with pytest.raises(ConfigError, match=rf"{path}:3 \(dask-jobqueue jobqueue\.sge\.memory\): "
+                                          r"sge\.memory: cannot read 'lots' as a size"):
+        config.get("sge.memory")

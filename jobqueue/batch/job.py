@@ -98,8 +98,10 @@ class JobQueueCluster(Cluster):
     walltime, job_name, job_extra_directives, job_directives_skip, job_script_prologue,
     worker_extra_args, interface, local_directory, log_directory, python, shebang,
     death_timeout, submit_command_extra, cancel_command_extra, template, job_array,
-    poll_interval, max_jobs. ``profile="name"`` (or ``config_name="name"``) applies a named
-    set of overrides first.
+    poll_interval, max_jobs. dask-jobqueue's old names (env_extra, job_extra, extra,
+    header_skip) are read with a FutureWarning. ``profile="name"`` (or ``config_name="name"``)
+    applies a named set of overrides first.
+    ``n_workers=N`` starts with enough jobs for N workers, as ``scale(N)`` would.
     Everything is checked here: a wrong name or value raises ConfigError saying where it came
     from and what is allowed.
     """
@@ -107,7 +109,8 @@ class JobQueueCluster(Cluster):
     system: BatchSystem = None
     command_timeout = 60.0
 
-    def __init__(self, *, profile=None, name=None, config_name=None, **settings):
+    def __init__(self, *, profile=None, name=None, config_name=None, n_workers=None,
+                 **settings):
         if self.system is None:
             raise TypeError("JobQueueCluster is a base class: use SLURMCluster, PBSCluster or "
                             "SGECluster")
@@ -119,9 +122,10 @@ class JobQueueCluster(Cluster):
         self.kind = self.system.name
         self.settings = script_mod.settings(self.system.name, settings, profile)
         s = self.settings
-        self.processes, self.threads = script_mod.split_cores(s["cores"], s.get("processes"))
+        self.processes, self.threads = script_mod.split_job(s)
         self.workers_per_job = self.processes
         self.threads_per_job = self.processes * self.threads
+        self.memory_per_job = s["memory"]
         self.max_jobs = s.get("max_jobs")
         self.job_name = s["job_name"]
         self.poll_interval = s["poll_interval"]
@@ -156,6 +160,8 @@ class JobQueueCluster(Cluster):
             self.token_file = _write_token_file(self.name, self.token)
             self._make_log_directory(settings, profile)
             self._sync(self._start_poller())
+            if n_workers:                          # dask-jobqueue's: workers to start with
+                self.scale(n_workers)
         except BaseException:
             self.close()
             raise
@@ -195,6 +201,14 @@ class JobQueueCluster(Cluster):
             token_file=self.token_file or os.path.join("~", ".jobqueue", f"{self.name}.token"),
             python=self.python, log_directory=self.log_directory,
             death_timeout=self.death_timeout, environment=self._worker_environment())
+
+    @property
+    def job_header(self) -> str:
+        """The batch-system directives of :meth:`job_script`: its lines after the shebang up
+        to the first blank line (dask-jobqueue's ``job_header``)."""
+        lines = self.job_script().splitlines()[1:]
+        end = lines.index("") if "" in lines else len(lines)
+        return "\n".join(lines[:end])
 
     # -- scaling --------------------------------------------------------------------------------
 

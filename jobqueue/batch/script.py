@@ -70,19 +70,44 @@ class JobScriptError(ValueError):
 # ------------------------------------------------------------------------------------ settings
 
 def split_cores(cores: int, processes: int | None) -> tuple:
-    """(processes, threads per process). Without ``processes``: the divisor of ``cores`` nearest
-    its square root, so 8 cores -> 2 x 4 threads, 12 -> 3 x 4, 1 -> 1 x 1."""
+    """(processes, threads per process), as dask-jobqueue splits them. Without ``processes``:
+    one process per core up to 4 cores, then the smallest divisor of ``cores`` at least its
+    square root, so 4 cores -> 4 x 1 thread, 6 -> 3 x 2, 8 -> 4 x 2, 12 -> 4 x 3, 7 -> 7 x 1."""
     if processes is None:
-        divisors = [d for d in range(1, cores + 1) if cores % d == 0]
-        processes = min(divisors, key=lambda d: (abs(d - math.sqrt(cores)), d))
+        if cores <= 4:
+            processes = cores
+        else:
+            processes = min(d for d in range(1, cores + 1)
+                            if cores % d == 0 and d >= math.sqrt(cores))
     return processes, max(1, cores // processes)
+
+
+# Worker options the cluster sets itself: it names each worker after its job, which is how it
+# knows which job a worker belongs to.
+_OWN_WORKER_OPTIONS = {"name": "the cluster names each worker after its job (JOB_NAME-JOBID-N) to "
+                               "know which job it belongs to; set job_name instead"}
+
+
+def split_job(settings: dict) -> tuple:
+    """(processes, threads per process) of one job: :func:`split_cores`, unless the settings'
+    worker_extra_args give ``--nworkers``/``--nprocs`` or ``--nthreads`` (as a dask-jobqueue
+    user may), which win and are what the cluster counts on."""
+    from ..node import parse_worker_options
+
+    options = parse_worker_options(settings.get("worker_extra_args") or ())
+    processes = options.get("nworkers") or settings.get("processes")
+    processes, threads = split_cores(settings["cores"], processes)
+    nthreads = options.get("nthreads")
+    return processes, (threads if nthreads in (None, "auto") else nthreads)
 
 
 def settings(section: str, arguments: dict, profile: str | None = None) -> dict:
     """The checked settings of a cluster: config section < profile < arguments.
 
-    ``project`` is another name for ``account``. Raises ConfigError naming, for each problem,
-    where the value came from (argument, file:line, variable), the key and what is allowed.
+    ``project`` is another name for ``account``; given both, account wins, with a warning, as in
+    dask-jobqueue. dask-jobqueue's old names (``job_extra``...) are read with a FutureWarning.
+    Raises ConfigError naming, for each problem, where the value came from (argument,
+    file:line, variable), the key and what is allowed.
     """
     from .. import config
 
@@ -90,9 +115,11 @@ def settings(section: str, arguments: dict, profile: str | None = None) -> dict:
     project = arguments.pop("project", None)
     if project is not None:
         if arguments.get("account") is not None:
-            raise config.ConfigError(f"argument: {section}: give account or project (two names "
-                                     "for one setting), not both")
-        arguments["account"] = project
+            config.warn_user(f"{section}: account={arguments['account']!r} and "
+                             f"project={project!r} are two names for one setting: account wins; "
+                             "remove project")
+        else:
+            arguments["account"] = project
     resolved = config.resolve(section, arguments, profile)
     problems = []
     for key, message in check(resolved):
@@ -166,9 +193,21 @@ def check(settings: dict) -> list:
             if _has_control(item):
                 bad(key, f"item {item!r} contains a newline or control character; give one "
                     "line per item")
+    problems += _check_worker_args(s.get("worker_extra_args") or ())
     if s.get("template") and not Path(s["template"]).is_file():
         bad("template", f"{s['template']}: no such file (a jinja2 job-script template)")
     return problems
+
+
+def _check_worker_args(args) -> list:
+    from ..node import parse_worker_options
+
+    try:
+        options = parse_worker_options(args)
+    except ValueError as e:
+        return [("worker_extra_args", f"{list(args)}: {e}")]
+    return [("worker_extra_args", f"--{name.replace('_', '-')} cannot be set here: {why}")
+            for name, why in _OWN_WORKER_OPTIONS.items() if name in options]
 
 
 def _has_control(text: str) -> bool:
@@ -232,7 +271,7 @@ def context(settings: dict, *, scheduler_address: str, token_file: str, python: 
     from ..config import format_walltime
 
     s = settings
-    processes, threads = split_cores(s["cores"], s.get("processes"))
+    processes, threads = split_job(s)
     walltime = s.get("walltime")
     return {
         "shebang": s["shebang"], "job_name": s["job_name"], "queue": s.get("queue"),

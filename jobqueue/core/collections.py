@@ -7,6 +7,8 @@ imported (an import hook), so ``import dask`` after ``Client()`` still runs on t
 """
 from __future__ import annotations
 
+import contextlib
+
 import importlib.abc
 import importlib.util
 import logging
@@ -159,11 +161,21 @@ class DaskMixin:
                 logger.info("scheduler at %s: %s", self.address, e)
         self.close()
 
+    @contextlib.contextmanager
     def as_current(self):
         """Context manager: this client is dask's scheduler inside the block."""
-        import dask
-
-        return dask.config.set(_settings(dask.config, self))
+        with _lock:
+            _stack.append(self)
+            _apply()
+        try:
+            yield self
+        finally:
+            with _lock:
+                for i in range(len(_stack) - 1, -1, -1):
+                    if _stack[i] is self:
+                        del _stack[i]
+                        break
+                _apply()
 
 
 def _no_resources(resources):
@@ -241,12 +253,42 @@ def _apply():
         _previous[0] = config.set(_settings(config, _stack[-1]))
 
 
+class _CurrentClient:
+    """dask's scheduler while a jobqueue Client is the default: a call goes to the newest open
+    client (``get``, and ``persist`` which dask.persist looks for). dask's config holds this
+    module-level object rather than a Client, so the config stays picklable: dask.distributed's
+    nanny pickles it into every worker process it spawns, and a Client cannot be pickled."""
+
+    def __call__(self, dsk, keys, **kwargs):
+        return current_client().get(dsk, keys, **kwargs)
+
+    def persist(self, collections, **kwargs):
+        return current_client().persist(collections, **kwargs)
+
+    def __reduce__(self):
+        return "CURRENT_CLIENT"
+
+    def __repr__(self):
+        return f"<jobqueue's default Client: {_stack[-1] if _stack else 'none open'}>"
+
+
+CURRENT_CLIENT = _CurrentClient()
+
+
+def current_client():
+    """The jobqueue Client that is dask's scheduler now."""
+    with _lock:
+        if not _stack:
+            raise RuntimeError("no jobqueue Client is open as dask's scheduler")
+        return _stack[-1]
+
+
 def _settings(config, client) -> dict:
     """dask config while *client* is the scheduler. Dataframe shuffles default to the task-based
     method, as dask.distributed's do without P2P: dask's default without a distributed client
     is "disk", files on whichever node runs a task, which a cluster of several nodes cannot
     share."""
-    values = {"scheduler": client}
+    values = {"scheduler": CURRENT_CLIENT}
     if not config.get("dataframe.shuffle.method", None):
         values["dataframe.shuffle.method"] = "tasks"
     return values

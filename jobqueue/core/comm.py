@@ -204,6 +204,40 @@ class _Protocol(asyncio.BufferedProtocol):
             w.set_result(None)
 
 
+class _Copying(asyncio.Protocol):
+    """TLS connections: asyncio's SSL layer hands this plain protocol each chunk it decrypted,
+    and it copies the bytes into the inner protocol's buffers. (Given a buffered protocol, the
+    SSL layer of Python 3.11 now and then handed the decoder zero bytes in place of data.)"""
+
+    def __init__(self, inner: _Protocol):
+        self.inner = inner
+
+    def connection_made(self, transport):
+        self.inner.connection_made(transport)
+
+    def data_received(self, data):
+        inner, view = self.inner, memoryview(data).cast("B")
+        while view.nbytes and not inner.transport.is_closing():
+            buf = inner.get_buffer(view.nbytes)
+            n = min(len(buf), view.nbytes)
+            buf[:n] = view[:n]
+            del buf
+            view = view[n:]
+            inner.buffer_updated(n)
+
+    def eof_received(self):
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc):
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self):
+        self.inner.pause_writing()
+
+    def resume_writing(self):
+        self.inner.resume_writing()
+
+
 class Comm:
     """One authenticated connection: read and write batches of messages."""
 
@@ -492,9 +526,11 @@ async def connect(address: str, token, timeout: float = 10.0, name: str | None =
             extra = dict(ssl=_tls_context(security, server_side=False), server_hostname=host,
                          ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         try:
-            transport, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _Protocol(max_body), host, port, **extra),
-                timeout)
+            transport, proto = await asyncio.wait_for(loop.create_connection(
+                (lambda: _Copying(_Protocol(max_body))) if tls else (lambda: _Protocol(max_body)),
+                host, port, **extra), timeout)
+            if isinstance(proto, _Copying):
+                proto = proto.inner
         except (OSError, asyncio.TimeoutError) as e:
             hint = ("; is it a TLS scheduler (tls://)?" if not tls and
                     isinstance(e, asyncio.TimeoutError) else "")
@@ -675,8 +711,9 @@ class Listener:
             return
         try:
             extra = dict(ssl=self.ssl, ssl_handshake_timeout=HANDSHAKE_TIMEOUT) if self.ssl else {}
-            await self.loop.connect_accepted_socket(lambda: _ServerProtocol(self, entry),
-                                                    entry.sock, **extra)
+            await self.loop.connect_accepted_socket(
+                (lambda: _Copying(_ServerProtocol(self, entry))) if self.ssl else
+                (lambda: _ServerProtocol(self, entry)), entry.sock, **extra)
         except (OSError, asyncio.TimeoutError) as e:
             self.rejected += 1
             self._reject_log.reject(entry.source, f"TLS handshake failed: {e}")

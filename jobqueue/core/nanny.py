@@ -23,10 +23,11 @@ EXIT_NO_SCHEDULER = 3  # as in worker.py (not imported: the nanny stays lean)
 
 
 class Child:
-    def __init__(self, argv, name, memory_limit):
+    def __init__(self, argv, name, memory_limit, local_directory=None):
         self.argv = argv
         self.name = name
         self.memory_limit = memory_limit
+        self.local_directory = local_directory
         self.proc = None
         self.started = 0.0
         self.failures = 0
@@ -34,6 +35,8 @@ class Child:
     def start(self):
         # Give freed memory back to the OS promptly (glibc keeps it otherwise).
         env = {"MALLOC_TRIM_THRESHOLD_": "65536", **os.environ}
+        if self.local_directory:
+            env["TMPDIR"] = self.local_directory
         self.proc = subprocess.Popen(self.argv, env=env)
         self.started = time.monotonic()
         logger.info("started worker process %s (pid %d)", self.name, self.proc.pid)
@@ -50,11 +53,14 @@ class Nanny:
         self.exit_code = 0
         base = command.name or f"{os.uname().nodename}-{os.getpid()}"
         nworkers = command.nworkers or 1
+        if command.local_directory:
+            os.makedirs(command.local_directory, exist_ok=True)
         memory_limit = int(command.memory_limit or 0)
         for i in range(nworkers):
             name = base if nworkers == 1 else f"{base}-{i}"
-            argv = replace(command, name=name, nworkers=None, interface=None).process_argv()
-            self.children.append(Child(argv, name, memory_limit))
+            argv = replace(command, name=name, nworkers=None, interface=None,
+                           local_directory=None).process_argv()
+            self.children.append(Child(argv, name, memory_limit, command.local_directory))
 
     def run(self) -> int:
         import psutil

@@ -87,6 +87,7 @@ class Cluster:
 
     workers_per_job = 1
     threads_per_job = 1
+    memory_per_job: int | None = None      # bytes, where a cluster knows it (batch clusters)
     kind = "cluster"
     _adaptive = None
 
@@ -188,11 +189,40 @@ class Cluster:
     async def _add_jobs(self, count: int):
         await self._scale_to(len(self.live_jobs()) + count, wait=False)
 
+    def _bound(self, workers, jobs, cores, memory, upper: bool):
+        """One adaptive bound in jobs from bounds in workers, jobs, cores or memory (None: no
+        bound); several are combined as dask's are: the tightest wins. Workers round up to
+        whole jobs; cores and memory (per job: threads_per_job, memory_per_job) round up for
+        a minimum and down for a maximum, as dask-jobqueue's do."""
+        from .. import config
+
+        bounds = []
+        if jobs is not None:
+            bounds.append(int(jobs))
+        if workers is not None:
+            bounds.append(-(-int(workers) // self.workers_per_job))
+        for amount, per_job, what in ((cores, self.threads_per_job, "cores"),
+                                      (memory, self.memory_per_job, "memory")):
+            if amount is None:
+                continue
+            if not per_job:
+                raise TypeError(f"adapt(): {self.name} does not know the {what} of a job; "
+                                "give bounds in workers or jobs")
+            if what == "memory":
+                amount = config.parse_bytes(amount)
+            bounds.append(amount // per_job if upper else -(-amount // per_job))
+        if not bounds:
+            return None
+        return min(bounds) if upper else max(bounds)
+
     def adapt(self, minimum: int | None = None, maximum: int | None = None,
               minimum_jobs: int | None = None, maximum_jobs: int | None = None,
               target_duration: float | str | None = None, wait_count: int | None = None,
-              interval: float | str | None = None) -> Adaptive:
-        """Follow the load between bounds given in workers (minimum/maximum) or jobs.
+              interval: float | str | None = None, *, minimum_cores: int | None = None,
+              maximum_cores: int | None = None, minimum_memory: int | str | None = None,
+              maximum_memory: int | str | None = None) -> Adaptive:
+        """Follow the load between bounds given in workers (minimum/maximum), jobs, cores or
+        memory (as dask-jobqueue's ``minimum_cores=``, ``maximum_memory="1TB"``).
 
         Every ``interval`` the adaptive policy sizes the cluster so that the queued and running
         work would take about ``target_duration``; jobs still pending in the batch queue count
@@ -202,11 +232,8 @@ class Cluster:
         from .. import config
         from .adaptive import Adaptive, Policy
 
-        def jobs(workers):
-            return None if workers is None else -(-int(workers) // self.workers_per_job)
-
-        lo = minimum_jobs if minimum_jobs is not None else jobs(minimum)
-        hi = maximum_jobs if maximum_jobs is not None else jobs(maximum)
+        lo = self._bound(minimum, minimum_jobs, minimum_cores, minimum_memory, upper=False)
+        hi = self._bound(maximum, maximum_jobs, maximum_cores, maximum_memory, upper=True)
         policy = Policy(
             minimum_jobs=int(lo or 0),
             maximum_jobs=hi if hi is not None else float("inf"),

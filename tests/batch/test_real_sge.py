@@ -50,7 +50,11 @@ class TestSGE(RealSystemTests):
                               "--log-directory", str(tmp_path / "logs"), str(script)],
                              capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
         assert out.returncode == 1, out.stderr
-        job_id = re.search(r"submitted 1 job \((\d+)\)", out.stderr).group(1)
+        # the id from the warning: "submitted 1 job (ID)" is not printed when the job was
+        # already found to be hopeless and removed before the driver announced its jobs
+        found = re.search(r"job (\d+) can never start as submitted: ", out.stderr)
+        assert found, out.stderr
+        job_id = found.group(1)
         assert f"job {job_id} can never start as submitted: {self.never_says}" in out.stderr
         assert re.search(rf"{job_id}: failed \(cannot start as submitted", out.stderr), out.stderr
         wait_until(lambda: not still_queued(SGECluster, [job_id]), 30,

@@ -1,6 +1,7 @@
 """The Client's dask API: get, compute, persist, annotations, retry, pure keys, default."""
 import operator
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -154,17 +155,28 @@ def test_submit_with_a_collection_argument(client):
     assert client.submit(operator.mul, d, 10).result() == 20
 
 
+def default_client():
+    """The client dask's default scheduler sends work to (None: not one of ours)."""
+    from jobqueue.core.collections import CURRENT_CLIENT, current_client
+
+    return current_client() if dask.config.get("scheduler", None) is CURRENT_CLIENT else None
+
+
 def test_client_is_dask_default_while_open_and_restores(cluster):
     before = dask.config.get("scheduler", None)
     with Client(cluster) as c1:
-        assert dask.config.get("scheduler") is c1
+        assert default_client() is c1
         with Client(cluster) as c2:
-            assert dask.config.get("scheduler") is c2
-        assert dask.config.get("scheduler") is c1
+            assert default_client() is c2
+        assert default_client() is c1
         with Client(cluster, set_as_default=False) as c3:
-            assert dask.config.get("scheduler") is c1
+            assert default_client() is c1
             with c3.as_current():
-                assert dask.config.get("scheduler") is c3
+                assert default_client() is c3
+                # dask.distributed's nanny pickles dask's config into each worker it spawns
+                assert pickle.loads(pickle.dumps(dask.config.config))["scheduler"] is \
+                    dask.config.get("scheduler")
+            assert default_client() is c1
     assert dask.config.get("scheduler", None) is before
 
 
@@ -204,7 +216,8 @@ def test_dask_imported_after_client_still_uses_it(tmp_path):
         assert "dask" not in sys.modules
         with LocalCluster(n_workers=1, dashboard_address=None) as cluster, Client(cluster) as c:
             import dask
-            assert dask.config.get("scheduler") is c, dask.config.get("scheduler", None)
+            from jobqueue.core.collections import CURRENT_CLIENT, current_client
+            assert dask.config.get("scheduler") is CURRENT_CLIENT and current_client() is c
             pid = dask.delayed(os.getpid, pure=False)().compute()
             assert pid != os.getpid() and pid in c.run(os.getpid).values()
         assert dask.config.get("scheduler", None) is None
