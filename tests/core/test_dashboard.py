@@ -21,25 +21,7 @@ from jobqueue.core.scheduler_state import SchedulerState
 from _browser import CHROMIUM, Browser
 
 
-def inc(x):
-    return x + 1
-
-
-def slow_inc(x):
-    time.sleep(0.02)
-    return x + 1
-
-
-def fails(x):
-    raise ValueError(f"bad input {x}")
-
-
-def wait_for_file(path, timeout=60.0):
-    """Runs until the test creates *path*: keeps tasks 'running' while the page is read."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return path
+from _tasks import fails, inc, slow_inc, wait_for_file  # noqa: E402,F401
 
 
 def wait_until(predicate, timeout=20.0, what="condition"):

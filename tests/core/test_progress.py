@@ -10,27 +10,7 @@ from jobqueue import progress
 from jobqueue.core.progress import Lines
 
 
-def inc(x):
-    return x + 1
-
-
-def slow_inc(x):
-    time.sleep(0.02)
-    return x + 1
-
-
-def fails(x):
-    raise ValueError(f"bad input {x}")
-
-
-def wait_for_file(path, timeout=60.0):
-    """Runs until the test creates *path*: keeps tasks 'running' meanwhile."""
-    import os
-
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return path
+from _tasks import fails, inc, slow_inc, wait_for_file  # noqa: E402,F401
 
 
 class Terminal(io.StringIO):
