@@ -8,9 +8,9 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "Client": "jobqueue.core.client",
-    "Future": "jobqueue.core.client",
-    "as_completed": "jobqueue.core.client",
-    "wait": "jobqueue.core.client",
+    "Future": "jobqueue.core.futures",
+    "as_completed": "jobqueue.core.futures",
+    "wait": "jobqueue.core.futures",
     "futures_of": "jobqueue.core.collections",
     "progress": "jobqueue.core.progress",
     "LocalCluster": "jobqueue.deploy.local",

@@ -16,6 +16,7 @@ import sys
 import threading
 
 from . import graph as graph_mod
+from .futures import ERROR, PENDING, Future
 
 logger = logging.getLogger("jobqueue.client")
 
@@ -85,7 +86,7 @@ class DaskMixin:
         """{dask key: Future} for *keys* of the graph, whose tasks are sent to the scheduler."""
         import dask
 
-        from .client import GRAPH_PART, Future
+        from .client import GRAPH_PART
 
         self._check_open()
         annotations = dict(dask.get_annotations())
@@ -133,7 +134,6 @@ class DaskMixin:
     def retry(self, futures):
         """Run failed tasks again: the erred ones among *futures* and the failed tasks they
         depend on."""
-        from .client import ERROR, PENDING, Future
 
         if isinstance(futures, Future):
             futures = [futures]
@@ -198,7 +198,6 @@ def _pack(keys, futures):
 
 def futures_of(obj) -> list:
     """The Futures in *obj*: a Future, a persisted dask collection, or containers of them."""
-    from .client import Future
 
     out, seen, stack = [], set(), [obj]
     while stack:

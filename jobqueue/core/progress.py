@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from .client import FINISHED, PENDING, _collect
+from .futures import FINISHED, PENDING, _collect
 
 
 LOG_EVERY = 5.0     # seconds between lines when the output is not a terminal

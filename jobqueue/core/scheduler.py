@@ -20,7 +20,8 @@ from typing import Any
 from .. import node
 from ..node import read_scheduler_file, write_scheduler_file  # noqa: F401 (their old home)
 from . import protocol
-from .comm import BatchedSend, CommClosedError, Listener, format_address
+from .comm import BatchedSend, CommClosedError, format_address
+from .listener import Listener
 from .scheduler_state import SchedulerState
 from .security import Security
 

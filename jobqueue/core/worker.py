@@ -22,9 +22,9 @@ import time
 import traceback
 
 from . import protocol, shm
-from .comm import (BatchedSend, CommClosedError, Listener, PeerPool, connect, format_address,
-                   parse_address)
+from .comm import BatchedSend, CommClosedError, PeerPool, connect, format_address, parse_address
 from .errors import UnpicklableResult
+from .listener import Listener
 from .protocol import Raw, substitute
 from .security import Security, scheme_of
 from .worker_state import (AcquireReplicas, ComputeTask, Execute, ExecuteFailure, ExecuteSuccess,

@@ -137,7 +137,7 @@ def test_protocol_round_trip_and_limits():
 def test_in_process_pipe_speaks_the_same_protocol():
     """A client in the scheduler's own process and loop gets an in-memory pipe: same handshake,
     framing and large frames as TCP, a wrong token is refused, a close reaches the other end."""
-    from jobqueue.core.comm import Listener
+    from jobqueue.core.listener import Listener
     from jobqueue.core.errors import CommClosedError
 
     async def main():
@@ -179,7 +179,7 @@ def test_in_process_pipe_speaks_the_same_protocol():
 def test_dispatch_hands_over_batches_in_order_then_stops_or_raises(in_process):
     """Comm.dispatch: batches reach the handler in order; a true return ends dispatching and
     read() carries on from the next batch; an exception in the handler is raised to the caller."""
-    from jobqueue.core.comm import Listener
+    from jobqueue.core.listener import Listener
     from jobqueue.core.errors import CommClosedError
 
     async def main():
@@ -229,7 +229,8 @@ def test_dispatch_hands_over_batches_in_order_then_stops_or_raises(in_process):
 
 def test_batched_send_keeps_the_parts_it_is_given():
     """send_batches: each part arrives as a batch of its own, in order, after what was queued."""
-    from jobqueue.core.comm import BatchedSend, Listener
+    from jobqueue.core.comm import BatchedSend
+    from jobqueue.core.listener import Listener
 
     async def main():
         got = []
@@ -283,7 +284,7 @@ def test_decoder_reassembles_any_split_and_keeps_idle_buffers_small():
 def test_large_write_goes_in_slices_and_arrives_whole():
     """write() sends a large frame slice by slice as the socket drains; meanwhile nothing else
     may be written on that comm, and the reader gets the batch intact."""
-    from jobqueue.core.comm import Listener
+    from jobqueue.core.listener import Listener
 
     async def main():
         accepted = asyncio.get_running_loop().create_future()

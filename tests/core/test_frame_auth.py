@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobqueue.core import protocol
-from jobqueue.core.comm import Listener, connect
+from jobqueue.core.comm import connect
+from jobqueue.core.listener import Listener
 from jobqueue.core.errors import CommClosedError
 from jobqueue.core.protocol import Decoder, FrameMac, ProtocolError, Raw
 

@@ -1,0 +1,203 @@
+"""Future, as_completed and wait: a task's eventual result, as the user's thread sees it.
+
+A Future holds a key and its client; the client's reader (on the event loop) fills the shared
+FutureState and wakes waiters through the client's condition variable.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+
+from .errors import CancelledError
+
+PENDING, FINISHED, ERROR, CANCELLED, LOST = "pending", "finished", "error", "cancelled", "lost"
+_NOTHING = object()
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback of a task that raised on a worker; set as the exception's cause."""
+
+    def __init__(self, tb):
+        self.tb = tb
+
+    def __str__(self):
+        return "\n\nTraceback on the worker:\n" + (self.tb or "(none)")
+
+
+class FutureState:
+    __slots__ = ("status", "value", "blob", "exception", "traceback", "callbacks", "type")
+
+    def __init__(self):
+        self.status = PENDING
+        self.value = _NOTHING
+        self.blob = None
+        self.exception = None
+        self.traceback = None
+        self.callbacks = None
+        self.type = None
+
+
+class Future:
+    """A task's eventual result."""
+
+    __slots__ = ("key", "client", "_state", "__weakref__")
+    __dask_future__ = True  # dask's graphs may hold it: it stands for the task's result
+
+    def __init__(self, key, client, state=None):
+        self.key = key
+        self.client = client
+        self._state = state if state is not None else client._state_for(key)
+        client._incref(key)
+
+    @property
+    def status(self):
+        return self._state.status
+
+    def done(self) -> bool:
+        return self._state.status != PENDING
+
+    def result(self, timeout=None):
+        self.client._wait([self._state], timeout)
+        return self.client._result_of(self)
+
+    def exception(self, timeout=None):
+        self.client._wait([self._state], timeout)
+        st = self._state
+        if st.status == ERROR:
+            return self.client._exception_of(st)
+        if st.status == CANCELLED:
+            return CancelledError(self.key)
+        return None
+
+    def traceback(self):
+        return self._state.traceback
+
+    def cancel(self):
+        self.client.cancel([self])
+
+    def retry(self):
+        """Run the task again if it failed (and the failed tasks it depends on)."""
+        self.client.retry([self])
+
+    def __dask_tokenize__(self):
+        return ("jobqueue.Future", self.key)
+
+    def cancelled(self) -> bool:
+        return self._state.status == CANCELLED
+
+    def add_done_callback(self, fn):
+        self.client._add_callback(self, fn)
+
+    def release(self):
+        client, self.client = self.client, None
+        if client is not None:
+            client._decref(self.key)
+
+    def __del__(self):
+        try:
+            self.release()
+        except Exception:
+            pass
+
+    def __reduce__(self):
+        raise TypeError("a Future cannot be pickled; pass it as an argument to submit or map "
+                        "and the task receives its result")
+
+    def __repr__(self):
+        st = self._state
+        extra = f", type: {st.type}" if st.type else ""
+        return f"<Future: {st.status}{extra}, key: {self.key}>"
+
+    def _repr_html_(self):
+        return f"<b>Future</b>: {self._state.status}, key: <code>{self.key}</code>"
+
+
+
+_SKIPPED = object()
+
+
+def _collect(x, out):
+    """Futures in nested lists/tuples/sets/dicts (no closures: they would delay releases)."""
+    if isinstance(x, Future):
+        out.append(x)
+    elif isinstance(x, (list, tuple, set)):
+        for y in x:
+            _collect(y, out)
+    elif isinstance(x, dict):
+        for y in x.values():
+            _collect(y, out)
+
+
+def _build(x, skip):
+    if isinstance(x, Future):
+        if skip and x._state.status != FINISHED:
+            return _SKIPPED
+        return x.result()
+    if isinstance(x, (list, tuple, set)):
+        return type(x)(v for v in (_build(y, skip) for y in x) if v is not _SKIPPED)
+    if isinstance(x, dict):
+        return {k: v for k, v in ((k, _build(y, skip)) for k, y in x.items())
+                if v is not _SKIPPED}
+    return x
+
+
+class as_completed:
+    """Iterate over futures in the order they finish; ``with_results=True`` yields pairs."""
+
+    def __init__(self, futures=(), with_results=False):
+        import queue
+
+        self._queue = queue.SimpleQueue()
+        self._pending = 0
+        self.with_results = with_results
+        for f in futures:
+            self.add(f)
+
+    def add(self, future):
+        self._pending += 1
+        future.add_done_callback(self._queue.put)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._pending == 0:
+            raise StopIteration
+        future = self._queue.get()
+        self._pending -= 1
+        if self.with_results:
+            return future, future.result()
+        return future
+
+    def count(self):
+        return self._pending
+
+
+DoneAndNotDone = namedtuple("DoneAndNotDone", ["done", "not_done"])
+
+
+def wait(futures, timeout=None, return_when="ALL_COMPLETED"):
+    """Wait for futures: ``return_when`` is ALL_COMPLETED, FIRST_COMPLETED or FIRST_EXCEPTION."""
+    import time
+
+    futures = list(futures)
+    if not futures:
+        return DoneAndNotDone(set(), set())
+    client = futures[0].client
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def finished():
+        done = {f for f in futures if f.done()}
+        if return_when == "FIRST_COMPLETED":
+            return bool(done)
+        if return_when == "FIRST_EXCEPTION":
+            return len(done) == len(futures) or any(f.status == ERROR for f in done)
+        return len(done) == len(futures)
+
+    with client._cond:
+        while not finished():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"futures not done after {timeout} s")
+            client._cond.wait(left)
+    done = {f for f in futures if f.done()}
+    return DoneAndNotDone(done, set(futures) - done)
