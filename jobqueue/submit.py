@@ -20,10 +20,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 from . import config
 from .batch.runner import BatchCommandError
 from .batch.script import JobScriptError
+
+if TYPE_CHECKING:
+    import argparse
+
+    from .deploy.cluster import Cluster
 
 BATCH = ("slurm", "pbs", "sge")
 CLUSTER_CLASSES = {"slurm": ("jobqueue.batch.slurm", "SLURMCluster"),
@@ -181,7 +187,7 @@ def local_settings(args) -> dict:
     return {k: s[k] for k in ("n_workers", "threads_per_worker", "processes", "memory_limit")}
 
 
-def make_cluster(kind: str, args):
+def make_cluster(kind: str, args: argparse.Namespace) -> Cluster:
     if kind in CLUSTER_CLASSES:
         return cluster_class(kind)(profile=args.profile, **given(args, APPLIES[kind]))
     if kind == "local":
@@ -195,7 +201,7 @@ def make_cluster(kind: str, args):
                       profile=args.profile, **given(args, SSH_SETTINGS))
 
 
-def start_workers(cluster, kind: str, args) -> None:
+def start_workers(cluster: Cluster, kind: str, args: argparse.Namespace) -> None:
     if kind == "ssh":
         return                     # one job per worker host, started by the constructor
     if args.adapt_range:
@@ -260,7 +266,7 @@ def dry_run(kind: str, args) -> int:
             notes.append(f"{jobs} times")
         out.append(shlex.join(argv) + (f"    # {', '.join(notes)}" if notes else ""))
     elif kind == "kubernetes":
-        from .deploy.kubernetes import preview_pod
+        from .deploy.pods import preview_pod
 
         address = "tcp://HOST:PORT"
         out += ["# the worker pod (kubernetes), one per job", preview_pod(
@@ -308,12 +314,12 @@ def _signal_name(signum: int) -> str:
 class Driver:
     """Runs one ``jobqueue submit``: cluster, jobs, script, signals, cleanup, summary."""
 
-    def __init__(self, kind: str, args):
+    def __init__(self, kind: str, args: argparse.Namespace):
         self.kind, self.args = kind, args
-        self.cluster = None
-        self.proc = None
-        self.signum = None           # the first signal that asked us to stop
-        self.signalled_at = None
+        self.cluster: Cluster | None = None
+        self.proc: subprocess.Popen | None = None
+        self.signum: int | None = None           # the first signal that asked us to stop
+        self.signalled_at: float | None = None
         self.closing = False
         self.failed = False          # the jobs failed: the script was stopped
         self.announced_workers = False
@@ -347,15 +353,15 @@ class Driver:
         if self.args.cluster is None and self.kind == "local":
             say("no --cluster given: the workers run on this machine (--cluster local); "
                 "give --cluster slurm, pbs or sge to run them in batch jobs")
-        self.cluster = make_cluster(self.kind, self.args)
+        self.cluster = cluster = make_cluster(self.kind, self.args)
         if self.signum is not None:
             return 1
-        self._announce_cluster()
-        start_workers(self.cluster, self.kind, self.args)
+        self._announce_cluster(cluster)
+        start_workers(cluster, self.kind, self.args)
         if self.signum is not None:
             return 1
-        self._announce_jobs()
-        return self._run_script()
+        self._announce_jobs(cluster)
+        return self._run_script(cluster)
 
     # -- signals ------------------------------------------------------------------------------
 
@@ -399,8 +405,8 @@ class Driver:
 
     # -- running ------------------------------------------------------------------------------
 
-    def _run_script(self) -> int:
-        c, args = self.cluster, self.args
+    def _run_script(self, c: Cluster) -> int:
+        args = self.args
         env = dict(os.environ, JOBQUEUE_SCHEDULER_ADDRESS=c.scheduler_address,
                    JOBQUEUE_TOKEN=c.token)
         env.pop("JOBQUEUE_SCHEDULER_FILE", None)
@@ -408,12 +414,12 @@ class Driver:
         argv = _script_argv(args)
         say(f"running {shlex.join(argv[1:])}")
         started = time.monotonic()
-        self.proc = subprocess.Popen(argv, env=env, start_new_session=True)
+        self.proc = proc = subprocess.Popen(argv, env=env, start_new_session=True)
         if self.signum is not None:                   # a signal came while it was starting
             self._signal_script(self.signum)
         while True:
             try:
-                rc = self.proc.wait(timeout=0.25)
+                rc = proc.wait(timeout=0.25)
                 break
             except subprocess.TimeoutExpired:
                 pass
@@ -421,7 +427,7 @@ class Driver:
                 say(f"the script did not exit within {GRACE:g} s of the signal: killing it")
                 self._signal_script(signal.SIGKILL)
                 self.signalled_at = None
-            self._watch()
+            self._watch(c)
         elapsed = time.monotonic() - started
         if rc < 0:
             say(f"{args.script} was killed by {_signal_name(-rc)} after {elapsed:.1f} s")
@@ -429,11 +435,12 @@ class Driver:
         say(f"{args.script} exited with code {rc} after {elapsed:.1f} s")
         return rc
 
-    def _watch(self) -> None:
+    def _watch(self, c: Cluster) -> None:
         """Say when the workers are there; stop the script once the cluster gives up on its
         jobs (they keep failing, or can never start as submitted)."""
-        c = self.cluster
-        if self.kind not in BATCH or self.failed:
+        from .batch.job import JobQueueCluster
+
+        if not isinstance(c, JobQueueCluster) or self.failed:
             return
         expected = (c._target or 0) * c.processes
         if not self.announced_workers and expected and len(c.scheduler.workers()) >= expected:
@@ -446,10 +453,9 @@ class Driver:
 
     # -- messages -----------------------------------------------------------------------------
 
-    def _announce_cluster(self) -> None:
+    def _announce_cluster(self, c: Cluster) -> None:
         from .node import private_path, write_scheduler_file
 
-        c = self.cluster
         driver_job = os.environ.get(DRIVER_JOB)
         say(f"{type(c).__name__} {c.name}: scheduler at {c.scheduler_address}")
         say(_dashboard_message(c.dashboard_link, driver_job))
@@ -470,14 +476,15 @@ class Driver:
         how = driver_job or f"--scheduler-file {path}"
         say(f"`jobqueue info {how}` shows its workers, tasks and jobs")
 
-    def _announce_jobs(self) -> None:
+    def _announce_jobs(self, c: Cluster) -> None:
+        from .batch.job import JobQueueCluster
         from .config import format_bytes, format_walltime
+        from .deploy.local import LocalCluster
 
-        c = self.cluster
         if self.args.adapt_range:
             lo, hi = self.args.adapt_range
             say(f"adaptive: between {lo} and {hi} jobs, following the load")
-        if self.kind in BATCH:
+        if isinstance(c, JobQueueCluster):
             s = c.settings
             walltime = f", walltime {format_walltime(s['walltime'])}" if s.get("walltime") else ""
             if c.jobs:
@@ -486,7 +493,7 @@ class Driver:
             say(f"each job: {_plural(s['cores'], 'core')}, {format_bytes(s['memory'])}{walltime}, "
                 f"{_plural(c.processes, 'worker process', 'worker processes')}; "
                 f"output in {c.log_directory}")
-        elif self.kind == "local":
+        elif isinstance(c, LocalCluster):
             say(f"{_plural(len(c.jobs), 'worker process', 'worker processes')} on this machine, "
                 f"{_plural(c.threads_per_worker, 'thread')} each")
 
@@ -503,14 +510,14 @@ class Driver:
         from .node import remove_private
 
         remove_private(self.scheduler_file)
-        self._summary(before)
+        self._summary(c, before)
 
-    def _summary(self, before) -> None:
-        c = self.cluster
+    def _summary(self, c: Cluster, before: list) -> None:
         if not before:
             say(f"{c.name}: no jobs")
             return
-        counts, lines = {}, []
+        counts: dict[str, int] = {}
+        lines = []
         for job, old in before:
             new = job.info()
             counts[new["state"]] = counts.get(new["state"], 0) + 1

@@ -405,6 +405,20 @@ def test_submit_dry_run_submits_nothing(tmp_path):
     assert out.returncode == 0 and "LocalCluster(n_workers=2" in out.stdout
 
 
+def test_kubernetes_dry_run_shows_the_worker_pod(tmp_path):
+    script = write(tmp_path / "s.py", "print(1)\n")
+    out = submit(tmp_path, "--cluster", "kubernetes", "--dry-run", str(script),
+                 JOBQUEUE_KUBERNETES__IMAGE="registry.example.org/worker:1")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert text.startswith("# the worker pod (kubernetes), one per job\napiVersion: v1\n")
+    assert "image: registry.example.org/worker:1\n" in text
+    assert "- tcp://HOST:PORT\n" in text              # the scheduler's address, once known
+    assert "secretName: kubernetes-NAME-token" in text   # the token comes from a Secret
+    assert re.search(rf"^JOBQUEUE_SCHEDULER_ADDRESS=tcp://HOST:PORT JOBQUEUE_TOKEN=<token> "
+                     rf"{re.escape(sys.executable)} {script}$", text, re.M)
+
+
 def test_detach_dry_run_shows_the_driver_job(tmp_path):
     write(tmp_path / "site" / "jobqueue.yaml", SITE_YAML)
     script = write(tmp_path / "s.py", "print(1)\n")

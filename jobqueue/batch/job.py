@@ -17,6 +17,7 @@ import math
 import os
 import tempfile
 import time
+from typing import ClassVar
 
 from .. import config, node
 from ..core import notice
@@ -90,7 +91,7 @@ def _write_token_file(name: str, token: str) -> str:
     return node.write_private(node.private_path(owned.owned_name(name, ".token")), token)
 
 
-class JobQueueCluster(Cluster):
+class JobQueueCluster(Cluster[BatchJob]):
     """A cluster whose workers run in batch jobs. Use SLURMCluster, PBSCluster or SGECluster.
 
     Settings come from the config section of the batch system (see ``jobqueue.yaml``) and are
@@ -106,12 +107,12 @@ class JobQueueCluster(Cluster):
     from and what is allowed.
     """
 
-    system: BatchSystem = None
+    system: ClassVar[BatchSystem]      # set by each subclass: SLURM(), PBS(), SGE()
     command_timeout = 60.0
 
     def __init__(self, *, profile=None, name=None, config_name=None, n_workers=None,
                  **settings):
-        if self.system is None:
+        if getattr(self, "system", None) is None:
             raise TypeError("JobQueueCluster is a base class: use SLURMCluster, PBSCluster or "
                             "SGECluster")
         if config_name is not None:                  # dask-jobqueue's name for a profile
@@ -608,7 +609,7 @@ class JobQueueCluster(Cluster):
         return ""
 
     def _job_counts(self) -> str:
-        counts = {}
+        counts: dict[str, int] = {}
         for job in list(self.jobs.values()):
             counts[str(job.state)] = counts.get(str(job.state), 0) + 1
         return ", ".join(f"{v} {k}" for k, v in counts.items()) or "none"

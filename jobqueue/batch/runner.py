@@ -86,7 +86,8 @@ class CommandRunner:
             if proc.returncode is None:
                 proc.kill()
             raise
-        result = CommandResult(argv, proc.returncode, out.decode(errors="replace"),
+        returncode = await proc.wait()        # communicate() has waited: this is the code
+        result = CommandResult(argv, returncode, out.decode(errors="replace"),
                                err.decode(errors="replace"), time.monotonic() - started)
         logger.debug("%s -> %d in %.3f s", shlex.join(argv), result.returncode, result.seconds)
         if check and result.returncode != 0:

@@ -312,7 +312,7 @@ def _environment(directory: str, overrides: tuple = ()) -> jinja2.Environment:
     search = [directory]
     if directory != str(PACKAGE_TEMPLATES):
         search.append(str(PACKAGE_TEMPLATES))      # so site templates can include worker.sh.j2
-    loader = jinja2.FileSystemLoader(search)
+    loader: jinja2.BaseLoader = jinja2.FileSystemLoader(search)
     if overrides:
         loader = jinja2.ChoiceLoader([jinja2.DictLoader(dict(overrides)), loader])
     env = jinja2.Environment(loader=loader,

@@ -70,7 +70,7 @@ class Verdict:
 
 def expand_ranges(text: str) -> list:
     """'1-4:1,7,9-12:2' -> [1, 2, 3, 4, 7, 9, 11]; SLURM's '4-9%4' (a throttle) -> [4..9]."""
-    out = []
+    out: list[int] = []
     for part in text.split("%")[0].split(","):
         part = part.strip()
         if not part:
@@ -357,7 +357,10 @@ def _pbs_status(native: str, fields: dict) -> JobStatus:
 def parse_pbs_qstat_f(text: str) -> dict:
     """``qstat -f ID...``: blocks starting ``Job Id: 16`` with ``key = value`` lines (indented by
     tabs or spaces; long values continue on further indented lines)."""
-    out, current, fields, last = {}, None, {}, None
+    out: dict[str, JobStatus] = {}
+    fields: dict[str, str] = {}
+    current: str | None = None
+    last: str | None = None
     for line in text.splitlines() + ["Job Id: "]:
         match = re.match(r"^Job Id:\s*(\S*)", line)
         if match:

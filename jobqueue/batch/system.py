@@ -18,7 +18,7 @@ class BatchSystem:
     status_command = ""
     cancel_command = ""
     supports_arrays = False      # identical jobs can go as ONE array submission
-    status_ok_codes = (0,)       # exit codes of the status command whose output is still valid
+    status_ok_codes: tuple[int, ...] = (0,)  # exit codes of the status command whose output is valid
     not_found_words = ("does not exist", "Unknown Job Id", "Invalid job id")
 
     # -- submit ---------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ import pickle
 import threading
 import uuid
 import weakref
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from . import loop as loop_mod
 from . import protocol
@@ -25,6 +27,9 @@ from .errors import CancelledError, SchedulerError
 from .futures import (_NOTHING, CANCELLED, ERROR, FINISHED, LOST, PENDING, Future, FutureState,
                       RemoteTraceback, _build, _collect)
 from .protocol import TaskRef
+
+if TYPE_CHECKING:
+    from ..deploy.cluster import Cluster
 
 logger = logging.getLogger("jobqueue.client")
 
@@ -64,7 +69,8 @@ def _replace_futures(obj, deps):
 _CONTAINERS = frozenset({Future, tuple, list, set, frozenset, dict})
 
 
-def _find_address(address, scheduler_file, token):
+def _find_address(address: str | None, scheduler_file: str | None,
+                  token: str | None) -> tuple[str | None, str | None]:
     """Where Client() connects when not given a cluster: argument, env, file, config."""
     if address is None and scheduler_file is None:
         address = os.environ.get("JOBQUEUE_SCHEDULER_ADDRESS") or None
@@ -108,29 +114,30 @@ class Client(DaskMixin):
     scheduler (``set_as_default=False`` opts out); closing it restores the previous one.
     """
 
-    def __init__(self, address=None, *, scheduler_file=None, token=None, timeout=30.0,
-                 name=None, set_as_default=True, **cluster_kwargs):
-        self.cluster = None
+    def __init__(self, address: str | Cluster | None = None, *, scheduler_file: str | None = None,
+                 token: str | None = None, timeout: float = 30.0, name: str | None = None,
+                 set_as_default: bool = True, **cluster_kwargs: Any) -> None:
+        self.cluster: Any = None
         self._owns_cluster = False
         self._default = False
-        if address is not None and not isinstance(address, str):
-            self.cluster = address
-            address, token = address.scheduler_address, address.token
-        else:
-            address, token = _find_address(address, scheduler_file, token)
-            if address is None:
+        if address is None or isinstance(address, str):
+            where, token = _find_address(address, scheduler_file, token)
+            if where is None:
                 from ..deploy.local import LocalCluster
 
                 self.cluster = LocalCluster(**cluster_kwargs)
                 self._owns_cluster = True
-                address, token = self.cluster.scheduler_address, self.cluster.token
             elif cluster_kwargs:
                 raise TypeError(f"unexpected arguments {sorted(cluster_kwargs)} when connecting "
-                                f"to the existing scheduler at {address}")
-        if not token:
-            raise ValueError(f"no token for the scheduler at {address}: set JOBQUEUE_TOKEN, "
+                                f"to the existing scheduler at {where}")
+        else:
+            self.cluster = address
+        if self.cluster is not None:
+            where, token = self.cluster.scheduler_address, self.cluster.token
+        if not where or not token:
+            raise ValueError(f"no token for the scheduler at {where}: set JOBQUEUE_TOKEN, "
                              "pass token=, or use scheduler_file=")
-        self.address = address
+        self.address: str = where
         self.token = token
         self.id = name or f"client-{uuid.uuid4().hex[:12]}"
         self._prefix = uuid.uuid4().hex[:8]
@@ -464,7 +471,9 @@ class Client(DaskMixin):
 
     # -- public API ---------------------------------------------------------------------------
 
-    def submit(self, func, *args, key=None, workers=None, retries=0, pure=True, **kwargs):
+    def submit(self, func: Callable, *args: Any, key: str | None = None,
+               workers: str | Iterable[str] | None = None, retries: int = 0, pure: bool = True,
+               **kwargs: Any) -> Future:
         """Run ``func(*args, **kwargs)`` on a worker; returns a Future.
 
         ``pure=True`` (as in dask): the key is a hash of the function and arguments, so the
@@ -487,7 +496,9 @@ class Client(DaskMixin):
         self._send(tasks=[task])
         return future
 
-    def map(self, func, *iterables, key=None, workers=None, retries=0, pure=True, **kwargs):
+    def map(self, func: Callable, *iterables: Iterable, key: str | list[str] | None = None,
+            workers: str | Iterable[str] | None = None, retries: int = 0, pure: bool = True,
+            **kwargs: Any) -> list[Future]:
         """``[submit(func, *args) for args in zip(*iterables)]``, with the function sent once.
         *key*: a list of keys, or a prefix for them."""
         if not callable(func):
@@ -513,7 +524,8 @@ class Client(DaskMixin):
         self._send(tasks=tasks)
         return futures
 
-    def scatter(self, data, workers=None, broadcast=False):
+    def scatter(self, data: Any, workers: str | Iterable[str] | None = None,
+                broadcast: bool = False) -> Any:
         """Put local data on workers; returns Futures (same structure as *data*).
 
         ``broadcast=True`` copies every piece to every worker (of ``workers``, if given), so
@@ -531,6 +543,7 @@ class Client(DaskMixin):
             self._send(tasks=[task])
             return future
 
+        out: Any
         if isinstance(data, dict):
             out = {k: one(v, str(k)) for k, v in data.items()}
         elif isinstance(data, (list, tuple, set)):
@@ -541,18 +554,18 @@ class Client(DaskMixin):
             self.replicate(out, workers=workers)
         return out
 
-    def replicate(self, futures, workers=None) -> None:
+    def replicate(self, futures: Any, workers: str | Iterable[str] | None = None) -> None:
         """Copy the results of *futures* to every worker (of *workers*, if given); returns
         once they are there."""
-        flat = []
+        flat: list[Future] = []
         _collect(futures, flat)
         self._wait([f._state for f in flat])
         self._sync(self._request({"op": "replicate", "keys": [f.key for f in flat],
                                   "workers": self._restrictions(workers)}))
 
-    def gather(self, futures, errors="raise"):
+    def gather(self, futures: Any, errors: str = "raise") -> Any:
         """Results of *futures* (a Future, or lists/tuples/dicts of them), same structure."""
-        flat = []
+        flat: list[Future] = []
         _collect(futures, flat)
         self._wait([f._state for f in flat])
         fetch = [f.key for f in flat if f._state.status == FINISHED
@@ -564,13 +577,13 @@ class Client(DaskMixin):
                     f._state.value = values[f.key]
         return _build(futures, errors == "skip")
 
-    def cancel(self, futures):
+    def cancel(self, futures: Future | Iterable[Future]) -> None:
         """Cancel *futures* (and, on the scheduler, every task that depends on them). They are
         cancelled here at once: a graph built after this call never counts on their keys,
         which the scheduler drops before it reads that graph."""
         if isinstance(futures, Future):
             futures = [futures]
-        fire = []
+        fire: list = []
         with self._cond:
             for f in futures:
                 st = f._state
@@ -583,7 +596,8 @@ class Client(DaskMixin):
             self._call(fn, future)
         self._send({"op": "cancel", "keys": [f.key for f in futures]})
 
-    def run(self, func, *args, workers=None, **kwargs):
+    def run(self, func: Callable, *args: Any, workers: list[str] | None = None,
+            **kwargs: Any) -> dict[str, Any]:
         """Run ``func(*args, **kwargs)`` once on every worker: ``{worker address: result}``."""
         import cloudpickle
         import functools
@@ -606,17 +620,17 @@ class Client(DaskMixin):
         return self._sync(self._request({"op": "scheduler-info"}))
 
     @property
-    def dashboard_link(self):
+    def dashboard_link(self) -> str | None:
         """The scheduler's dashboard URL (with its token when it needs one), or None."""
         if self.cluster is not None:
             return self.cluster.dashboard_link
         return self.scheduler_info().get("dashboard_link")
 
-    def retire_workers(self, workers):
+    def retire_workers(self, workers: Iterable[str]) -> Any:
         """Close workers gracefully: results only they hold are copied to others first."""
         return self._sync(self._request({"op": "retire-workers", "workers": list(workers)}))
 
-    def close_workers(self, workers):
+    def close_workers(self, workers: Iterable[str]) -> Any:
         return self._sync(self._request({"op": "close-workers", "workers": list(workers)}))
 
     def _restrictions(self, workers):
@@ -630,7 +644,7 @@ class Client(DaskMixin):
         if self.status != "running":
             raise RuntimeError(f"client is {self.status}")
 
-    def close(self):
+    def close(self) -> None:
         if self.status in ("closing", "closed"):
             return
         self.status = "closing"
@@ -660,10 +674,10 @@ class Client(DaskMixin):
         if self._owns_cluster:
             self.cluster.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self):

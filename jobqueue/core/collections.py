@@ -8,15 +8,19 @@ imported (an import hook), so ``import dask`` after ``Client()`` still runs on t
 from __future__ import annotations
 
 import contextlib
-
 import importlib.abc
 import importlib.util
 import logging
 import sys
 import threading
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 from . import graph as graph_mod
-from .futures import ERROR, PENDING, Future
+from .futures import ERROR, PENDING, Future, FutureState
+
+if TYPE_CHECKING:
+    from .client import Client
 
 logger = logging.getLogger("jobqueue.client")
 
@@ -26,8 +30,26 @@ class DaskMixin:
 
     asynchronous = False  # dask asks before calling get(): this client is synchronous
 
-    def get(self, dsk, keys, *, workers=None, allow_other_workers=None, retries=None,
-            priority=0, sync=True, resources=None, **kwargs):
+    if TYPE_CHECKING:     # the Client's own, which this mixin is part of
+        status: str
+        address: str
+        cluster: Any
+        _states: dict[str, FutureState]
+        _cond: threading.Condition
+
+        def _check_open(self) -> None: ...
+        def _send(self, msg: dict | None = None, tasks: list | None = None,
+                  graph: int | None = None) -> None: ...
+        def _function_id(self, func: Callable, cache: bool) -> str: ...
+        def _request(self, msg: dict) -> Awaitable[Any]: ...
+        def _sync(self, coro: Awaitable, timeout: float | None = None) -> Any: ...
+        def gather(self, futures: Any, errors: str = "raise") -> Any: ...
+        def close(self) -> None: ...
+
+    def get(self, dsk: Any, keys: Any, *, workers: str | Iterable[str] | None = None,
+            allow_other_workers: bool | None = None, retries: int | None = None,
+            priority: int = 0, sync: bool = True, resources: dict | None = None,
+            **kwargs: Any) -> Any:
         """Compute *keys* (a key or nested lists of keys) of a dask graph (dict,
         HighLevelGraph or expression): their results in the same structure, or Futures."""
         _no_resources(resources)
@@ -38,9 +60,11 @@ class DaskMixin:
         packed = _pack(keys, futures)
         return self.gather(packed) if sync else packed
 
-    def compute(self, collections, sync=False, optimize_graph=True, workers=None,
-                allow_other_workers=None, retries=None, priority=0, traverse=True,
-                resources=None, **kwargs):
+    def compute(self, collections: Any, sync: bool = False, optimize_graph: bool = True,
+                workers: str | Iterable[str] | None = None,
+                allow_other_workers: bool | None = None, retries: int | None = None,
+                priority: int = 0, traverse: bool = True, resources: dict | None = None,
+                **kwargs: Any) -> Any:
         """Futures of dask collections (``sync=True``: their results); a list in, a list out."""
         dask = graph_mod.require_dask()
         _no_resources(resources)
@@ -63,8 +87,10 @@ class DaskMixin:
             out = self.gather(out)
         return out[0] if single else out
 
-    def persist(self, collections, optimize_graph=True, workers=None,
-                allow_other_workers=None, retries=None, priority=0, resources=None, **kwargs):
+    def persist(self, collections: Any, optimize_graph: bool = True,
+                workers: str | Iterable[str] | None = None,
+                allow_other_workers: bool | None = None, retries: int | None = None,
+                priority: int = 0, resources: dict | None = None, **kwargs: Any) -> Any:
         """Collections of the same shape whose chunks are computed, and kept, on the workers:
         their graphs hold Futures. Returns at once; a list in, a list out."""
         graph_mod.require_dask()
@@ -100,8 +126,10 @@ class DaskMixin:
         conv = graph_mod.Converter(materialized, keys, held, self._graph_function_id,
                                    by_type, annotations)
         names = conv.names()
-        futures = {k: Future(names[k], self) for k in keys}
-        part, graph = [], len(conv.order)
+        client = cast("Client", self)            # this mixin is only ever part of a Client
+        futures = {k: Future(names[k], client) for k in keys}
+        part: list = []
+        graph: int | None = len(conv.order)
         for row in conv.rows():  # parts go out while the next ones are made
             part.append(row)
             if len(part) == GRAPH_PART:
@@ -131,10 +159,9 @@ class DaskMixin:
                       for k, v in kwargs.items()}
         return args, kwargs
 
-    def retry(self, futures):
+    def retry(self, futures: Future | Iterable[Future]) -> None:
         """Run failed tasks again: the erred ones among *futures* and the failed tasks they
         depend on."""
-
         if isinstance(futures, Future):
             futures = [futures]
         keys = []
@@ -146,7 +173,7 @@ class DaskMixin:
         if keys:
             self._send({"op": "retry", "keys": keys})
 
-    def shutdown(self):
+    def shutdown(self) -> None:
         """Close the cluster (scheduler and workers) and this client. A client connected to a
         scheduler by address asks the scheduler to close its workers and itself."""
         if self.cluster is not None:
@@ -162,7 +189,7 @@ class DaskMixin:
         self.close()
 
     @contextlib.contextmanager
-    def as_current(self):
+    def as_current(self) -> Iterator[DaskMixin]:
         """Context manager: this client is dask's scheduler inside the block."""
         with _lock:
             _stack.append(self)
@@ -196,10 +223,11 @@ def _pack(keys, futures):
     return futures[keys]
 
 
-def futures_of(obj) -> list:
+def futures_of(obj: Any) -> list[Future]:
     """The Futures in *obj*: a Future, a persisted dask collection, or containers of them."""
-
-    out, seen, stack = [], set(), [obj]
+    out: list[Future] = []
+    seen: set[str] = set()
+    stack = [obj]
     while stack:
         x = stack.pop()
         if isinstance(x, Future):
@@ -287,7 +315,7 @@ def _settings(config, client) -> dict:
     method, as dask.distributed's do without P2P: dask's default without a distributed client
     is "disk", files on whichever node runs a task, which a cluster of several nodes cannot
     share."""
-    values = {"scheduler": CURRENT_CLIENT}
+    values: dict[str, object] = {"scheduler": CURRENT_CLIENT}
     if not config.get("dataframe.shuffle.method", None):
         values["dataframe.shuffle.method"] = "tasks"
     return values

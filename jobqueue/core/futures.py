@@ -5,9 +5,14 @@ FutureState and wakes waiters through the client's condition variable.
 """
 from __future__ import annotations
 
-from collections import namedtuple
+import queue
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import CancelledError
+
+if TYPE_CHECKING:
+    from .client import Client
 
 PENDING, FINISHED, ERROR, CANCELLED, LOST = "pending", "finished", "error", "cancelled", "lost"
 _NOTHING = object()
@@ -16,24 +21,24 @@ _NOTHING = object()
 class RemoteTraceback(Exception):
     """Carries the traceback of a task that raised on a worker; set as the exception's cause."""
 
-    def __init__(self, tb):
+    def __init__(self, tb: str | None):
         self.tb = tb
 
-    def __str__(self):
+    def __str__(self) -> str:
         return "\n\nTraceback on the worker:\n" + (self.tb or "(none)")
 
 
 class FutureState:
     __slots__ = ("status", "value", "blob", "exception", "traceback", "callbacks", "type")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.status = PENDING
-        self.value = _NOTHING
-        self.blob = None
-        self.exception = None
-        self.traceback = None
-        self.callbacks = None
-        self.type = None
+        self.value: Any = _NOTHING
+        self.blob: bytes | None = None
+        self.exception: Any = None         # pickled on arrival, the exception once unpickled
+        self.traceback: str | None = None
+        self.callbacks: list | None = None
+        self.type: str | None = None
 
 
 class Future:
@@ -42,52 +47,60 @@ class Future:
     __slots__ = ("key", "client", "_state", "__weakref__")
     __dask_future__ = True  # dask's graphs may hold it: it stands for the task's result
 
-    def __init__(self, key, client, state=None):
+    def __init__(self, key: str, client: Client, state: FutureState | None = None) -> None:
         self.key = key
-        self.client = client
+        self.client: Client | None = client       # None once released
         self._state = state if state is not None else client._state_for(key)
         client._incref(key)
 
+    def _client(self) -> Client:
+        client = self.client
+        if client is None:
+            raise RuntimeError(f"{self!r} was released: its result is no longer held for it")
+        return client
+
     @property
-    def status(self):
+    def status(self) -> str:
         return self._state.status
 
     def done(self) -> bool:
         return self._state.status != PENDING
 
-    def result(self, timeout=None):
-        self.client._wait([self._state], timeout)
-        return self.client._result_of(self)
+    def result(self, timeout: float | None = None) -> Any:
+        client = self._client()
+        client._wait([self._state], timeout)
+        return client._result_of(self)
 
-    def exception(self, timeout=None):
-        self.client._wait([self._state], timeout)
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        client = self._client()
+        client._wait([self._state], timeout)
         st = self._state
         if st.status == ERROR:
-            return self.client._exception_of(st)
+            return client._exception_of(st)
         if st.status == CANCELLED:
             return CancelledError(self.key)
         return None
 
-    def traceback(self):
+    def traceback(self) -> str | None:
         return self._state.traceback
 
-    def cancel(self):
-        self.client.cancel([self])
+    def cancel(self) -> None:
+        self._client().cancel([self])
 
-    def retry(self):
+    def retry(self) -> None:
         """Run the task again if it failed (and the failed tasks it depends on)."""
-        self.client.retry([self])
+        self._client().retry([self])
 
-    def __dask_tokenize__(self):
+    def __dask_tokenize__(self) -> tuple:
         return ("jobqueue.Future", self.key)
 
     def cancelled(self) -> bool:
         return self._state.status == CANCELLED
 
-    def add_done_callback(self, fn):
-        self.client._add_callback(self, fn)
+    def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
+        self._client()._add_callback(self, fn)
 
-    def release(self):
+    def release(self) -> None:
         client, self.client = self.client, None
         if client is not None:
             client._decref(self.key)
@@ -111,11 +124,10 @@ class Future:
         return f"<b>Future</b>: {self._state.status}, key: <code>{self.key}</code>"
 
 
-
 _SKIPPED = object()
 
 
-def _collect(x, out):
+def _collect(x: Any, out: list[Future]) -> None:
     """Futures in nested lists/tuples/sets/dicts (no closures: they would delay releases)."""
     if isinstance(x, Future):
         out.append(x)
@@ -127,7 +139,7 @@ def _collect(x, out):
             _collect(y, out)
 
 
-def _build(x, skip):
+def _build(x: Any, skip: bool) -> Any:
     if isinstance(x, Future):
         if skip and x._state.status != FINISHED:
             return _SKIPPED
@@ -143,23 +155,21 @@ def _build(x, skip):
 class as_completed:
     """Iterate over futures in the order they finish; ``with_results=True`` yields pairs."""
 
-    def __init__(self, futures=(), with_results=False):
-        import queue
-
-        self._queue = queue.SimpleQueue()
+    def __init__(self, futures: Iterable[Future] = (), with_results: bool = False) -> None:
+        self._queue: queue.SimpleQueue[Future] = queue.SimpleQueue()
         self._pending = 0
         self.with_results = with_results
         for f in futures:
             self.add(f)
 
-    def add(self, future):
+    def add(self, future: Future) -> None:
         self._pending += 1
         future.add_done_callback(self._queue.put)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return self
 
-    def __next__(self):
+    def __next__(self) -> Any:
         if self._pending == 0:
             raise StopIteration
         future = self._queue.get()
@@ -168,21 +178,24 @@ class as_completed:
             return future, future.result()
         return future
 
-    def count(self):
+    def count(self) -> int:
         return self._pending
 
 
-DoneAndNotDone = namedtuple("DoneAndNotDone", ["done", "not_done"])
+class DoneAndNotDone(NamedTuple):
+    done: set[Future]
+    not_done: set[Future]
 
 
-def wait(futures, timeout=None, return_when="ALL_COMPLETED"):
+def wait(futures: Iterable[Future], timeout: float | None = None,
+         return_when: str = "ALL_COMPLETED") -> DoneAndNotDone:
     """Wait for futures: ``return_when`` is ALL_COMPLETED, FIRST_COMPLETED or FIRST_EXCEPTION."""
     import time
 
     futures = list(futures)
     if not futures:
         return DoneAndNotDone(set(), set())
-    client = futures[0].client
+    client = futures[0]._client()
     deadline = None if timeout is None else time.monotonic() + timeout
 
     def finished():

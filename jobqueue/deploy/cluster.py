@@ -24,7 +24,7 @@ import secrets
 import signal
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..core import loop as loop_mod
 from ..core.scheduler_api import InProcess, SchedulerAPI, in_scope, log_scope, wait_for_workers
@@ -78,12 +78,14 @@ class Job:
         return f"<{type(self).__name__} {self.name} {self.state}>"
 
 
+JobT = TypeVar("JobT", bound=Job)
+
 _JOB_STATE_WORDS = {"new": "pending", "closed": "finished"}  # to the one JobState vocabulary
 _FROM_CONFIG = "from config"  # dashboard_address default: config key scheduler.dashboard-address
 
 
-class Cluster:
-    """Base of LocalCluster, SSHCluster and the batch clusters."""
+class Cluster(Generic[JobT]):
+    """Base of LocalCluster, SSHCluster and the batch clusters (``JobT``: their kind of Job)."""
 
     workers_per_job = 1
     threads_per_job = 1
@@ -100,7 +102,7 @@ class Cluster:
 
         self.token = token or secrets.token_urlsafe(32)
         self.name = name or f"{self.kind}-{secrets.token_hex(3)}"
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[str, JobT] = {}
         self._job_counter = 0
         self.status = "starting"
         self.scheduler: SchedulerAPI = self._new_scheduler(
@@ -161,7 +163,7 @@ class Cluster:
 
     # -- scaling ------------------------------------------------------------------------------
 
-    def new_job(self, name: str) -> Job:
+    def new_job(self, name: str) -> JobT:
         raise NotImplementedError
 
     def _jobs_for(self, n: int | None = None, jobs: int | None = None,
@@ -182,7 +184,7 @@ class Cluster:
         target = self._jobs_for(n, jobs, cores, memory)
         self._sync(self._scale_to(target, wait=wait))
 
-    def live_jobs(self) -> list[Job]:
+    def live_jobs(self) -> list[JobT]:
         """Jobs starting or running that the cluster has not asked to stop."""
         return [j for j in self.jobs.values() if j.state not in ("closed", "closing")]
 

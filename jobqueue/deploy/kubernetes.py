@@ -195,7 +195,7 @@ class PodJob(Job):
         return f"<PodJob {self.name} {self.state}{f' {self.reason!r}' if self.reason else ''}>"
 
 
-class KubeCluster(Cluster):
+class KubeCluster(Cluster[PodJob]):
     """Workers as pods on Kubernetes; the scheduler runs in this process.
 
     ``KubeCluster(image="registry/jobqueue-worker:1", n_workers=2, resources={"cpu": "1",
@@ -207,8 +207,6 @@ class KubeCluster(Cluster):
     """
 
     kind = "kubernetes"
-    # the base class holds any Job; this one only pods
-    jobs: dict[str, PodJob]  # type: ignore[assignment]
 
     def __init__(self, *, image=None, n_workers=0, resources=None, namespace=None, env=None,
                  name=None, profile=None, **settings):
