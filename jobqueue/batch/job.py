@@ -17,7 +17,7 @@ import math
 import os
 import tempfile
 import time
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import config, node
 from ..core import notice
@@ -29,6 +29,9 @@ from .batchjob import BatchJob
 from .runner import BatchCommandError, CommandRunner
 from .status import JobState, JobStatus, Pending, Verdict
 from .system import BatchSystem
+
+if TYPE_CHECKING:
+    from ..deploy.adaptive import Adaptive
 
 logger = logging.getLogger("jobqueue.batch")
 
@@ -110,8 +113,9 @@ class JobQueueCluster(Cluster[BatchJob]):
     system: ClassVar[BatchSystem]      # set by each subclass: SLURM(), PBS(), SGE()
     command_timeout = 60.0
 
-    def __init__(self, *, profile=None, name=None, config_name=None, n_workers=None,
-                 **settings):
+    def __init__(self, *, profile: str | None = None, name: str | None = None,
+                 config_name: str | None = None, n_workers: int | None = None,
+                 **settings: Any) -> None:
         if getattr(self, "system", None) is None:
             raise TypeError("JobQueueCluster is a base class: use SLURMCluster, PBSCluster or "
                             "SGECluster")
@@ -132,13 +136,13 @@ class JobQueueCluster(Cluster[BatchJob]):
         self.poll_interval = s["poll_interval"]
         self.runner = CommandRunner(timeout=self.command_timeout)
         self.token_file = None
-        self._scheduler_closed = False
+        self._scheduler_stopped = False      # close() has stopped it
         self._poller = None
         self._poll_failures = 0
         self._clock = time.monotonic         # tests put a clock of their own here
         self._unknown_codes: set = set()
         self._verified: set = set()          # submissions asked whether they can ever run
-        self._target = None                  # scale(jobs=N): N jobs kept queued or running
+        self._target: int | None = None  # scale(jobs=N): N jobs kept queued or running
         self._keeping = asyncio.Lock()       # one decision and its submissions at a time
         self._epoch = 0                      # submissions before it are not the target's
         self._outside = 0                    # jobs cancelled from outside when N was set
@@ -220,7 +224,8 @@ class JobQueueCluster(Cluster[BatchJob]):
             return math.ceil(config.parse_bytes(memory) / self.settings["memory"])
         return super()._jobs_for(n, jobs)
 
-    def scale(self, n=None, jobs=None, cores=None, memory=None, wait=False):
+    def scale(self, n: int | None = None, jobs: int | None = None, cores: int | None = None,
+              memory: int | str | None = None, wait: bool = False) -> None:
         """Keep *jobs* jobs queued or running (or enough for *n* workers, *cores*, *memory*).
 
         Returns once the jobs are submitted or cancelled; ``wait=True`` then waits for their
@@ -236,11 +241,11 @@ class JobQueueCluster(Cluster[BatchJob]):
         if wait:
             self.wait_for_workers(target * self.processes)
 
-    def live_jobs(self) -> list:
+    def live_jobs(self) -> list[BatchJob]:
         """Jobs queued or running that the cluster has not cancelled."""
         return [j for j in list(self.jobs.values()) if not j.done and not j.cancel_requested]
 
-    async def _scale_to(self, target: int, wait=False):
+    async def _scale_to(self, target: int, wait: bool = False) -> None:
         max_jobs = self.settings.get("max_jobs")
         if max_jobs is not None and target > max_jobs:
             logger.info("%s: %d jobs asked for, %s.max-jobs is %d", self.name, target,
@@ -255,7 +260,7 @@ class JobQueueCluster(Cluster[BatchJob]):
             else:
                 await self._keep(replacing=False)
 
-    def adapt(self, *args, **kwargs):
+    def adapt(self, *args: Any, **kwargs: Any) -> Adaptive:
         self._target, self._epoch, self.failure = None, self._submissions, ""
         return super().adapt(*args, **kwargs)
 
@@ -500,7 +505,7 @@ class JobQueueCluster(Cluster[BatchJob]):
 
     def _connected_names(self):
         """Names of the workers connected to the scheduler now (none once it has closed)."""
-        if self._scheduler_closed:
+        if self._scheduler_stopped:
             return ()
         return self.scheduler.workers()
 
@@ -567,7 +572,7 @@ class JobQueueCluster(Cluster[BatchJob]):
 
     # -- waiting, reporting ---------------------------------------------------------------------
 
-    def wait_for_workers(self, n: int, timeout: float | None = None):
+    def wait_for_workers(self, n: int, timeout: float | None = None) -> None:
         """Wait until n workers are connected. Raises RuntimeError (with each ended job's id,
         state, reason and log tail) as soon as the jobs left cannot bring n workers, and
         TimeoutError after timeout seconds (None: no limit)."""
@@ -639,7 +644,7 @@ class JobQueueCluster(Cluster[BatchJob]):
 
     # -- closing --------------------------------------------------------------------------------
 
-    def close(self, timeout=10.0):
+    def close(self, timeout: float = 10.0) -> None:
         """Cancel every job of the cluster (one command), then stop the scheduler."""
         if self.status in ("closing", "closed"):
             return
@@ -658,7 +663,7 @@ class JobQueueCluster(Cluster[BatchJob]):
                 notice.warn(logger, "%s: could not cancel its jobs %s; cancel them yourself: %s",
                             self.name, " ".join(j.job_id for j in ours), e, level=logging.ERROR)
             await self.scheduler.close()
-            self._scheduler_closed = True
+            self._scheduler_stopped = True
             for job in ours:
                 if job.cancel_requested:
                     job.state, job.reason = JobState.CANCELLED, "cancelled by close()"
