@@ -23,6 +23,20 @@ def client(cluster):
         yield c
 
 
+def closes_by_itself(cluster, timeout: float = 60.0) -> None:
+    """Wait until the cluster's scheduler closes by itself (scheduler.idle-timeout) and the
+    cluster, which follows it in a thread of its own, has closed too."""
+    import threading
+
+    closed = threading.Event()
+    cluster.scheduler.on_close(closed.set)        # called after the cluster's own callback
+    assert closed.wait(timeout), f"the scheduler of {cluster.name} did not close"
+    for thread in threading.enumerate():
+        if thread.name == f"close-{cluster.name}":
+            thread.join(timeout)
+    assert cluster.status == "closed"
+
+
 def needs_service(available: bool, what: str):
     """Skip outside CI when a real service is missing; in CI (CI=true) a missing one fails."""
     if available:

@@ -105,20 +105,25 @@ class Cluster(Generic[JobT]):
         self.jobs: dict[str, JobT] = {}
         self._job_counter = 0
         self.status = "starting"
-        self.scheduler: SchedulerAPI = self._new_scheduler(
-            host=host, port=scheduler_port,
-            allowed_failures=allowed_failures if allowed_failures is not None
-            else config.get("scheduler.allowed-failures", 3),
-            worker_ttl=worker_ttl if worker_ttl is not None
-            else config.get("scheduler.worker-ttl", 300.0),
-            idle_timeout=idle_timeout if idle_timeout is not None
-            else config.get("scheduler.idle-timeout", None),
-            scheduler_file=scheduler_file,
-            dashboard_address=config.get("scheduler.dashboard-address", None)
-            if dashboard_address is _FROM_CONFIG else dashboard_address)
-        self.scheduler.serve_cluster(self._dashboard_jobs, self._dashboard_log)
-        self.scheduler.on_close(self._scheduler_closed)
-        self._sync(self.scheduler.start())
+        try:
+            self.scheduler: SchedulerAPI = self._new_scheduler(
+                host=host, port=scheduler_port,
+                allowed_failures=allowed_failures if allowed_failures is not None
+                else config.get("scheduler.allowed-failures", 3),
+                worker_ttl=worker_ttl if worker_ttl is not None
+                else config.get("scheduler.worker-ttl", 300.0),
+                idle_timeout=idle_timeout if idle_timeout is not None
+                else config.get("scheduler.idle-timeout", None),
+                scheduler_file=scheduler_file,
+                dashboard_address=config.get("scheduler.dashboard-address", None)
+                if dashboard_address is _FROM_CONFIG else dashboard_address)
+            self.scheduler.serve_cluster(self._dashboard_jobs, self._dashboard_log)
+            self.scheduler.on_close(self._scheduler_closed)
+            self._sync(self.scheduler.start())
+        except BaseException:           # no scheduler: nothing to close, but our directories
+            self.status = "closed"
+            self._remove_temporary()
+            raise
         self.status = "running"
         _clusters.add(self)
         _handle_stop_signals()
@@ -361,7 +366,8 @@ class Cluster(Generic[JobT]):
             self._remove_temporary()
 
     def _remove_temporary(self) -> None:
-        """Remove what the cluster made for itself alone (temporary directories)."""
+        """Remove what the cluster made for itself alone (temporary directories), on close or
+        when it failed to start."""
 
     def __enter__(self) -> Cluster:
         return self

@@ -520,7 +520,7 @@ class SSHCluster(Cluster):
     def _remove_temporary(self) -> None:
         if self._temporary:
             for session in [j.session for j in self._closed_jobs] + [
-                    getattr(self.scheduler, "session", None)]:
+                    getattr(getattr(self, "scheduler", None), "session", None)]:
                 if session is not None:
                     session.keep_text()
             remove_tree(self._temporary)

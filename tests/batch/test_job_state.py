@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from _fakebatch import FakeGridEngine, FakeSlurm
+from conftest import closes_by_itself
 from jobqueue import SGECluster, SLURMCluster, config
 from jobqueue.batch.job import GONE_GRACE, MAX_BACKOFF, poll_delay
 from jobqueue.batch.status import JobState
@@ -500,8 +501,6 @@ def test_a_submit_command_that_keeps_failing_gives_up_after_three_tries(slurm, c
 def test_a_scheduler_that_closes_by_itself_closes_its_cluster_and_cancels_the_jobs(env):
     """scheduler.idle-timeout: the scheduler closes with no client and no task; the cluster
     follows and cancels its jobs, so that no allocation is left burning for nothing."""
-    import threading
-
     (env / "etc" / "jobqueue.yaml").write_text("scheduler:\n  idle-timeout: 1s\n")
     config.refresh()
     fake = FakeSlurm()
@@ -509,13 +508,7 @@ def test_a_scheduler_that_closes_by_itself_closes_its_cluster_and_cancels_the_jo
     try:
         cluster.scale(jobs=2)
         assert sorted(cluster.jobs) == ["40_0", "40_1"]
-        closed = threading.Event()
-        cluster.scheduler.on_close(closed.set)          # after the cluster's own callback
-        assert closed.wait(60), "the idle scheduler did not close"
-        closer = [t for t in threading.enumerate() if t.name == f"close-{cluster.name}"]
-        for thread in closer:
-            thread.join(60)
-        assert cluster.status == "closed"
+        closes_by_itself(cluster)
         assert {e.state for e in fake.queue.values()} == {"CANCELLED"}
         assert fake.calls["scancel"] == 1
     finally:

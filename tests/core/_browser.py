@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import subprocess
 import time
 
@@ -58,6 +59,10 @@ class Browser:
                 self.ws.close()
 
             self.loop.run_until_complete(close())
+        # chromium keeps its singleton socket in a directory of its own under $TMPDIR (a path
+        # under the profile would be too long for a socket), and may leave it: removed below
+        link = os.path.join(self.profile_dir, "SingletonSocket")
+        singleton = os.path.dirname(os.readlink(link)) if os.path.islink(link) else None
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -65,6 +70,8 @@ class Browser:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if singleton:
+            shutil.rmtree(singleton, ignore_errors=True)
         self.loop.close()
 
     async def _connect(self, timeout=30.0):

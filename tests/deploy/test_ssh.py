@@ -204,10 +204,12 @@ time.sleep(600)
 
 
 @pytest.mark.ssh
-def test_death_of_the_local_process_leaves_no_remote_process(connect):
+def test_death_of_the_local_process_leaves_no_remote_process(connect, tmp_path):
     name = f"jqkilled{os.getpid()}"
+    # killed, it cannot remove its temporary directory: let that be one pytest removes
     proc = subprocess.Popen([sys.executable, "-c", KILLED_SCRIPT, name, SSH_CONFIG],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, TMPDIR=str(tmp_path)))
     try:
         assert proc.stdout.readline() == "ready\n"
         workers = [p for p in processes_with(name) if "jobqueue.core.worker" in p]
