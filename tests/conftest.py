@@ -1,10 +1,28 @@
 import os
+import signal
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from jobqueue import config
+
+
+def _as_if_ignored(signum, frame):
+    pass
+
+
+def pytest_configure(config):
+    """Children of the suite start with SIGINT and SIGHUP at their defaults, as from a terminal.
+
+    A suite started in the background (`cmd &` ignores SIGINT, `nohup` SIGHUP) would pass the
+    ignored signals on to every process its tests start; a Python whose SIGINT is ignored never
+    raises KeyboardInterrupt, and a cluster leaves an ignored SIGHUP alone (the user asked for
+    it), so the tests that press Ctrl-C or hang up on a cluster's process would wait in vain. A
+    handler that does nothing keeps them ignored here, and is reset to the default at exec."""
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            signal.signal(signum, _as_if_ignored)
 
 
 @pytest.fixture(scope="module")
