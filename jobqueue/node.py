@@ -124,10 +124,11 @@ def private_path(name: str) -> str:
 def write_private(path: str, text: str) -> str:
     """Write ``text`` to a new file at ``path`` that only this user can read (0600).
 
-    The file is created with ``O_CREAT|O_EXCL|O_NOFOLLOW``: nothing that exists at ``path`` is
-    ever written through. A regular file of ours that is there (left by an earlier run) is
-    replaced; anything else (another user's file, a symlink, a directory) is refused with
-    :class:`PrivateFileError`."""
+    The text goes to a new file beside it, created with ``O_CREAT|O_EXCL|O_NOFOLLOW``, which is
+    then renamed to ``path``: nothing that exists at ``path`` is ever written through, and a
+    reader (a client or worker waiting for the scheduler file) sees the whole file or none. A
+    regular file of ours that is there (left by an earlier run) is replaced; anything else
+    (another user's file, a symlink, a directory) is refused with :class:`PrivateFileError`."""
     path = os.path.abspath(os.path.expanduser(path))
     try:
         info = os.lstat(path)
@@ -142,18 +143,26 @@ def write_private(path: str, text: str) -> str:
             raise PrivateFileError(f"{path} exists and belongs to uid {info.st_uid}, not to you "
                                    f"(uid {os.getuid()}): refusing to write the token into "
                                    f"another user's file; choose another path")
-        os.unlink(path)
+    directory, name = os.path.split(path)
+    temporary = os.path.join(directory, f".{name}.{os.urandom(6).hex()}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, flags, 0o600)
+        fd = os.open(temporary, flags, 0o600)
     except FileExistsError:
-        raise PrivateFileError(f"{path} was created by someone else while jobqueue was "
-                               f"writing it: refusing to use it; choose another path") from None
+        raise PrivateFileError(f"{temporary} was created by someone else while jobqueue was "
+                               f"writing {path}: refusing to use it; try again") from None
     except OSError as e:
         raise PrivateFileError(f"cannot create {path}: {e.strerror}") from None
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)      # whatever the umask said
-        f.write(text)
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)      # whatever the umask said
+            f.write(text)
+        os.replace(temporary, path)
+    except BaseException as e:
+        os.unlink(temporary)
+        if isinstance(e, OSError):        # e.g. another user's file appeared at path
+            raise PrivateFileError(f"cannot write {path}: {e.strerror}") from None
+        raise
     return path
 
 

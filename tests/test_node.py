@@ -38,6 +38,18 @@ def test_private_directory_and_file_are_ours_alone(env):
     assert not os.path.exists(path)
 
 
+def test_private_file_is_whole_or_absent_and_a_failed_write_keeps_the_old_one(tmp_path):
+    path = str(tmp_path / "scheduler.json")
+    node.write_private(path, "first")
+    before = os.stat(path).st_ino
+    with pytest.raises(TypeError):
+        node.write_private(path, 12345)         # fails while writing: path is left as it was
+    assert open(path).read() == "first" and os.listdir(tmp_path) == ["scheduler.json"]
+    node.write_private(path, "second")          # renamed over it: never seen empty or half
+    assert open(path).read() == "second" and os.stat(path).st_ino != before
+    assert os.listdir(tmp_path) == ["scheduler.json"] and mode(path) == 0o600
+
+
 def test_planted_symlink_is_refused_and_its_target_untouched(tmp_path):
     target = tmp_path / "attacker-reads-this"
     target.write_text("")
