@@ -7,7 +7,7 @@ import pytest
 
 from _realsystem import slurm_running
 from conftest import needs_service
-from jobqueue import Client, KilledWorker, SLURMCluster
+from jobqueue import Client, KilledWorker, SLURMCluster, wait
 from jobqueue.batch.status import JobState
 
 pytestmark = pytest.mark.slurm
@@ -95,8 +95,7 @@ def test_scale_down_moves_results_instead_of_recomputing(service, tmp_path):
         cluster.scale(jobs=3)
         cluster.wait_for_workers(3, timeout=60)
         futures = client.map(record, range(60))
-        while not all(f.done() for f in futures):
-            time.sleep(0.05)
+        wait(futures)
         held = [w["stored"] for w in client.scheduler_info()["workers"].values()]
         assert sum(1 for n in held if n) >= 2
         cluster.scale(jobs=1)

@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from jobqueue import Client, KilledWorker, LocalCluster
+from jobqueue import Client, KilledWorker, LocalCluster, wait
 
 
 def inc(x):
@@ -143,9 +143,7 @@ def test_retire_moves_results_without_recomputing(tmp_path):
 
     with LocalCluster(n_workers=3, threads_per_worker=1) as cluster, Client(cluster) as client:
         futures = client.map(record, range(60))
-        client.gather(futures[:1])
-        while not all(f.done() for f in futures):
-            time.sleep(0.01)
+        wait(futures)
         holders = {w: info["stored"] for w, info in client.scheduler_info()["workers"].items()}
         assert sum(1 for n in holders.values() if n) >= 2  # results spread over workers
         cluster.scale(1)

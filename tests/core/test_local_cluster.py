@@ -3,6 +3,7 @@ import operator
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -128,14 +129,11 @@ def test_as_completed_wait_callbacks(client, tmp_path):
         next(completed)
     done, not_done = wait(futures)
     assert set(done) == set(futures) and not not_done
-    seen = []
+    seen, called = [], threading.Event()
     f = client.submit(inc, 5)
-    f.add_done_callback(lambda fut: seen.append(fut.result()))
+    f.add_done_callback(lambda fut: (seen.append(fut.result()), called.set()))
     f.result()
-    deadline = time.time() + 5
-    while not seen and time.time() < deadline:
-        time.sleep(0.01)
-    assert seen == [6]
+    assert called.wait(10) and seen == [6]
 
 
 def test_scatter_broadcast_puts_the_data_on_every_worker(client):
