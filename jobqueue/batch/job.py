@@ -12,13 +12,14 @@ the jobs that are left cannot bring n workers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
 import tempfile
 import time
 
-from .. import config, node
+from .. import config, node, params
 from ..core import notice
 from ..deploy.cluster import Cluster, _clusters
 from . import keep as keep_mod
@@ -90,20 +91,22 @@ def _write_token_file(name: str, token: str) -> str:
     return node.write_private(node.private_path(owned.owned_name(name, ".token")), token)
 
 
+@params.document()
 class JobQueueCluster(Cluster):
-    """A cluster whose workers run in batch jobs. Use SLURMCluster, PBSCluster or SGECluster.
+    """A cluster whose workers run in batch jobs: the base of SLURMCluster, PBSCluster and
+    SGECluster, which list its settings (the keys of their config section).
 
-    Settings come from the config section of the batch system (see ``jobqueue.yaml``) and are
-    overridden by keyword arguments: cores, memory, processes, queue, account (alias project),
-    walltime, job_name, job_extra_directives, job_directives_skip, job_script_prologue,
-    worker_extra_args, interface, local_directory, log_directory, python, shebang,
-    death_timeout, submit_command_extra, cancel_command_extra, template, job_array,
-    poll_interval, max_jobs. dask-jobqueue's old names (env_extra, job_extra, extra,
-    header_skip) are read with a FutureWarning. ``profile="name"`` (or ``config_name="name"``)
-    applies a named set of overrides first.
-    ``n_workers=N`` starts with enough jobs for N workers, as ``scale(N)`` would.
-    Everything is checked here: a wrong name or value raises ConfigError saying where it came
-    from and what is allowed.
+    Each job runs ``processes`` worker processes on one node, ``cores / processes`` threads
+    each, and shares ``memory`` among them. ``profile="name"`` (or ``config_name="name"``)
+    applies a named set of overrides first, and dask-jobqueue's old setting names are read with
+    a FutureWarning. Everything is checked here: a wrong name or value raises ConfigError
+    saying where it came from and what is allowed.
+
+    Parameters
+    ----------
+    **settings
+        Keys of the batch system's config section, with underscores (``cores=8``): see
+        SLURMCluster, PBSCluster and SGECluster.
     """
 
     system: BatchSystem = None
@@ -254,6 +257,7 @@ class JobQueueCluster(Cluster):
             else:
                 await self._keep(replacing=False)
 
+    @functools.wraps(Cluster.adapt)
     def adapt(self, *args, **kwargs):
         self._target, self._epoch, self.failure = None, self._submissions, ""
         return super().adapt(*args, **kwargs)
@@ -567,9 +571,18 @@ class JobQueueCluster(Cluster):
     # -- waiting, reporting ---------------------------------------------------------------------
 
     def wait_for_workers(self, n: int, timeout: float | None = None):
-        """Wait until n workers are connected. Raises RuntimeError (with each ended job's id,
-        state, reason and log tail) as soon as the jobs left cannot bring n workers, and
-        TimeoutError after timeout seconds (None: no limit)."""
+        """Wait until n workers are connected.
+
+        Raises RuntimeError (with each ended job's id, state, reason and log tail) as soon as
+        the jobs left cannot bring n workers, and TimeoutError after ``timeout``.
+
+        Parameters
+        ----------
+        n : int
+            Number of workers.
+        timeout : float, optional
+            Seconds to wait (None: no limit: a job may pend for hours).
+        """
         self._sync(self._wait_for_workers(n, timeout))
 
     async def _wait_for_workers(self, n, timeout):
@@ -639,7 +652,13 @@ class JobQueueCluster(Cluster):
     # -- closing --------------------------------------------------------------------------------
 
     def close(self, timeout=10.0):
-        """Cancel every job of the cluster (one command), then stop the scheduler."""
+        """Cancel every job of the cluster (one command), then stop the scheduler.
+
+        Parameters
+        ----------
+        timeout : float, default 10.0
+            Seconds to wait for the scheduler to close, beyond the cancel command's own limit.
+        """
         if self.status in ("closing", "closed"):
             return
         self.status = "closing"

@@ -15,11 +15,13 @@ import logging
 import sys
 import threading
 
+from .. import params
 from . import graph as graph_mod
 
 logger = logging.getLogger("jobqueue.client")
 
 
+@params.document()
 class DaskMixin:
     """Methods of :class:`~jobqueue.core.client.Client` for dask collections and graphs."""
 
@@ -27,8 +29,21 @@ class DaskMixin:
 
     def get(self, dsk, keys, *, workers=None, allow_other_workers=None, retries=None,
             priority=0, sync=True, resources=None, **kwargs):
-        """Compute *keys* (a key or nested lists of keys) of a dask graph (dict,
-        HighLevelGraph or expression): their results in the same structure, or Futures."""
+        """Compute *keys* of a dask graph: their results in the same structure, or Futures.
+
+        dask calls this when the client is its scheduler (``dask.compute(x)``).
+
+        Parameters
+        ----------
+        dsk : dict, HighLevelGraph or dask expression
+            The graph.
+        keys : key or nested lists of keys
+            What to compute.
+        sync : bool, default True
+            Return the results rather than Futures.
+        **kwargs
+            Options ``dask.compute()`` passes on to every scheduler; not used here.
+        """
         _no_resources(resources)
         flat = _flatten(keys)
         futures = self._graph_to_futures(dsk, flat, dict(
@@ -40,7 +55,22 @@ class DaskMixin:
     def compute(self, collections, sync=False, optimize_graph=True, workers=None,
                 allow_other_workers=None, retries=None, priority=0, traverse=True,
                 resources=None, **kwargs):
-        """Futures of dask collections (``sync=True``: their results); a list in, a list out."""
+        """Futures of dask collections (``sync=True``: their results); a list in, a list out.
+
+        Parameters
+        ----------
+        traverse : bool, default True
+            Look for collections inside lists, tuples, sets and dicts given.
+        **kwargs
+            Options of dask.distributed's ``compute`` that have no meaning here; not used.
+
+        Examples
+        --------
+        >>> import dask.array as da
+        >>> x = da.ones((1000, 1000), chunks=100)
+        >>> client.compute(x.sum(), sync=True)
+        1000000.0
+        """
         dask = graph_mod.require_dask()
         _no_resources(resources)
         single = not isinstance(collections, (list, tuple, set, frozenset))
@@ -65,7 +95,13 @@ class DaskMixin:
     def persist(self, collections, optimize_graph=True, workers=None,
                 allow_other_workers=None, retries=None, priority=0, resources=None, **kwargs):
         """Collections of the same shape whose chunks are computed, and kept, on the workers:
-        their graphs hold Futures. Returns at once; a list in, a list out."""
+        their graphs hold Futures. Returns at once; a list in, a list out.
+
+        Parameters
+        ----------
+        **kwargs
+            Options of dask.distributed's ``persist`` that have no meaning here; not used.
+        """
         graph_mod.require_dask()
         _no_resources(resources)
         single = not isinstance(collections, (list, tuple, set, frozenset))
@@ -196,8 +232,15 @@ def _pack(keys, futures):
     return futures[keys]
 
 
+@params.document()
 def futures_of(obj) -> list:
-    """The Futures in *obj*: a Future, a persisted dask collection, or containers of them."""
+    """The Futures in *obj*.
+
+    Parameters
+    ----------
+    obj : object
+        A Future, a persisted dask collection, or lists, tuples, sets and dicts of them.
+    """
     from .client import Future
 
     out, seen, stack = [], set(), [obj]

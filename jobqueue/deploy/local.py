@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 
+from .. import params
 from ..node import WorkerCommand, cpu_count
 from .cluster import _FROM_CONFIG, Cluster, Job, remove_tree
 
@@ -118,22 +119,38 @@ class ThreadJob(Job):
         return ""
 
 
+@params.document("local", "scheduler", "worker")
 class LocalCluster(Cluster):
-    """Workers on this machine.
+    """Workers on this machine, each a ``jobqueue worker`` process as a batch job runs it.
 
-    Arguments not given come from the ``local`` config section (``profile=`` applies a named
+    Arguments left at None come from the ``local`` config section (``profile=`` applies a named
     set of overrides first). With none there either, it detects the cores and memory and
     starts workers to fill them: one single-threaded worker process per core up to 4, then
     more threads per worker.
+
+    Parameters
+    ----------
+    local_directory : str, optional
+        Directory for the workers' log files (default: a temporary directory, removed when
+        the cluster closes).
+
+    Examples
+    --------
+    >>> cluster = LocalCluster(n_workers=4, threads_per_worker=1, memory_limit="2GB")
+    >>> client = Client(cluster)
+    >>> Client()            # with no scheduler configured: a LocalCluster sized to the machine
     """
 
     kind = "local"
 
     def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None,
-                 processes: bool | None = None, memory_limit=None, scheduler_port: int = 0,
-                 dashboard_address=_FROM_CONFIG, host: str = "127.0.0.1",
-                 death_timeout: float | None = None, local_directory: str | None = None,
-                 profile: str | None = None, **kwargs):
+                 processes: bool | None = None, memory_limit: int | str | None = None,
+                 scheduler_port: int = 0, dashboard_address=_FROM_CONFIG,
+                 host: str = "127.0.0.1", death_timeout: float | None = None,
+                 local_directory: str | None = None, profile: str | None = None, *,
+                 name: str | None = None, token: str | None = None,
+                 allowed_failures: int | None = None, worker_ttl: float | None = None,
+                 idle_timeout: float | None = None, scheduler_file: str | None = None):
         from ..config import get, parse_bytes, resolve
 
         s = resolve("local", {"n_workers": n_workers, "threads_per_worker": threads_per_worker,
@@ -163,7 +180,9 @@ class LocalCluster(Cluster):
         self.local_directory: str = local_directory or self._temporary or ""
         self._closed_jobs: list = []
         super().__init__(host=host, scheduler_port=scheduler_port,
-                         dashboard_address=dashboard_address, **kwargs)
+                         dashboard_address=dashboard_address, name=name, token=token,
+                         allowed_failures=allowed_failures, worker_ttl=worker_ttl,
+                         idle_timeout=idle_timeout, scheduler_file=scheduler_file)
         try:
             self.scale(n_workers)
         except BaseException:
@@ -171,6 +190,13 @@ class LocalCluster(Cluster):
             raise
 
     def new_job(self, name) -> Job:
+        """A worker process (or, with ``processes=False``, a worker thread).
+
+        Parameters
+        ----------
+        name : str
+            The worker's name, unique in the cluster.
+        """
         return ProcessJob(self, name) if self.processes else ThreadJob(self, name)
 
     async def _close_job(self, job):
