@@ -31,6 +31,16 @@ NO_EQUIVALENT: dict[str, tuple] = {
     "resource-spec": (), "job-cpu": (), "job-mem": (), "lsf-units": (), "use-stdin": (),
 }
 SYSTEMS = ("slurm", "pbs", "sge")
+# Arguments of dask-jobqueue's clusters that have no equivalent argument here, and what to do
+# instead: the error for an unknown setting says this rather than "did you mean".
+_TLS = ("TLS is configured, not passed: set security.protocol: tls in the jobqueue config "
+        "(with security.tls-ca-file, tls-cert and tls-key, or none of them for a temporary "
+        "certificate per cluster)")
+ARGUMENTS = {
+    "security": _TLS,
+    "protocol": _TLS,
+    "loop": "clusters run on jobqueue's own event-loop thread; there is no loop argument",
+}
 
 
 def _empty(value) -> bool:

@@ -678,10 +678,20 @@ def _arguments(arguments: dict, schema: dict, section: str, problems: list) -> d
             continue
         if key in schema:
             out[key] = value
+        elif section in BATCH_SECTIONS and _underscore(name) in _compat().ARGUMENTS:
+            hint = (f": dask-jobqueue's {_underscore(name)}= has no equivalent here: "
+                    f"{_compat().ARGUMENTS[_underscore(name)]}")
+            problems.append(f"argument: {section}.{name}: unknown setting{hint}")
         else:
             hint = _did_you_mean(name, [_underscore(k) for k in schema])
             problems.append(f"argument: {section}.{name}: unknown setting{hint}")
     return out
+
+
+def _compat():
+    from . import compat
+
+    return compat
 
 
 def resolve(section: str, arguments: dict | None = None, profile: str | None = None) -> dict:

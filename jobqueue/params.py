@@ -142,8 +142,9 @@ ARGUMENTS: dict[str, tuple[str, str] | str] = {
                 "these arguments, e.g. ``profile=\"gpu\"``. Its ``kind`` must be this cluster's."),
     "config_name": ("str, optional", "dask-jobqueue's name for ``profile``."),
     "name": ("str, optional",
-             "Name of the cluster, in its repr, logs, dashboard and job/worker names "
-             "(default: KIND-RANDOM)."),
+             "Name of the cluster, in its repr, logs and dashboard (default: KIND-RANDOM). "
+             "Batch clusters also take it as the job name when ``job_name`` is not given, as "
+             "dask-jobqueue does, if it is one (letters, digits, _ . -)."),
     "n_workers": ("int, optional",
                   "Workers to start with, as ``scale(n_workers)`` right after construction "
                   "(it returns without waiting for batch jobs to start)."),

@@ -123,6 +123,9 @@ class JobQueueCluster(Cluster):
                                 "not both")
             profile = config_name
         self.kind = self.system.name
+        if name is not None and settings.get("job_name") is None and \
+                script_mod.is_job_name(name):
+            settings = {**settings, "job_name": name}    # as dask-jobqueue's name= does
         self.settings = script_mod.settings(self.system.name, settings, profile)
         s = self.settings
         self.processes, self.threads = script_mod.split_job(s)

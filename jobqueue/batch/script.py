@@ -149,6 +149,11 @@ def source(section: str, key: str, arguments: dict, profile: str | None = None) 
     return "default"
 
 
+def is_job_name(name: str) -> bool:
+    """Whether every batch system takes ``name`` as a job name (-J, -N)."""
+    return re.fullmatch(_JOB_NAME, str(name)) is not None
+
+
 def check(settings: dict) -> list:
     """Problems with resolved settings as ``(key, message)``; [] if none."""
     s, problems = settings, []
@@ -168,7 +173,7 @@ def check(settings: dict) -> list:
     if processes is not None and (processes < 1 or (s.get("cores") or 0) >= 1
                                   and processes > s["cores"]):
         bad("processes", f"must be between 1 and cores ({s.get('cores')}), not {processes}")
-    if not re.fullmatch(_JOB_NAME, str(s.get("job_name", ""))):
+    if not is_job_name(s.get("job_name", "")):
         bad("job_name", f"{s.get('job_name')!r} is not a job name every batch system accepts: "
             "start with a letter or _, then letters, digits, _ . - (at most 64)")
     for key in ("walltime", "death_timeout", "poll_interval"):
