@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-import textwrap
 from typing import Any, Callable, NamedTuple
 
 from . import config
@@ -248,10 +247,21 @@ def _sections(doc: str) -> tuple[str, list[tuple[str, str]]]:
 
 
 def _dedent(doc: str | None) -> str:
-    if not doc:
-        return ""
-    first, _, rest = doc.partition("\n")
-    return (first.strip() + "\n" + textwrap.dedent(rest)).strip("\n")
+    return inspect.cleandoc(doc) if doc else ""
+
+
+def _wrap(text: str, width: int = 92) -> list[str]:
+    """Greedy word wrap (textwrap.fill costs more than all the rest of this module at
+    import)."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return lines + [line] if line else lines
 
 
 def _entries(doc: str | None) -> dict[str, str]:
@@ -283,7 +293,7 @@ def _entry_text(name: str, kind, type_: str, text: str) -> str:
     star = {inspect.Parameter.VAR_POSITIONAL: "*",
             inspect.Parameter.VAR_KEYWORD: "**"}.get(kind, "")
     head = f"{star}{name} : {type_}" if type_ else f"{star}{name}"
-    body = textwrap.indent("\n".join(textwrap.fill(p, 92) for p in text.split("\n")), "    ")
+    body = "\n".join("    " + line for part in text.split("\n") for line in _wrap(part))
     return f"{head}\n{body}"
 
 
@@ -333,10 +343,13 @@ def _complete(doc: str | None, signature: inspect.Signature, sections: tuple[str
 def _signature(function) -> inspect.Signature:
     """The signature, with annotations written as text under ``from __future__ import
     annotations`` evaluated, so that help() shows ``int | None``, not ``'int | None'``."""
+    signature = inspect.signature(function)
+    if not any(isinstance(p.annotation, str) for p in signature.parameters.values()):
+        return signature
     try:
         signature = inspect.signature(function, eval_str=True)
     except (NameError, TypeError, SyntaxError):
-        return inspect.signature(function)
+        return signature
     if not inspect.isclass(function):
         function.__signature__ = signature
     return signature
