@@ -90,6 +90,25 @@ def test_cluster_parameters_are_its_config_keys(cls_name, section):
         assert explicit[name].default is None, f"{cls_name}({name}): defaults to the config"
 
 
+@pytest.mark.parametrize("cls_name,base,passed_on_by_the_class", [
+    ("SLURMCluster", "JobQueueCluster", set()), ("PBSCluster", "JobQueueCluster", set()),
+    ("SGECluster", "JobQueueCluster", set()), ("LocalCluster", "Cluster", set()),
+    ("SSHCluster", "Cluster", {"host", "scheduler_port"})])
+def test_base_class_arguments_are_explicit_in_the_public_class(cls_name, base,
+                                                               passed_on_by_the_class):
+    """An argument a base constructor gains (n_workers=, scheduler_file=...) is a keyword
+    argument of the public classes too, not only reachable through their **kwargs."""
+    import importlib
+
+    cls = getattr(jobqueue, cls_name)
+    module = "jobqueue.batch.job" if base == "JobQueueCluster" else "jobqueue.deploy.cluster"
+    base_cls = getattr(importlib.import_module(module), base)
+    wanted = {p.name for p in _parameters(base_cls.__init__)
+              if p.kind is not inspect.Parameter.VAR_KEYWORD} - passed_on_by_the_class
+    missing = sorted(wanted - {p.name for p in _parameters(cls.__init__)})
+    assert not missing, f"{cls_name} does not name {base}'s arguments {missing}"
+
+
 def test_every_config_key_has_a_description_and_its_default():
     """The comment parser reads every key jobqueue.yaml sets, with the value YAML reads."""
     data = yaml.safe_load(config.DEFAULTS_FILE.read_text())
