@@ -617,7 +617,11 @@ class JobQueueCluster(Cluster):
                 return (f"but the cluster keeps {self._target} jobs of {self.processes} "
                         f"workers, {most} at most: scale(jobs=...) up first")
             return ""
-        possible = have + sum(self.processes - len(j.workers) for j in self.live_jobs())
+        live = self.live_jobs()
+        possible = have + sum(self.processes - len(j.workers) for j in live)
+        if self._adaptive is not None:       # it may still submit up to its maximum
+            room = self._adaptive.policy.maximum_jobs - len(live)
+            possible += max(room, 0) * self.processes
         if possible < n and all(j.reported for j in ended):
             return (f"and the jobs left can bring at most {possible}: {len(ended)} jobs ended "
                     f"without workers.\n{details}")

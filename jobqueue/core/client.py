@@ -817,6 +817,31 @@ class Client(DaskMixin):
         memory_limit, ...}}``)."""
         return self._sync(self._request({"op": "scheduler-info"}))
 
+    def wait_for_workers(self, n_workers: int, timeout: float | None = None) -> None:
+        """Wait until ``n_workers`` workers are connected to the scheduler.
+
+        With a cluster object, its own ``wait_for_workers`` waits (batch clusters fail early,
+        with each job's state and log tail, once their jobs cannot bring the workers).
+
+        Parameters
+        ----------
+        n_workers : int
+            Number of workers.
+        """
+        if self.cluster is not None:
+            if timeout is None:
+                self.cluster.wait_for_workers(n_workers)
+            else:
+                self.cluster.wait_for_workers(n_workers, timeout=timeout)
+            return
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self.scheduler_info()["workers"]) < n_workers:   # as dask's Client does
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{n_workers} workers did not connect within {timeout:g} s")
+            time.sleep(0.1)
+
     @property
     def dashboard_link(self):
         """The scheduler's dashboard URL (with its token when it needs one), or None."""
