@@ -79,7 +79,9 @@ SCHEMA: dict[str, Any] = {
                  "tls-key": "path?"},
     "profiles": "mapping",   # checked by _check_profiles against the section each profile names
 }
-PROFILE_KINDS = ("local", "ssh", "slurm", "pbs", "sge", "kubernetes")
+# A profile of kind "batch" serves any batch cluster (dask-jobqueue's config_name= sections are
+# read as such): its keys are checked against all three sections, its values by the one in use.
+PROFILE_KINDS = ("local", "ssh", "slurm", "pbs", "sge", "kubernetes", "batch")
 BATCH_SECTIONS = ("slurm", "pbs", "sge")
 # dask-jobqueue's old names of batch settings (it still accepts them, with a warning): accepted
 # as arguments and in its config files, with a FutureWarning naming the new name.
@@ -336,8 +338,14 @@ def _check_profiles(profiles, where) -> list:
                             f"not {body.get('kind')!r}")
         else:
             rest = {k: v for k, v in body.items() if k != "kind"}
-            _walk(rest, SCHEMA[body["kind"]], p, where, problems)
+            _walk(rest, _profile_schema(body["kind"]), p, where, problems)
     return problems
+
+
+def _profile_schema(kind: str) -> dict:
+    if kind == "batch":
+        return {k: v for section in reversed(BATCH_SECTIONS) for k, v in SCHEMA[section].items()}
+    return SCHEMA[kind]
 
 
 def _check(tree: dict, sources: dict) -> list:
@@ -629,7 +637,7 @@ def _profile(state: _State, section: str, name: str) -> dict:
                 else "; none are defined (see profiles: in jobqueue.yaml)")
         raise ConfigError(f"no profile {name!r}{hint}")
     kind = profiles[name]["kind"]
-    if kind != section:
+    if kind != section and not (kind == "batch" and section in BATCH_SECTIONS):
         at = state.sources.get(("profiles", name, "kind"), "default")
         raise ConfigError(f"{at}: profile {name!r} is for {kind}, it cannot configure {section}; "
                           f"pick a profile of kind {section}")

@@ -164,7 +164,7 @@ def test_config_validate(env, capsys):
     assert f"{bad}: 3 problems:" in err
     assert f"{bad}:2: slurm.walltme: unknown key; did you mean 'walltime'?" in err
     assert f"{bad}:3: slurm.memory: cannot read 'lots' as a size" in err
-    assert "kind must be one of local, ssh, slurm, pbs, sge, kubernetes, not 'lsf'" in err
+    assert "kind must be one of local, ssh, slurm, pbs, sge, kubernetes, batch, not 'lsf'" in err
     assert f"{broken}: 1 problem:" in err and f"{broken}:3: invalid YAML" in err
 
 

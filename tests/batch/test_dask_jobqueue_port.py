@@ -162,34 +162,34 @@ def test_slurm_job_script():
 
 @pytest.mark.parametrize("cls", CLUSTERS)
 def test_config_name_takes_custom_config(env, cls):
-    """Theirs: dask.config.set({"jobqueue.slurm-config-name": conf}) and config_name=. Ours: a
-    profile of the cluster's kind, with the keys of their conf that mean something here."""
+    """Theirs: dask.config.set({"jobqueue.slurm-config-name": conf}) and config_name=. Ours
+    reads the same section from a dask-jobqueue config file, as a profile any batch cluster
+    takes; its keys with no meaning here are ignored with a warning naming them."""
+    import yaml
+
     kind = cls.system.name
-    write(env / "etc" / "site.yaml", f"""
-        profiles:
-          {kind}-config-name:
-            kind: {kind}
-            queue: myqueue
-            account: myaccount
-            cores: 1
-            memory: 2 GB
-            walltime: "00:02:00"
-            job-extra-directives: []
-            job-name: myname
-            processes: 1
-            interface: null
-            death-timeout: null
-            local-directory: /foo
-            worker-extra-args: []
-            job-script-prologue: []
-            log-directory: null
-            shebang: "#!/usr/bin/env bash"
-            python: null
-        """)
+    conf = {
+        "queue": "myqueue", "account": "myaccount", "ncpus": 1, "cores": 1, "memory": "2 GB",
+        "walltime": "00:02", "job-extra": None, "job-extra-directives": [], "name": "myname",
+        "processes": 1, "interface": None, "death-timeout": None, "local-directory": "/foo",
+        "shared-temp-directory": None, "extra": None, "worker-command": None,
+        "worker-extra-args": [], "env-extra": None, "job-script-prologue": [],
+        "log-directory": None, "shebang": "#!/usr/bin/env bash", "job-cpu": None,
+        "job-mem": None, "python": None,
+        **({"resource-spec": None} if kind != "slurm" else {}),
+    }
+    if cls is SGECluster:                     # their SGE test names the project
+        conf["project"] = conf.pop("account").replace("account", "project")
+    path = env / "home" / ".config" / "dask" / "jobqueue.yaml"
+    write(path, yaml.safe_dump({"jobqueue": {f"{kind}-config-name": conf}}))
     config.refresh()
-    with cls(config_name=f"{kind}-config-name") as cluster:
+    with pytest.warns(UserWarning, match=rf"jobqueue\.{kind}-config-name\.ncpus: .*ignored"):
+        cluster = cls(config_name=f"{kind}-config-name")
+    with cluster:
         assert cluster.job_name == "myname"
         assert "myqueue" in cluster.job_header
+        assert ("myproject" if cls is SGECluster else "myaccount") in cluster.job_header
+    assert "(dask-jobqueue jobqueue.%s-config-name.queue)" % kind in config.show(sources=True)
 
 
 @pytest.mark.parametrize("cls", CLUSTERS)
