@@ -217,7 +217,7 @@ def _argument_entry(name: str) -> tuple[str, str] | None:
     entry = ARGUMENTS.get(name)
     if isinstance(entry, str):
         described = config_entries()[entry]
-        return type_text(described.spec), _config_text(described)
+        return type_text(described.spec.rstrip("?")) + ", optional", _config_text(described)
     return entry
 
 
@@ -297,13 +297,20 @@ def _entry_text(name: str, kind, type_: str, text: str) -> str:
     return f"{head}\n{body}"
 
 
-def _describe(param: inspect.Parameter, sections: tuple[str, ...]) -> str | None:
-    name = param.name
+def _from_config(param: inspect.Parameter, sections: tuple[str, ...]) -> str | None:
+    """The entry of a parameter that is a key of one of ``sections`` (first first)."""
     for section in sections:
-        entry = config_entries().get(f"{section}.{name.replace('_', '-')}")
+        entry = config_entries().get(f"{section}.{param.name.replace('_', '-')}")
         if entry is not None:
-            return _entry_text(name, param.kind, type_text(entry.spec.rstrip("?")) + ", optional",
+            return _entry_text(param.name, param.kind,
+                               type_text(entry.spec.rstrip("?")) + ", optional",
                                _config_text(entry))
+    return None
+
+
+def _from_arguments(param: inspect.Parameter) -> str | None:
+    """The entry of a parameter described in ARGUMENTS."""
+    name = param.name
     described = _argument_entry(name)
     if described is None:
         return None
@@ -317,7 +324,7 @@ def _describe(param: inspect.Parameter, sections: tuple[str, ...]) -> str | None
 def _complete(doc: str | None, signature: inspect.Signature, sections: tuple[str, ...],
               inherited: dict[str, str] | None = None) -> str:
     """The docstring with a Parameters section in the signature's order: each parameter's
-    entry from the docstring itself, else from ``inherited``, ``sections`` or ARGUMENTS."""
+    entry from the docstring itself, else from ``sections``, ``inherited`` or ARGUMENTS."""
     head, parts = _sections(_dedent(doc))
     own = _entries(doc)
     inherited = inherited or {}
@@ -325,7 +332,8 @@ def _complete(doc: str | None, signature: inspect.Signature, sections: tuple[str
     for p in signature.parameters.values():
         if p.name in ("self", "cls"):
             continue
-        text = own.get(p.name) or inherited.get(p.name) or _describe(p, sections)
+        text = (own.get(p.name) or _from_config(p, sections) or inherited.get(p.name)
+                or _from_arguments(p))
         if text is not None and text not in entries:
             entries.append(text)
     entries += [text for text in own.values() if text not in entries]
@@ -357,17 +365,21 @@ def _signature(function) -> inspect.Signature:
 
 def document(*sections: str) -> Callable:
     """Class or function decorator: complete the docstring's Parameters section from the config
-    keys of ``sections`` (a parameter ``job_name`` <- key ``job-name``, first section first) and
-    from ARGUMENTS. On a class, its ``__init__``'s parameters go into the class docstring, and
-    each public method it defines is completed too, from the description of the same parameter
-    of the method it overrides, then from ARGUMENTS."""
+    keys of ``sections`` (a parameter ``job_name`` <- key ``job-name``, first section first),
+    then from a base class's docstring (for a class) and from ARGUMENTS. On a class, its
+    ``__init__``'s parameters go into the class docstring, and each public method it defines is
+    completed too, from the description of the same parameter of the method it overrides, then
+    from ARGUMENTS."""
     def decorate(obj):
         if not inspect.isclass(obj):
             obj.__doc__ = _complete(obj.__doc__, _signature(obj), sections)
             return obj
         init = obj.__dict__.get("__init__")
-        if init is not None:
-            obj.__doc__ = _complete(obj.__doc__, _signature(init), sections)
+        if init is not None:             # a base class's description of a parameter first
+            bases = {}
+            for base in reversed(obj.__mro__[1:]):
+                bases.update(_entries(base.__doc__))
+            obj.__doc__ = _complete(obj.__doc__, _signature(init), sections, bases)
         for attr, value in vars(obj).items():
             if attr.startswith("_") or not inspect.isfunction(value):
                 continue
