@@ -421,7 +421,8 @@ class SchedulerState(Placement):
             if d.state == "memory" and not d.who_has:
                 self._lose(d)
         ts = self.tasks.get(key)
-        if ts is not None and ts.state == "processing" and ts.processing_on.address == address:
+        ws = ts.processing_on if ts is not None else None
+        if ts is not None and ws is not None and ws.address == address:
             self._unassign(ts, cancel=True)
             self._set(ts, "waiting")
             ts.waiting_on = {x for x in ts.dependencies if x.state != "memory"} or EMPTY
@@ -700,9 +701,9 @@ class SchedulerState(Placement):
             s = ts.state
             assert ts.key == key and s in STATES, ts
             assert (s == "processing") == (ts.processing_on is not None), ts
-            if s == "processing":
-                assert ts in ts.processing_on.processing, ts
-                assert ts.processing_on.address in self.workers, ts
+            on = ts.processing_on
+            if on is not None:
+                assert ts in on.processing and on.address in self.workers, ts
             assert (s == "memory") == bool(ts.who_has), (ts, ts.who_has)
             for ws in ts.who_has:
                 assert ts in ws.has_what and ws.address in self.workers, (ts, ws)
