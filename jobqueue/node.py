@@ -230,6 +230,18 @@ def _duration(text: str) -> float:
     return parse_timedelta(text)
 
 
+def _resources(text: str) -> dict:
+    from .core.placement import parse_resources
+
+    return parse_resources(text)
+
+
+def _module(text: str) -> str:
+    if not text or any(c.isspace() for c in text):
+        raise ValueError(f"{text!r} is not a module name or a .py file")
+    return text
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
@@ -263,7 +275,14 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, bool], ...] = (
      "(instead of --host)", True),
     ("local-directory", str, "scratch directory, created if missing and given to the worker "
      "processes as TMPDIR (results stay in memory: nothing spills there)", True),
+    ("resources", _resources, "abstract resources of each worker process, e.g. 'GPU=2,FOO=1': "
+     "tasks submitted with resources={'GPU': 1} run only on workers that declare them, as "
+     "many at once as the amounts allow", False),
+    ("preload", _module, "a module (or .py file) each worker process imports at start; its "
+     "dask_setup(worker) runs before the worker joins (repeat for several)", False),
 )
+# Options that may be given more than once (a list of values).
+_REPEATED = {"preload"}
 # Other names of options, as dask-worker spells them.
 _ALIASES = {"nworkers": ("--nprocs",)}
 _CONFIG_DEFAULTS = {"death_timeout": "worker.death-timeout",
@@ -297,7 +316,8 @@ def add_worker_arguments(parser, nanny: bool = True) -> None:
             strict: dict[Callable, Callable] = {_count_or_auto: _count, _size_or_auto: _size}
             convert = strict.get(convert, convert)
         aliases = _ALIASES.get(option, ()) if nanny else ()
-        parser.add_argument(f"--{option}", *aliases, type=_argparse_type(convert), help=help)
+        parser.add_argument(f"--{option}", *aliases, type=_argparse_type(convert), help=help,
+                            action="append" if option in _REPEATED else "store")
 
 
 class _Refused(Exception):
@@ -306,10 +326,17 @@ class _Refused(Exception):
 
 # dask-worker options that jobqueue worker does not have, and why.
 _NOT_HERE = {
-    "--resources": "abstract resources (tasks that need GPU=1 only on workers that have it) are "
-                   "not supported yet",
-    "--preload": "preload modules are not supported; import them in the tasks or in "
-                 "job_script_prologue",
+    "--preload-nanny": "the nanny runs no user code; --preload runs in each worker process",
+    "--preload-argv": "preload modules get no arguments of their own; read the environment",
+    "--lifetime-restart": "a worker that reaches its lifetime retires and its job ends; "
+                          "adaptive scaling (or scale()) starts a replacement job",
+    "--worker-class": "jobqueue runs its own worker; use --preload to set it up",
+    "--nanny-port": "the nanny does not listen: the worker processes connect out",
+    "--contact-address": "workers advertise the address they listen on (--host or --interface)",
+    "--listen-address": "workers listen on --host or the address of --interface",
+    "--tls-ca-file": "TLS comes from the cluster's security settings (config security.*)",
+    "--tls-cert": "TLS comes from the cluster's security settings (config security.*)",
+    "--tls-key": "TLS comes from the cluster's security settings (config security.*)",
     "--no-nanny": "jobqueue worker always supervises its processes",
     "--nanny": "jobqueue worker always supervises its processes",
     "--dashboard-address": "workers serve no dashboard: the scheduler's shows them",
@@ -367,11 +394,15 @@ class WorkerCommand:
     host: str | None = None
     interface: str | None = None
     local_directory: str | None = None
+    resources: dict | None = None      # {name: amount}
+    preload: tuple | None = None       # modules or .py files
 
     @classmethod
     def from_args(cls, args) -> WorkerCommand:
         """From parsed arguments (``add_worker_arguments``)."""
         values: dict[str, Any] = {f.name: getattr(args, f.name, None) for f in fields(cls)}
+        if values["preload"] is not None:
+            values["preload"] = tuple(values["preload"])
         return cls(**values)
 
     def resolved(self) -> WorkerCommand:
@@ -415,8 +446,19 @@ class WorkerCommand:
             value = getattr(self, option.replace("-", "_"))
             if value is None or nanny_only and not nanny:
                 continue
-            out += [f"--{option}", f"{value:g}" if isinstance(value, float) else str(value)]
+            for item in (value if option in _REPEATED else [value]):
+                out += [f"--{option}", _text(item)]
         return out
+
+
+def _text(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):                  # --resources
+        from .core.placement import format_resources
+
+        return format_resources(value)
+    return str(value)
 
 
 def cpu_count() -> int:
