@@ -50,6 +50,7 @@ _BATCH: dict[str, str] = {
     "job-name": "str", "cores": "int?", "memory": "size?", "processes": "int?", "queue": "str?",
     "account": "str?", "walltime": "time?", "job-extra-directives": "list",
     "job-directives-skip": "list", "job-script-prologue": "list", "worker-extra-args": "list",
+    "worker-command": "str?",
     "interface": "str?", "local-directory": "path?", "log-directory": "path?", "python": "str?",
     "shebang": "str", "death-timeout": "time?", "submit-command-extra": "list",
     "cancel-command-extra": "list", "template": "path?", "job-array": "bool", "poll-interval": "time",

@@ -440,6 +440,34 @@ class WorkerCommand:
         return [python or sys.executable, "-m", "jobqueue.core.worker",
                 *self._options(nanny=False)]
 
+    def shell(self, python: str | None = None, module: str | None = None, extra=(),
+              expand=("name",)) -> str:
+        """The command as shell text, for job scripts: ``PYTHON -m jobqueue worker ...`` (or
+        ``PYTHON -m MODULE ...``: a cluster's ``worker_command``, given the same arguments),
+        then *extra* arguments (worker_extra_args). Every value is shell-quoted, except those
+        of the options in *expand*, which go in double quotes so that the shell expands the
+        variables in them (``--name "job-${JOBQUEUE_JOB_ID}"``; the caller vouches that they
+        hold nothing else that the shell would read). Wrapped at about 90 characters."""
+        import shlex
+
+        head = [python or sys.executable, "-m", *(module.split() if module else ["jobqueue",
+                                                                                    "worker"])]
+        options = self._options(nanny=True)
+        words = [" ".join(shlex.quote(w) for w in head + options[:1])]
+        for i in range(1, len(options), 2):
+            option, value = options[i], options[i + 1]
+            text = f'"{value}"' if option[2:].replace("-", "_") in expand else shlex.quote(value)
+            words.append(f"{option} {text}")
+        words += [shlex.quote(str(a)) for a in extra]
+        lines, line = [], words[0]
+        for word in words[1:]:
+            if len(line) + 1 + len(word) > 90:
+                lines.append(line)
+                line = "    " + word
+            else:
+                line += " " + word
+        return " \\\n".join(lines + [line])
+
     def _options(self, nanny: bool) -> list:
         out = [self.scheduler]
         for option, _, _, nanny_only in _OPTIONS:
