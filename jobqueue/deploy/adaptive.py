@@ -197,6 +197,7 @@ class Adaptive:
         self.submitted = 0
         self._task = None
         self._said: set = set()       # notes already logged
+        self.rounds = 0               # steps taken
 
     def start(self):
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -219,6 +220,7 @@ class Adaptive:
     async def step(self):
         snap = snapshot(self.cluster, await self.cluster.scheduler.load(), time.time())
         decision, self.state = decide(snap, self.policy, self.state)
+        self.rounds += 1
         for note in decision.unserved:
             key = note.split(" ", 1)[1]          # once per kind, whatever the number
             if key not in self._said:
