@@ -237,8 +237,8 @@ def worker_module(value) -> str | None:
     if value.split(".")[0] in ("distributed", "dask_cuda", "dask"):
         raise ValueError(f"{value!r} starts a dask.distributed worker, which cannot talk to a "
                          "jobqueue scheduler; leave worker_command unset (jobqueue's worker) "
-                         "or name a module of yours that runs jobqueue.cli.main() after its "
-                         "own set-up (e.g. --preload for per-worker set-up)")
+                         "or name a module of yours that runs jobqueue.cli.main(['worker', "
+                         "*sys.argv[1:]]) after its own set-up (or use --preload)")
     return value
 
 
