@@ -281,3 +281,35 @@ def test_cluster_knows_the_resources_its_workers_declare():
                       worker_extra_args=["--resources", "GPU=1,FOO=0.5"]) as cluster:
         assert cluster.worker_resources == {"GPU": 1, "FOO": 0.5}
         assert "--resources GPU=1,FOO=0.5" in cluster.job_script()
+
+
+def test_worker_command_module_wraps_the_worker_end_to_end(tmp_path):
+    """A site's worker_command module sets up, then runs jobqueue worker with the arguments
+    the job script gives it: the line node.WorkerCommand.shell() builds, run by bash."""
+    import os
+    import subprocess
+    import sys
+
+    from jobqueue import Client, LocalCluster, node
+
+    (tmp_path / "site_worker.py").write_text(
+        "import os, sys\n"
+        "import jobqueue.cli\n"
+        "os.environ['WRAPPED_BY'] = 'site_worker'\n"
+        "sys.exit(jobqueue.cli.main(['worker', *sys.argv[1:]]))\n")
+    with LocalCluster(n_workers=0, processes=False) as cluster, Client(cluster) as client:
+        line = node.WorkerCommand(cluster.scheduler_address, nthreads=1, name="wrapped-${N}",
+                                  death_timeout=30.0).shell(
+            sys.executable, script.worker_module("site_worker"), ["--resources", "GPU=1"])
+        proc = subprocess.Popen(
+            ["bash", "-c", f"exec {line}"],
+            env={**os.environ, "JOBQUEUE_TOKEN": cluster.token, "N": "7",
+                 "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])})
+        try:
+            cluster.wait_for_workers(1, timeout=60)
+            (row,) = cluster.scheduler_info()["workers"].values()
+            assert (row["name"], row["resources"]) == ("wrapped-7", {"GPU": 1})
+            assert list(client.run(lambda: os.environ["WRAPPED_BY"]).values()) == ["site_worker"]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
