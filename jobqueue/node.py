@@ -447,7 +447,8 @@ class WorkerCommand:
         then *extra* arguments (worker_extra_args). Every value is shell-quoted, except those
         of the options in *expand*, which go in double quotes so that the shell expands the
         variables in them (``--name "job-${JOBQUEUE_JOB_ID}"``; the caller vouches that they
-        hold nothing else that the shell would read). Wrapped at about 90 characters."""
+        hold nothing else that the shell would read). The command on the first line, its
+        options wrapped at about 90 characters."""
         import shlex
 
         head = [python or sys.executable, "-m", *(module.split() if module else ["jobqueue",
@@ -458,9 +459,16 @@ class WorkerCommand:
             option, value = options[i], options[i + 1]
             text = f'"{value}"' if option[2:].replace("-", "_") in expand else shlex.quote(value)
             words.append(f"{option} {text}")
-        words += [shlex.quote(str(a)) for a in extra]
-        lines, line = [], words[0]
-        for word in words[1:]:
+        for a in map(str, extra):           # an option and its value stay on one line
+            if words[1:] and not a.startswith("-") and words[-1].startswith("-") \
+                    and " " not in words[-1]:
+                words[-1] += " " + shlex.quote(a)
+            else:
+                words.append(shlex.quote(a))
+        if len(words) == 1:
+            return words[0]
+        lines, line = [words[0]], "    " + words[1]        # the command, then its options
+        for word in words[2:]:
             if len(line) + 1 + len(word) > 90:
                 lines.append(line)
                 line = "    " + word

@@ -196,7 +196,7 @@ def test_script_slurm(env, capsys):
     for line in ["#SBATCH -p debug", "#SBATCH -A proj", "#SBATCH --cpus-per-task=2",
                  "#SBATCH --mem=954M", "#SBATCH -t 01:30:00", "#SBATCH --exclusive",
                  f"#SBATCH -o {env}/logs/%x-%j.out", "module load python",
-                 "--nthreads 1 --nworkers 2", "--memory-limit 500000000"]:
+                 "--nthreads 1 --nworkers 2 --memory-limit 500000000"]:
         assert line in out.splitlines() or line in out, line
     assert re.search(r"-m jobqueue worker tcp://[\d.]+:PORT ", out)
 

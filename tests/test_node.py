@@ -186,8 +186,9 @@ def test_shell_line_quotes_every_value_but_expands_the_name():
     cmd = node.WorkerCommand("tcp://h:1", nthreads=2, name="job-${JOBQUEUE_JOB_ID}",
                              interface="ib0")
     line = cmd.shell("/opt/my python", extra=["--preload", "a b"])
-    assert line.startswith("'/opt/my python' -m jobqueue worker tcp://h:1 --nthreads 2")
-    assert '--name "job-${JOBQUEUE_JOB_ID}"' in line and line.endswith("'a b'")
+    assert line == ("'/opt/my python' -m jobqueue worker tcp://h:1 \\\n"
+                    "    --nthreads 2 --name \"job-${JOBQUEUE_JOB_ID}\" --interface ib0 "
+                    "--preload 'a b'")
     words = shlex.split(line.replace("\\\n", " ").replace("${JOBQUEUE_JOB_ID}", "7"))
     assert words[words.index("--name") + 1] == "job-7"
-    assert cmd.shell("py", "site.worker").startswith("py -m site.worker tcp://h:1 ")
+    assert cmd.shell("py", "site.worker").startswith("py -m site.worker tcp://h:1 \\\n")
