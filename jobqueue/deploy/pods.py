@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config
-from ..node import WorkerCommand
+from ..node import WorkerCommand, parse_worker_options
 
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 POD_TEMPLATE = "kubernetes-pod.yaml.j2"
@@ -195,6 +195,10 @@ def check_settings(s: dict) -> list:
                              "never through the pod spec"))
         elif isinstance(value, (dict, list)) or value is None:
             problems.append(("env", f"{name}: the value must be text or a number, not {value!r}"))
+    try:          # read as `jobqueue worker` reads them, so a wrong one fails here, not in a pod
+        parse_worker_options(s.get("worker_extra_args") or ())
+    except ValueError as e:
+        problems.append(("worker_extra_args", str(e)))
     for key in ("threads", "max_pods"):
         if s.get(key) is not None and s[key] < 1:
             problems.append((key, f"must be at least 1, not {s[key]}"))
