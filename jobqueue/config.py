@@ -65,7 +65,7 @@ SCHEMA: dict[str, Any] = {
                "memory": {"pause": "float", "terminate": "float"},
                "lifetime": "time?", "lifetime-stagger": "time"},
     "local": {"n-workers": "int?", "threads-per-worker": "int?", "processes": "bool",
-              "memory-limit": "size|auto"},
+              "memory-limit": "size|auto", "resources": "mapping"},
     "slurm": {**_BATCH, "walltime": "minutes?", "job-cpu": "int?", "job-mem": "size?"},
     "pbs": {**_BATCH, "resource-spec": "str?"},
     "sge": {**_BATCH, "resource-spec": "str?"},

@@ -140,7 +140,9 @@ class LocalCluster(Cluster):
         from ..config import get, parse_bytes, resolve
 
         s = resolve("local", {"n_workers": n_workers, "threads_per_worker": threads_per_worker,
-                              "processes": processes, "memory_limit": memory_limit}, profile)
+                              "processes": processes, "memory_limit": memory_limit,
+                              "resources": resources}, profile)
+        resources = s.get("resources")
         n_workers, threads_per_worker = s["n_workers"], s["threads_per_worker"]
         processes, memory_limit = s["processes"], s["memory_limit"]
         cores = cpu_count()
