@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import stat
 import sys
@@ -124,10 +125,11 @@ def private_path(name: str) -> str:
 def write_private(path: str, text: str) -> str:
     """Write ``text`` to a new file at ``path`` that only this user can read (0600).
 
-    The file is created with ``O_CREAT|O_EXCL|O_NOFOLLOW``: nothing that exists at ``path`` is
-    ever written through. A regular file of ours that is there (left by an earlier run) is
-    replaced; anything else (another user's file, a symlink, a directory) is refused with
-    :class:`PrivateFileError`."""
+    The text goes into a fresh file beside ``path`` (``O_CREAT|O_EXCL|O_NOFOLLOW``: nothing that
+    exists is ever written through), which is then renamed over ``path``: a reader (a client
+    waiting for a scheduler file) sees the whole file or none. A regular file of ours that is
+    there (left by an earlier run) is replaced; anything else (another user's file, a symlink, a
+    directory) is refused with :class:`PrivateFileError`."""
     path = os.path.abspath(os.path.expanduser(path))
     try:
         info = os.lstat(path)
@@ -142,18 +144,20 @@ def write_private(path: str, text: str) -> str:
             raise PrivateFileError(f"{path} exists and belongs to uid {info.st_uid}, not to you "
                                    f"(uid {os.getuid()}): refusing to write the token into "
                                    f"another user's file; choose another path")
-        os.unlink(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    partial = f"{path}.{secrets.token_hex(6)}.partial"
     try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        raise PrivateFileError(f"{path} was created by someone else while jobqueue was "
-                               f"writing it: refusing to use it; choose another path") from None
+        fd = os.open(partial, flags, 0o600)
     except OSError as e:
-        raise PrivateFileError(f"cannot create {path}: {e.strerror}") from None
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)      # whatever the umask said
-        f.write(text)
+        raise PrivateFileError(f"cannot create {partial}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)      # whatever the umask said
+            f.write(text)
+        os.rename(partial, path)
+    except BaseException:
+        remove_private(partial)
+        raise
     return path
 
 

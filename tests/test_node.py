@@ -39,6 +39,23 @@ def test_private_directory_and_file_are_ours_alone(env):
     assert not os.path.exists(path)
 
 
+def test_a_reader_sees_the_whole_file_or_none(tmp_path):
+    """The text is renamed into place: the path never names an empty or half-written file (a
+    client polling for a scheduler file read one as invalid JSON), and nothing else is left."""
+    path = str(tmp_path / "scheduler.json")
+    seen = []
+
+    def spy_rename(src, dst, _rename=os.rename):
+        seen.append((os.path.exists(dst), os.path.getsize(src)))   # just before the rename
+        _rename(src, dst)
+
+    import unittest.mock
+    with unittest.mock.patch.object(node.os, "rename", spy_rename):
+        node.write_private(path, "x" * 100_000)
+    assert seen == [(False, 100_000)] and os.listdir(tmp_path) == ["scheduler.json"]
+    assert open(path).read() == "x" * 100_000
+
+
 def test_planted_symlink_is_refused_and_its_target_untouched(tmp_path):
     target = tmp_path / "attacker-reads-this"
     target.write_text("")
