@@ -201,7 +201,8 @@ ARGUMENTS: dict[str, tuple[str, str] | str] = {
     "priority": ("int, default 0", "Tasks with a higher priority run first."),
     "resources": ("dict, optional",
                   "Abstract resources each task needs, e.g. ``{\"GPU\": 1}``: it runs only on "
-                  "workers that declare them (``jobqueue worker --resources GPU=1``)."),
+                  "a worker that declares them (``jobqueue worker --resources GPU=2``), "
+                  "holding them while it runs, as in dask."),
     "optimize_graph": ("bool, default True", "Let dask optimise the graph first."),
     "sync": ("bool", "Return the results rather than Futures."),
     "func": ("callable", "The function to run; it is pickled once per client."),

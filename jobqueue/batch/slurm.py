@@ -84,6 +84,7 @@ class SLURMCluster(JobQueueCluster):
                  job_directives_skip: list[str] | None = None,
                  job_script_prologue: list[str] | None = None,
                  worker_extra_args: list[str] | None = None,
+                 worker_command: str | None = None,
                  interface: str | None = None,
                  local_directory: str | None = None,
                  log_directory: str | None = None,

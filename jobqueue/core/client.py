@@ -624,7 +624,8 @@ class Client(DaskMixin):
 
     # -- public API ---------------------------------------------------------------------------
 
-    def submit(self, func, *args, key=None, workers=None, retries=0, pure=True, **kwargs):
+    def submit(self, func, *args, key=None, workers=None, retries=0, pure=True, resources=None,
+               **kwargs):
         """Run ``func(*args, **kwargs)`` on a worker; returns a Future.
 
         Parameters
@@ -644,7 +645,7 @@ class Client(DaskMixin):
         args, kwargs = self._collections_to_futures(args, kwargs)
         fid = self._function_id(func, cache=_importable(func))
         group = _funcname(func)
-        restrictions = self._restrictions(workers)
+        restrictions = self._restrictions(workers, resources)
         if key is not None and key in self._states:
             return Future(key, self)
         task = self._pack(key, group, group, fid, args, kwargs, restrictions, retries, pure)
@@ -655,7 +656,8 @@ class Client(DaskMixin):
         self._send(tasks=[task])
         return future
 
-    def map(self, func, *iterables, key=None, workers=None, retries=0, pure=True, **kwargs):
+    def map(self, func, *iterables, key=None, workers=None, retries=0, pure=True,
+            resources=None, **kwargs):
         """``[submit(func, *args) for args in zip(*iterables)]``, with the function sent once.
 
         Parameters
@@ -677,7 +679,7 @@ class Client(DaskMixin):
         _, kwargs = self._collections_to_futures((), kwargs)
         fid = self._function_id(func, cache=True)
         group = _funcname(func)
-        restrictions = self._restrictions(workers)
+        restrictions = self._restrictions(workers, resources)
         futures, tasks = [], []
         items = list(zip(*iterables))
         keys = key if isinstance(key, (list, tuple)) else None
@@ -869,12 +871,16 @@ class Client(DaskMixin):
         """
         return self._sync(self._request({"op": "close-workers", "workers": list(workers)}))
 
-    def _restrictions(self, workers):
-        if workers is None:
-            return None
-        if isinstance(workers, str):
-            return [workers]
-        return list(workers)
+    def _restrictions(self, workers, resources=None):
+        """The task row's restrictions: None, [worker...], or, with *resources*,
+        {"workers": [...] or None, "resources": {name: amount}} (placement.py)."""
+        if workers is not None:
+            workers = [workers] if isinstance(workers, str) else list(workers)
+        if resources:
+            from .placement import check_resources
+
+            return {"workers": workers, "resources": check_resources(resources)}
+        return workers
 
     def _check_open(self):
         if self.status != "running":

@@ -44,11 +44,10 @@ class DaskMixin:
         **kwargs
             Options ``dask.compute()`` passes on to every scheduler; not used here.
         """
-        _no_resources(resources)
         flat = _flatten(keys)
         futures = self._graph_to_futures(dsk, flat, dict(
             workers=workers, allow_other_workers=allow_other_workers, retries=retries,
-            priority=priority))
+            priority=priority, resources=resources))
         packed = _pack(keys, futures)
         return self.gather(packed) if sync else packed
 
@@ -72,7 +71,6 @@ class DaskMixin:
         1000000.0
         """
         dask = graph_mod.require_dask()
-        _no_resources(resources)
         single = not isinstance(collections, (list, tuple, set, frozenset))
         items = [collections] if single else list(collections)
         if traverse:
@@ -85,7 +83,7 @@ class DaskMixin:
             names = [k for ks in keys for k in _flatten(ks)]
             futures = self._graph_to_futures(expr, names, dict(
                 workers=workers, allow_other_workers=allow_other_workers, retries=retries,
-                priority=priority))
+                priority=priority, resources=resources))
             it = iter(names)
             out = [futures[next(it)] if dask.is_dask_collection(a) else a for a in items]
         if sync:
@@ -103,14 +101,13 @@ class DaskMixin:
             Options of dask.distributed's ``persist`` that have no meaning here; not used.
         """
         graph_mod.require_dask()
-        _no_resources(resources)
         single = not isinstance(collections, (list, tuple, set, frozenset))
         items = [collections] if single else list(collections)
         expr, keys = graph_mod.collections_expr(items, optimize_graph, finalize=False)
         flat = [k for ks in keys for k in _flatten(ks)]
         futures = self._graph_to_futures(expr, flat, dict(
             workers=workers, allow_other_workers=allow_other_workers, retries=retries,
-            priority=priority))
+            priority=priority, resources=resources))
         out = []
         for coll, ks in zip(items, keys):
             rebuild, args = coll.__dask_postpersist__()
@@ -212,12 +209,6 @@ class DaskMixin:
                         del _stack[i]
                         break
                 _apply()
-
-
-def _no_resources(resources):
-    if resources:
-        raise NotImplementedError("resources= is not supported: jobqueue workers have no "
-                                  "abstract resources; use workers= to place tasks")
 
 
 def _flatten(keys) -> list:

@@ -21,6 +21,9 @@ Differences on purpose, which the ported assertions follow:
   ``qsub -terse``), not searched for any number; other output is an error that says which form
   was expected.
 
+- ``worker_command="dask_cuda.cli"`` is refused (a dask.distributed worker cannot talk to our
+  scheduler) with an error naming what to give: a module of one's own that runs jobqueue's
+  worker after its set-up.
 - A worker's command line is read from ``job_script()`` (theirs:
   ``cluster._dummy_job._command_template``).
 - A config section of its own name, for ``config_name=``, is read from dask-jobqueue's config
@@ -38,8 +41,7 @@ Ported with a change:
 Waiting for other branches (strict xfail: the marker fails once the feature lands, so that it
 is removed): ``scheduler_options=`` (test_forward_ip, test_scheduler_options,
 test_scheduler_options_interface, test_import_scheduler_options_from_config) and
-``asynchronous=True`` (test_pbs_adapt) from branch sched; ``worker_command=`` and ``--preload``
-(test_command_template's last part) from branch res.
+``asynchronous=True`` (test_pbs_adapt) from branch sched.
 
 Not ported, and why:
 
@@ -395,17 +397,20 @@ def test_command_template(cls):
 
 
 @pytest.mark.parametrize("cls", CLUSTERS)
-@pytest.mark.xfail(strict=True, reason="--preload of a module arrives with branch res")
 def test_command_template_preload(cls):
     with cls(cores=2, memory="4GB", worker_extra_args=["--preload", "mymodule"]) as cluster:
         assert " --preload mymodule" in cluster.job_script()
 
 
 @pytest.mark.parametrize("cls", CLUSTERS)
-def test_command_template_worker_command(cls, request):
-    request.applymarker(pending(cls, "worker_command", "res"))
-    with cls(cores=2, memory="4GB", worker_command="dask_cuda.cli") as cluster:
-        assert "dask_cuda.cli" in cluster.job_script()
+def test_command_template_worker_command(cls):
+    """Theirs runs dask_cuda.cli; a dask.distributed worker cannot talk to our scheduler, so
+    the error says what to give instead, and a module of one's own is run."""
+    with pytest.raises(ConfigError, match=r"worker-command: 'dask_cuda.cli' starts a "
+                                          r"dask.distributed worker.*name a module of yours"):
+        cls(cores=2, memory="4GB", worker_command="dask_cuda.cli")
+    with cls(cores=2, memory="4GB", worker_command="mysite.gpu_worker") as cluster:
+        assert f"{sys.executable} -m mysite.gpu_worker tcp://" in cluster.job_script()
 
 
 @pytest.mark.parametrize("cls", CLUSTERS)
