@@ -8,21 +8,15 @@ import pytest
 from jobqueue import config
 
 
-def _as_if_ignored(signum, frame):
-    pass
-
-
 def pytest_configure(config):
-    """Children of the suite start with SIGINT and SIGHUP at their defaults, as from a terminal.
-
-    A suite started in the background (`cmd &` ignores SIGINT, `nohup` SIGHUP) would pass the
-    ignored signals on to every process its tests start; a Python whose SIGINT is ignored never
-    raises KeyboardInterrupt, and a cluster leaves an ignored SIGHUP alone (the user asked for
-    it), so the tests that press Ctrl-C or hang up on a cluster's process would wait in vain. A
-    handler that does nothing keeps them ignored here, and is reset to the default at exec."""
-    for signum in (signal.SIGINT, signal.SIGHUP):
-        if signal.getsignal(signum) == signal.SIG_IGN:
-            signal.signal(signum, _as_if_ignored)
+    """The tests stand in for a user at a terminal: the scripts they start and then interrupt
+    (SIGINT) or hang up on (SIGHUP) must not inherit those signals ignored from the shell that
+    started pytest (``nohup``, ``cmd &`` without job control). Ignored signals stay ignored in a
+    child, caught ones are reset to the default: so catch them here."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, lambda signum, frame: None)
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from .. import params
 from . import loop as loop_mod
 from . import protocol
 from .collections import DaskMixin, register_default, unregister_default
@@ -105,6 +106,7 @@ def _security_for(cluster, scheduler_file):
     return None
 
 
+@params.document()
 class Client(DaskMixin):
     """Connect to a scheduler (or start a LocalCluster) and submit work.
 
@@ -112,6 +114,34 @@ class Client(DaskMixin):
     the config key ``scheduler-address``; with none of them it starts a ``LocalCluster`` with the
     keyword arguments the client does not use itself. While open, the client is dask's default
     scheduler (``set_as_default=False`` opts out); closing it restores the previous one.
+
+    Parameters
+    ----------
+    address : str or Cluster, optional
+        A cluster object (the client takes its address and token), or the scheduler's address
+        ``tcp://host:port`` (or ``tls://``).
+    scheduler_file : str, optional
+        Read the scheduler's address and token from this file (as a cluster's
+        ``scheduler_file=`` or ``jobqueue scheduler --scheduler-file`` wrote it).
+    token : str, optional
+        The scheduler's token, with ``address`` (default: ``$JOBQUEUE_TOKEN``).
+    timeout : float, default 30.0
+        Seconds to wait for the connection to the scheduler.
+    name : str, optional
+        The client's id in the scheduler's logs and dashboard (default: client-RANDOM).
+    set_as_default : bool, default True
+        Make this client dask's scheduler while it is open.
+    **cluster_kwargs
+        Arguments of the LocalCluster started when there is no scheduler to connect to
+        (``Client(n_workers=2)``); an error when there is one.
+
+    Examples
+    --------
+    >>> client = Client(SLURMCluster(cores=8, memory="32GB"))
+    >>> client = Client(scheduler_file="~/scheduler.json")
+    >>> futures = client.map(lambda x: x + 1, range(10))
+    >>> client.gather(futures)
+    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     """
 
     def __init__(self, address: str | Cluster | None = None, *, scheduler_file: str | None = None,
@@ -473,19 +503,27 @@ class Client(DaskMixin):
 
     def submit(self, func: Callable, *args: Any, key: str | None = None,
                workers: str | Iterable[str] | None = None, retries: int = 0, pure: bool = True,
-               **kwargs: Any) -> Future:
+               resources: dict | None = None, **kwargs: Any) -> Future:
         """Run ``func(*args, **kwargs)`` on a worker; returns a Future.
 
-        ``pure=True`` (as in dask): the key is a hash of the function and arguments, so the
-        same call, from any client, shares one task and result; ``pure=False`` for functions
-        whose every call differs (random numbers, clocks, side effects)."""
+        Parameters
+        ----------
+        **kwargs
+            Keyword arguments of ``func``; Futures stand for their results.
+
+        Examples
+        --------
+        >>> future = client.submit(pow, 2, 10)
+        >>> future.result()
+        1024
+        """
         if not callable(func):
             raise TypeError(f"submit expects a callable first, got {type(func).__name__}")
         self._check_open()
         args, kwargs = self._collections_to_futures(args, kwargs)
         fid = self._function_id(func, cache=_importable(func))
         group = _funcname(func)
-        restrictions = self._restrictions(workers)
+        restrictions = self._restrictions(workers, resources)
         if key is not None and key in self._states:
             return Future(key, self)
         task = self._pack(key, group, group, fid, args, kwargs, restrictions, retries, pure)
@@ -498,16 +536,29 @@ class Client(DaskMixin):
 
     def map(self, func: Callable, *iterables: Iterable, key: str | list[str] | None = None,
             workers: str | Iterable[str] | None = None, retries: int = 0, pure: bool = True,
-            **kwargs: Any) -> list[Future]:
+            resources: dict | None = None, **kwargs: Any) -> list[Future]:
         """``[submit(func, *args) for args in zip(*iterables)]``, with the function sent once.
-        *key*: a list of keys, or a prefix for them."""
+
+        Parameters
+        ----------
+        *iterables
+            One iterable per positional argument of ``func``, zipped.
+        **kwargs
+            Keyword arguments of ``func``, the same for every call.
+
+        Examples
+        --------
+        >>> futures = client.map(pow, [1, 2, 3], [2, 2, 2])
+        >>> client.gather(futures)
+        [1, 4, 9]
+        """
         if not callable(func):
             raise TypeError(f"map expects a callable first, got {type(func).__name__}")
         self._check_open()
         _, kwargs = self._collections_to_futures((), kwargs)
         fid = self._function_id(func, cache=True)
         group = _funcname(func)
-        restrictions = self._restrictions(workers)
+        restrictions = self._restrictions(workers, resources)
         futures, tasks = [], []
         items = list(zip(*iterables))
         keys = key if isinstance(key, (list, tuple)) else None
@@ -528,8 +579,17 @@ class Client(DaskMixin):
                 broadcast: bool = False) -> Any:
         """Put local data on workers; returns Futures (same structure as *data*).
 
-        ``broadcast=True`` copies every piece to every worker (of ``workers``, if given), so
-        that tasks using it on any worker need not fetch it first."""
+        Parameters
+        ----------
+        data : object, list, tuple, set or dict
+            One value, or a collection of values that each become a Future (a dict's keys
+            become the Futures' keys).
+        broadcast : bool, default False
+            Copy every piece to every worker (of ``workers``, if given), so that tasks using
+            it on any worker need not fetch it first.
+        workers : str or list of str, optional
+            Put the data on these workers (addresses or names); by default, on any.
+        """
         self._check_open()
         restrictions = self._restrictions(workers)
 
@@ -555,8 +615,13 @@ class Client(DaskMixin):
         return out
 
     def replicate(self, futures: Any, workers: str | Iterable[str] | None = None) -> None:
-        """Copy the results of *futures* to every worker (of *workers*, if given); returns
-        once they are there."""
+        """Copy the results of *futures* to every worker; returns once they are there.
+
+        Parameters
+        ----------
+        workers : str or list of str, optional
+            Copy to these workers only (addresses or names).
+        """
         flat: list[Future] = []
         _collect(futures, flat)
         self._wait([f._state for f in flat])
@@ -564,7 +629,14 @@ class Client(DaskMixin):
                                   "workers": self._restrictions(workers)}))
 
     def gather(self, futures: Any, errors: str = "raise") -> Any:
-        """Results of *futures* (a Future, or lists/tuples/dicts of them), same structure."""
+        """Results of *futures* (a Future, or lists/tuples/dicts of them), same structure.
+
+        Parameters
+        ----------
+        errors : {'raise', 'skip'}, default 'raise'
+            ``raise``: the first failed task's exception is raised; ``skip``: failed and
+            cancelled tasks are left out of the result.
+        """
         flat: list[Future] = []
         _collect(futures, flat)
         self._wait([f._state for f in flat])
@@ -598,7 +670,15 @@ class Client(DaskMixin):
 
     def run(self, func: Callable, *args: Any, workers: list[str] | None = None,
             **kwargs: Any) -> dict[str, Any]:
-        """Run ``func(*args, **kwargs)`` once on every worker: ``{worker address: result}``."""
+        """Run ``func(*args, **kwargs)`` once on every worker: ``{worker address: result}``.
+
+        Parameters
+        ----------
+        workers : list of str, optional
+            Run on these workers only (addresses); by default, on all.
+        **kwargs
+            Keyword arguments of ``func``.
+        """
         import cloudpickle
         import functools
 
@@ -617,7 +697,34 @@ class Client(DaskMixin):
         return out
 
     def scheduler_info(self) -> dict:
+        """The scheduler's address, id and ``workers`` (``{address: {name, nthreads,
+        memory_limit, ...}}``)."""
         return self._sync(self._request({"op": "scheduler-info"}))
+
+    def wait_for_workers(self, n_workers: int, timeout: float | None = None) -> None:
+        """Wait until ``n_workers`` workers are connected to the scheduler.
+
+        With a cluster object, its own ``wait_for_workers`` waits (batch clusters fail early,
+        with each job's state and log tail, once their jobs cannot bring the workers).
+
+        Parameters
+        ----------
+        n_workers : int
+            Number of workers.
+        """
+        if self.cluster is not None:
+            if timeout is None:
+                self.cluster.wait_for_workers(n_workers)
+            else:
+                self.cluster.wait_for_workers(n_workers, timeout=timeout)
+            return
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self.scheduler_info()["workers"]) < n_workers:   # as dask's Client does
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{n_workers} workers did not connect within {timeout:g} s")
+            time.sleep(0.1)
 
     @property
     def dashboard_link(self) -> str | None:
@@ -627,24 +734,43 @@ class Client(DaskMixin):
         return self.scheduler_info().get("dashboard_link")
 
     def retire_workers(self, workers: Iterable[str]) -> Any:
-        """Close workers gracefully: results only they hold are copied to others first."""
+        """Close workers gracefully: results only they hold are copied to others first.
+
+        Parameters
+        ----------
+        workers : list of str
+            Addresses or names of the workers.
+        """
         return self._sync(self._request({"op": "retire-workers", "workers": list(workers)}))
 
     def close_workers(self, workers: Iterable[str]) -> Any:
+        """Close workers at once; their results are recomputed if needed.
+
+        Parameters
+        ----------
+        workers : list of str
+            Addresses or names of the workers.
+        """
         return self._sync(self._request({"op": "close-workers", "workers": list(workers)}))
 
-    def _restrictions(self, workers):
-        if workers is None:
-            return None
-        if isinstance(workers, str):
-            return [workers]
-        return list(workers)
+    def _restrictions(self, workers, resources=None):
+        """The task row's restrictions: None, [worker...], or, with *resources*,
+        {"workers": [...] or None, "resources": {name: amount}} (placement.py)."""
+        if workers is not None:
+            workers = [workers] if isinstance(workers, str) else list(workers)
+        if resources:
+            from .placement import check_resources
+
+            return {"workers": workers, "resources": check_resources(resources)}
+        return workers
 
     def _check_open(self):
         if self.status != "running":
             raise RuntimeError(f"client is {self.status}")
 
     def close(self) -> None:
+        """Disconnect (the scheduler forgets this client's futures); a LocalCluster the
+        client started is closed too."""
         if self.status in ("closing", "closed"):
             return
         self.status = "closing"

@@ -9,6 +9,7 @@ import queue
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .. import params
 from .errors import CancelledError
 
 if TYPE_CHECKING:
@@ -41,8 +42,28 @@ class FutureState:
         self.type: str | None = None
 
 
+@params.document()
 class Future:
-    """A task's eventual result."""
+    """A task's eventual result, as ``Client.submit`` and ``Client.map`` return it.
+
+    Futures are made by a client, not by hand. While one exists the scheduler keeps its result;
+    ``release()`` (or dropping the last reference) lets it go.
+
+    Parameters
+    ----------
+    key : str
+        The task's key.
+    client : Client
+        The client that holds the result.
+    state : optional
+        The shared state of the key's futures in this client (internal).
+
+    Examples
+    --------
+    >>> future = client.submit(pow, 2, 10)
+    >>> future.result()
+    1024
+    """
 
     __slots__ = ("key", "client", "_state", "__weakref__")
     __dask_future__ = True  # dask's graphs may hold it: it stands for the task's result
@@ -61,17 +82,22 @@ class Future:
 
     @property
     def status(self) -> str:
+        """pending, finished, error, cancelled or lost (the connection to the scheduler)."""
         return self._state.status
 
     def done(self) -> bool:
+        """Whether the task has finished, failed or been cancelled."""
         return self._state.status != PENDING
 
     def result(self, timeout: float | None = None) -> Any:
+        """The task's result; raises the task's exception (with the worker's traceback as its
+        cause) if it failed, CancelledError if it was cancelled."""
         client = self._client()
         client._wait([self._state], timeout)
         return client._result_of(self)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The exception the task raised, or None once it has finished without one."""
         client = self._client()
         client._wait([self._state], timeout)
         st = self._state
@@ -82,9 +108,11 @@ class Future:
         return None
 
     def traceback(self) -> str | None:
+        """The worker's traceback of a failed task, as text (None otherwise)."""
         return self._state.traceback
 
     def cancel(self) -> None:
+        """Cancel the task (and, on the scheduler, every task that depends on it)."""
         self._client().cancel([self])
 
     def retry(self) -> None:
@@ -95,12 +123,16 @@ class Future:
         return ("jobqueue.Future", self.key)
 
     def cancelled(self) -> bool:
+        """Whether the task was cancelled."""
         return self._state.status == CANCELLED
 
     def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
+        """Call ``fn(future)`` in a thread of the client once the task is done (at once if it
+        is)."""
         self._client()._add_callback(self, fn)
 
     def release(self) -> None:
+        """Let the scheduler forget this result, once no other Future holds it."""
         client, self.client = self.client, None
         if client is not None:
             client._decref(self.key)
@@ -152,8 +184,20 @@ def _build(x: Any, skip: bool) -> Any:
     return x
 
 
+@params.document()
 class as_completed:
-    """Iterate over futures in the order they finish; ``with_results=True`` yields pairs."""
+    """Iterate over futures in the order they finish.
+
+    Parameters
+    ----------
+    with_results : bool, default False
+        Yield ``(future, result)`` pairs instead of futures.
+
+    Examples
+    --------
+    >>> for future in as_completed(client.map(slow, range(10))):
+    ...     print(future.result())
+    """
 
     def __init__(self, futures: Iterable[Future] = (), with_results: bool = False) -> None:
         self._queue: queue.SimpleQueue[Future] = queue.SimpleQueue()
@@ -163,6 +207,13 @@ class as_completed:
             self.add(f)
 
     def add(self, future: Future) -> None:
+        """Add a future to iterate over.
+
+        Parameters
+        ----------
+        future : Future
+            A future of any client.
+        """
         self._pending += 1
         future.add_done_callback(self._queue.put)
 
@@ -179,6 +230,7 @@ class as_completed:
         return future
 
     def count(self) -> int:
+        """How many futures are still to come."""
         return self._pending
 
 
@@ -187,9 +239,18 @@ class DoneAndNotDone(NamedTuple):
     not_done: set[Future]
 
 
+@params.document()
 def wait(futures: Iterable[Future], timeout: float | None = None,
          return_when: str = "ALL_COMPLETED") -> DoneAndNotDone:
-    """Wait for futures: ``return_when`` is ALL_COMPLETED, FIRST_COMPLETED or FIRST_EXCEPTION."""
+    """Wait for futures; returns ``(done, not_done)``, two sets.
+
+    Parameters
+    ----------
+    futures : iterable of Future
+        The futures to wait for.
+    return_when : {'ALL_COMPLETED', 'FIRST_COMPLETED', 'FIRST_EXCEPTION'}
+        Return when all are done, when one is, or when one fails (or all are done).
+    """
     import time
 
     futures = list(futures)
