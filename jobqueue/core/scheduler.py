@@ -164,9 +164,11 @@ class Scheduler:
     def __init__(self, token=None, host: str = "127.0.0.1", port: int = 0,
                  allowed_failures: int = 3, worker_ttl: float | None = 300.0,
                  scheduler_file: str | None = None, dashboard_address=None,
-                 idle_timeout: float | None = None, security: Security | None = None):
+                 idle_timeout: float | None = None, security: Security | None = None,
+                 temp_directory: str | None = None):
         self.token = token or secrets.token_urlsafe(32)
         self.security = security  # None: from the config, at start
+        self.temp_directory = temp_directory  # temporary certificates (None: ~/.jobqueue)
         self._tls_dir = None
         self.host = host
         self.port = port
@@ -221,7 +223,8 @@ class Scheduler:
             root.setLevel(logging.INFO)
         security = self.security or Security.from_config()
         if security.tls and not security.complete:
-            self._tls_dir = tempfile.mkdtemp(prefix="tls-", dir=node.private_directory())
+            self._tls_dir = tempfile.mkdtemp(prefix="tls-",
+                                             dir=self.temp_directory or node.private_directory())
             security = security.ready(self._tls_dir)
         self.security = security
         self.listener = Listener(self.token, self._handle, security=security)

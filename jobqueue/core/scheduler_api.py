@@ -210,9 +210,11 @@ class Remote(SchedulerAPI):
     address: str | None = None      # set once known
 
     def __init__(self, token: str, address: str | None = None, name: str = "cluster",
-                 poll: float = 0.1, expecting: Callable[[], bool] | None = None):
+                 poll: float = 0.1, expecting: Callable[[], bool] | None = None,
+                 security: Any = None):
         self.token = token
         self.address = address
+        self._security = security
         self.name = name
         self.poll = poll
         self.expecting = expecting or (lambda: False)
@@ -231,7 +233,7 @@ class Remote(SchedulerAPI):
 
         if self.address is None:
             raise RuntimeError("Remote: no scheduler address to connect to")
-        self.comm = comm = await connect(self.address, self.token)
+        self.comm = comm = await connect(self.address, self.token, security=self._security)
         await comm.write([{"op": "register-client", "id": f"{self.name}-cluster"}])
         (reply,) = await comm.read()
         if reply.get("op") != "welcome":
@@ -284,6 +286,10 @@ class Remote(SchedulerAPI):
                     for callback in self._on_close:
                         callback()
                 return
+
+    @property
+    def security(self) -> Any:
+        return self._security
 
     def lost_because(self) -> str:
         """More about why the scheduler is gone, if a subclass knows (its ssh session)."""

@@ -34,7 +34,7 @@ class ProcessJob(Job):
         c = self.cluster
         return WorkerCommand(c.scheduler_address, nthreads=c.threads_per_worker, nworkers=1,
                              memory_limit=c.memory_limit, name=self.name,
-                             death_timeout=c.death_timeout).argv()
+                             death_timeout=c.death_timeout, interface=c.interface).argv()
 
     async def start(self):
         # What the client can import, its workers on the same machine can import too.
@@ -103,10 +103,13 @@ class ThreadJob(Job):
 
     async def start(self):
         from ..core.worker import Worker
+        from ..node import interface_address
 
         c = self.cluster
+        host = interface_address(c.interface) if c.interface else "127.0.0.1"
         self.worker = Worker(c.scheduler_address, token=c.token, nthreads=c.threads_per_worker,
-                             name=self.name, memory_limit=0, host="127.0.0.1")
+                             name=self.name, memory_limit=0, host=host,
+                             security=c.scheduler.security)
         await self.worker.start()
         self.state = "running"
 
@@ -131,13 +134,16 @@ class LocalCluster(Cluster):
 
     def __init__(self, n_workers: int | None = None, threads_per_worker: int | None = None,
                  processes: bool | None = None, memory_limit=None, scheduler_port: int = 0,
-                 dashboard_address=_FROM_CONFIG, host: str = "127.0.0.1",
+                 dashboard_address=_FROM_CONFIG, host: str | None = None,
                  death_timeout: float | None = None, local_directory: str | None = None,
-                 profile: str | None = None, **kwargs):
+                 profile: str | None = None, interface: str | None = None,
+                 scheduler_options: dict | None = None, asynchronous: bool = False, **kwargs):
         from ..config import get, parse_bytes, resolve
 
         s = resolve("local", {"n_workers": n_workers, "threads_per_worker": threads_per_worker,
-                              "processes": processes, "memory_limit": memory_limit}, profile)
+                              "processes": processes, "memory_limit": memory_limit,
+                              "interface": interface, "scheduler_options": scheduler_options},
+                    profile)
         n_workers, threads_per_worker = s["n_workers"], s["threads_per_worker"]
         processes, memory_limit = s["processes"], s["memory_limit"]
         cores = cpu_count()
@@ -159,16 +165,26 @@ class LocalCluster(Cluster):
         self.memory_limit = int(memory_limit)
         self.death_timeout = death_timeout or get("worker.death-timeout")
         self.dashboard_address = dashboard_address
+        self.interface = s.get("interface")
+        self._n_workers = n_workers
         self._temporary = None if local_directory else tempfile.mkdtemp(prefix="jobqueue-local-")
         self.local_directory: str = local_directory or self._temporary or ""
         self._closed_jobs: list = []
-        super().__init__(host=host, scheduler_port=scheduler_port,
-                         dashboard_address=dashboard_address, **kwargs)
+        if host is not None and (s["scheduler_options"] or {}).get("host") is not None:
+            raise ValueError("LocalCluster: give host= or scheduler_options={'host': ...}, "
+                             "not both")
         try:
-            self.scale(n_workers)
+            super().__init__(host=host or "127.0.0.1", scheduler_port=scheduler_port,
+                             dashboard_address=dashboard_address, interface=self.interface,
+                             scheduler_options=s["scheduler_options"], asynchronous=asynchronous,
+                             **kwargs)
         except BaseException:
-            self.close()
+            remove_tree(self._temporary)
             raise
+
+    async def _start(self) -> None:
+        await super()._start()
+        await self._scale_to(self._n_workers, wait=True)
 
     def new_job(self, name) -> Job:
         return ProcessJob(self, name) if self.processes else ThreadJob(self, name)
