@@ -178,6 +178,7 @@ class Cluster:
         """Run ``coro`` on the event loop, its log lines in this cluster's log: wait for it, or,
         with ``asynchronous=True``, return an awaitable (the work starts at once either way)."""
         if self.asynchronous:
+            loop_mod.caller_loop(coro)
             return loop_mod.run_async(in_scope(self.name, coro), timeout)
         return self._block(coro, timeout)
 
