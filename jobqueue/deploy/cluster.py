@@ -189,7 +189,7 @@ class Cluster:
     def _scheduler_closed(self):
         """The scheduler closed by itself (scheduler.idle-timeout) or was lost: close the
         cluster too, so that no job is left running for nothing."""
-        if self.status == "running":
+        if self.status in ("starting", "running"):
             with log_scope(self.name):
                 logger.warning("%s: its scheduler at %s closed; closing the cluster", self.name,
                                self.scheduler_address)
@@ -346,6 +346,8 @@ class Cluster:
 
     async def _wait_for_jobs(self, jobs, timeout=60.0):
         def problem():
+            if self.status in ("closing", "closed"):
+                return f"{self.name} closed while waiting for the workers of its jobs"
             for j in jobs:
                 why = j.problem()
                 if why:
