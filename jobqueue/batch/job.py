@@ -456,25 +456,29 @@ class JobQueueCluster(Cluster):
 
     async def _resolve_gone(self, gone, now):
         """Jobs that left the status output: ask accounting how they ended, if it can say."""
-        records = {}
+        records: dict = {}
+        unavailable = ""
         queries = {tuple(argv) for argv in (self.system.accounting_argv(j.job_id) for j in gone)
                    if argv}
         for argv in sorted(queries):
             try:
                 result = await self.runner.run(argv, check=False)
                 records.update(self.system.parse_accounting(result.stdout))
+                unavailable = self.system.accounting_unavailable(
+                    result.returncode, result.stderr) or unavailable
             except BatchCommandError as e:
                 logger.debug("%s: %s", self.name, e)
         for job in gone:
             record = records.get(job.job_id)
-            if record is not None:
+            if record is not None and record.state.terminal:   # else: not written yet
                 job.update(record)
             elif job.cancel_requested:
                 job.update(JobStatus(JobState.CANCELLED, "cancelled by this cluster"))
-            elif (not self.system.accounting_argv(job.job_id)
+            elif (unavailable or not self.system.accounting_argv(job.job_id)
                   or now - job.missing_since > GONE_GRACE):
                 job.update(JobStatus(JobState.UNKNOWN, f"left the queue (no longer listed by "
-                                     f"{self.system.status_command})"))
+                                     f"{self.system.status_command}"
+                                     + (f"; {unavailable})" if unavailable else ")")))
                 job.gone = True
             else:
                 continue                      # the accounting record may not be written yet

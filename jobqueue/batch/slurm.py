@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from .job import JobQueueCluster
-from .status import SQUEUE_FORMAT, parse_sbatch, parse_squeue, slurm_pending
+from .status import (SACCT_FORMAT, SQUEUE_FORMAT, parse_sacct, parse_sbatch, parse_squeue,
+                     sacct_unavailable, slurm_pending)
 from .system import BatchSystem
 
 
@@ -39,6 +40,17 @@ class Slurm(BatchSystem):
 
     def parse_status(self, stdout):
         return parse_squeue(stdout)
+
+    def accounting_argv(self, job_id):
+        # A job leaves squeue MinJobAge after it ends; sacct (where accounting is enabled)
+        # keeps how it ended. -X: the job, not its steps; -P: '|'-separated, -n: no header.
+        return ["sacct", "-n", "-P", "-X", "-j", self.submission_id(job_id), "-o", SACCT_FORMAT]
+
+    def parse_accounting(self, stdout):
+        return parse_sacct(stdout)
+
+    def accounting_unavailable(self, returncode, stderr):
+        return sacct_unavailable(returncode, stderr)
 
     def pending(self, reason):
         return slurm_pending(reason)
