@@ -433,7 +433,7 @@ class Cluster:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._block(self._close_cluster())
+        self._block(self._close_cluster(), 10.0 + self.close_margin)
 
     def _summary(self):
         workers = self.scheduler.workers().values()
