@@ -894,12 +894,14 @@ class as_completed:
 
         self._queue = queue.SimpleQueue()
         self._pending = 0
+        self._waiting: dict = {}            # id -> future not yielded yet
         self.with_results = with_results
         for f in futures:
             self.add(f)
 
     def add(self, future):
         self._pending += 1
+        self._waiting[id(future)] = future
         future.add_done_callback(self._queue.put)
 
     def __iter__(self):
@@ -909,6 +911,7 @@ class as_completed:
         if self._pending == 0:
             raise StopIteration
         future = self._queue.get()
+        self._waiting.pop(id(future), None)
         self._pending -= 1
         if self.with_results:
             return future, future.result()
@@ -921,10 +924,15 @@ class as_completed:
         return self
 
     async def __anext__(self):
-        """``async for future in as_completed(futures)`` (the waiting in a thread)."""
-        if self._pending == 0:
+        """``async for future in as_completed(futures)``: waits on the client's loop, not in
+        a thread of the caller."""
+        waiting = self._waiting
+        if not waiting:
             raise StopAsyncIteration
-        future = await asyncio.to_thread(self._queue.get)
+        client = next(iter(waiting.values())).client
+        await loop_mod.run_async(client._until(lambda: any(f.done() for f in waiting.values())))
+        future = next(f for f in waiting.values() if f.done())
+        del waiting[id(future)]
         self._pending -= 1
         if self.with_results:
             return future, await future
