@@ -28,7 +28,7 @@ MUNGE_STATE=$STATE/munge
 ACCT=$STATE/acct
 DB_PORT=3307      # not MariaDB's default 3306: a system database may own that
 DBD_PORT=6819
-STAMP="$(script_stamp "$0")-$HOST"
+STAMP="$(script_stamp "$0" "$(dirname "$0")/accounting.sh")-$HOST"
 
 slurmctld_pid=$RUN/slurmctld.pid
 slurmd_pid=$RUN/slurmd.pid
@@ -56,6 +56,13 @@ for daemon in slurmd slurmctld; do
 done
 stop_pidfile "$slurmd_pid" slurmd
 stop_pidfile "$slurmctld_pid" slurmctld
+# The accounting daemons of another checkout hold ports 3307/6819: their slurmdbd's pid file is
+# named in /etc/slurm/slurmdbd.conf, their mariadbd's is next to it.
+f=$(sed -n 's/^PidFile=//p' /etc/slurm/slurmdbd.conf 2>/dev/null | head -n1 || true)
+if [ -n "$f" ] && [ "$f" != "$ACCT/run/slurmdbd.pid" ]; then
+    stop_pidfile "$f" slurmdbd 15 "slurmdbd (old, $f)"
+    stop_pidfile "$(dirname "$f")/mariadbd.pid" mariadbd 60 "mariadbd (old)"
+fi
 rm -f "$STATE/stamp"
 
 # ---------------------------------------------------------------- config
@@ -154,6 +161,7 @@ wait_until 10 sh -c 'munge -n | unmunge' ||
 
 # ---------------------------------------------------------------- accounting
 start_accounting "$ACCT" "$STATE/etc" "$DB_PORT" "$DBD_PORT"
+install -m 600 "$STATE/etc/slurmdbd.conf" /etc/slurm/slurmdbd.conf
 
 # ---------------------------------------------------------------- slurmctld, slurmd
 log "starting slurmctld"
