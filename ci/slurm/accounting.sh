@@ -29,11 +29,11 @@ start_mariadb() {
             { tail_logs "$ACCT_LOG/mariadb-install.log"; die "mariadb-install-db failed"; }
     fi
     log "starting mariadbd (127.0.0.1:$port)"
-    # small buffers: it holds a few thousand test jobs
+    # a small buffer pool (slurmdbd logs that it would like more): it holds a few test jobs
     setsid mariadbd --no-defaults --user=root --datadir="$dir/mysql" --port="$port" \
         --bind-address=127.0.0.1 --socket="$ACCT_RUN/mariadb.sock" \
         --pid-file="$ACCT_RUN/mariadbd.pid" --log-error="$ACCT_LOG/mariadb.log" \
-        --skip-name-resolve --innodb-buffer-pool-size=32M --innodb-log-file-size=16M \
+        --skip-name-resolve --innodb-buffer-pool-size=32M --innodb-log-file-size=64M \
         --innodb-lock-wait-timeout=900 --performance-schema=OFF \
         </dev/null >/dev/null 2>&1 &
     wait_until 60 _acct_mysql -e 'select 1' ||
