@@ -129,8 +129,15 @@ class JobQueueCluster(Cluster):
                                 "not both")
             profile = config_name
         self.kind = self.system.name
+        for key in ("host", "dashboard_address"):     # as dask-jobqueue says
+            if settings.get(key) is not None:
+                raise ValueError(f"{type(self).__name__}: pass {key!r} through "
+                                 f"'scheduler_options': scheduler_options={{{key!r}: "
+                                 f"{settings[key]!r}}}")
         self.settings = script_mod.settings(self.system.name, settings, profile)
         s = self.settings
+        if settings.get("scheduler_options") is not None:   # replaces the config's, as in
+            s["scheduler_options"] = dict(settings["scheduler_options"])   # dask-jobqueue
         self.processes, self.threads = script_mod.split_job(s)
         self.workers_per_job = self.processes
         self.threads_per_job = self.processes * self.threads

@@ -144,6 +144,8 @@ class LocalCluster(Cluster):
                               "processes": processes, "memory_limit": memory_limit,
                               "interface": interface, "scheduler_options": scheduler_options},
                     profile)
+        if scheduler_options is not None:       # replaces the config's, as in dask-jobqueue
+            s["scheduler_options"] = dict(scheduler_options)
         n_workers, threads_per_worker = s["n_workers"], s["threads_per_worker"]
         processes, memory_limit = s["processes"], s["memory_limit"]
         cores = cpu_count()

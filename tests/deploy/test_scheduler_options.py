@@ -109,3 +109,33 @@ def test_scheduler_options_protocol_tls_makes_the_cluster_speak_tls():
         with Client(cluster) as client:
             assert client.submit(inc, 41).result() == 42
             assert all(a.startswith("tls://") for a in client.scheduler_info()["workers"])
+
+
+# -- batch clusters (no job is submitted: no batch system needed) --------------------------------
+
+def test_batch_cluster_takes_scheduler_options_from_its_config_section(env, monkeypatch):
+    from jobqueue import SLURMCluster
+
+    port = free_port()
+    monkeypatch.setenv("JOBQUEUE_SLURM__SCHEDULER_OPTIONS",
+                       f"{{interface: lo, port: {port}, dashboard-address: null}}")
+    config.refresh()
+    with SLURMCluster(cores=1, memory="1GB", log_directory=str(env / "logs")) as cluster:
+        assert cluster.scheduler_address == f"tcp://127.0.0.1:{port}"
+        assert cluster.dashboard_link is None
+    # an argument replaces the config's dict, as in dask-jobqueue: its port is not kept
+    with SLURMCluster(cores=1, memory="1GB", log_directory=str(env / "logs"),
+                      scheduler_options={"host": "127.0.0.1", "dashboard_address": None},
+                      interface="lo") as cluster:
+        host, _, chosen = cluster.scheduler_address.rpartition(":")
+        assert host == "tcp://127.0.0.1" and chosen != str(port)
+        assert "--interface lo" in cluster.job_script()
+
+
+@pytest.mark.parametrize("key", ["host", "dashboard_address"])
+def test_batch_cluster_top_level_host_or_dashboard_says_use_scheduler_options(env, key):
+    from jobqueue import SLURMCluster
+
+    with pytest.raises(ValueError, match=f"SLURMCluster: pass '{key}' through "
+                                         f"'scheduler_options'"):
+        SLURMCluster(cores=1, memory="1GB", **{key: ":8787"})
