@@ -750,6 +750,23 @@ class Client(DaskMixin, AsyncClientMixin):
     def scheduler_info(self) -> dict:
         return self._sync(self._request({"op": "scheduler-info"}))
 
+    def wait_for_workers(self, n_workers: int, timeout: float | None = None):
+        """Wait until the scheduler has ``n_workers`` workers (TimeoutError after ``timeout``
+        seconds; None: no limit); with an asynchronous client, an awaitable."""
+        return self._sync(self._wait_for_workers(n_workers, timeout))
+
+    async def _wait_for_workers(self, n: int, timeout: float | None):
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            have = len((await self._request({"op": "scheduler-info"}))["workers"])
+            if have >= n:
+                return
+            if deadline is not None and loop.time() > deadline:
+                raise TimeoutError(f"{have} of {n} workers connected to {self.address} within "
+                                   f"{timeout:g} s")
+            await asyncio.sleep(0.1)     # the scheduler does not tell clients of new workers
+
     @property
     def dashboard_link(self):
         """The scheduler's dashboard URL (with its token when it needs one), or None."""

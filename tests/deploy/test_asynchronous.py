@@ -53,8 +53,11 @@ def test_async_local_cluster_and_client_as_in_dask():
                 with pytest.raises(ValueError, match="bad input 3"):
                     await bad
                 assert isinstance(await bad.exception(), ValueError)
-                await cluster.scale(3)
+                cluster.scale(3)                  # as in dask: need not be awaited
+                await client.wait_for_workers(3)
                 assert len(cluster.workers) == 3
+                with pytest.raises(TimeoutError, match="3 of 4 workers connected to tcp://"):
+                    await client.wait_for_workers(4, timeout=0.3)
             assert client.status == "closed"
         assert cluster.status == "closed"
         return cluster
