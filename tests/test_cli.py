@@ -284,6 +284,15 @@ def test_info_from_scheduler_file(env, capsys, cluster):
     assert code == 0 and "workers    2" in out
 
 
+def test_info_says_what_tasks_in_no_worker_need():
+    from jobqueue.cli import format_info
+
+    text = format_info({"address": "tcp://h:1", "workers": {}, "tasks": {"no-worker": 7},
+                        "no_worker": {"resources GPU=1": 6, "workers gpu-node": 1}})
+    assert "no worker  6 tasks need resources GPU=1, which no connected worker offers" in text
+    assert "no worker  1 task needs workers gpu-node" in text
+
+
 def test_info_errors(env, capsys, monkeypatch):
     code, _, err = run(capsys, "info")
     assert code == 2 and "no scheduler to ask" in err

@@ -139,6 +139,10 @@ class JobQueueCluster(Cluster):
         if settings.get("scheduler_options") is not None:   # replaces the config's, as in
             s["scheduler_options"] = dict(settings["scheduler_options"])   # dask-jobqueue
         self.processes, self.threads = script_mod.split_job(s)
+        # what each worker declares (worker_extra_args --resources): adapt() adds jobs for
+        # tasks that request resources only if these cover them
+        self.worker_resources = node.parse_worker_options(
+            s.get("worker_extra_args") or ()).get("resources") or {}
         self.workers_per_job = self.processes
         self.threads_per_job = self.processes * self.threads
         self.memory_per_job = s["memory"]

@@ -606,19 +606,22 @@ class Client(DaskMixin, AsyncClientMixin):
 
     # -- public API ---------------------------------------------------------------------------
 
-    def submit(self, func, *args, key=None, workers=None, retries=0, pure=True, **kwargs):
+    def submit(self, func, *args, key=None, workers=None, retries=0, pure=True, resources=None,
+               **kwargs):
         """Run ``func(*args, **kwargs)`` on a worker; returns a Future.
 
         ``pure=True`` (as in dask): the key is a hash of the function and arguments, so the
         same call, from any client, shares one task and result; ``pure=False`` for functions
-        whose every call differs (random numbers, clocks, side effects)."""
+        whose every call differs (random numbers, clocks, side effects).
+        ``resources={"GPU": 1}``: run only on a worker that declares them (``jobqueue worker
+        --resources GPU=2``), holding them while it runs, as in dask."""
         if not callable(func):
             raise TypeError(f"submit expects a callable first, got {type(func).__name__}")
         self._check_open()
         args, kwargs = self._collections_to_futures(args, kwargs)
         fid = self._function_id(func, cache=_importable(func))
         group = _funcname(func)
-        restrictions = self._restrictions(workers)
+        restrictions = self._restrictions(workers, resources)
         if key is not None and key in self._states:
             return Future(key, self)
         task = self._pack(key, group, group, fid, args, kwargs, restrictions, retries, pure)
@@ -629,16 +632,18 @@ class Client(DaskMixin, AsyncClientMixin):
         self._send(tasks=[task])
         return future
 
-    def map(self, func, *iterables, key=None, workers=None, retries=0, pure=True, **kwargs):
+    def map(self, func, *iterables, key=None, workers=None, retries=0, pure=True,
+            resources=None, **kwargs):
         """``[submit(func, *args) for args in zip(*iterables)]``, with the function sent once.
-        *key*: a list of keys, or a prefix for them."""
+        *key*: a list of keys, or a prefix for them; *resources*: as for :meth:`submit`, per
+        task."""
         if not callable(func):
             raise TypeError(f"map expects a callable first, got {type(func).__name__}")
         self._check_open()
         _, kwargs = self._collections_to_futures((), kwargs)
         fid = self._function_id(func, cache=True)
         group = _funcname(func)
-        restrictions = self._restrictions(workers)
+        restrictions = self._restrictions(workers, resources)
         futures, tasks = [], []
         items = list(zip(*iterables))
         keys = key if isinstance(key, (list, tuple)) else None
@@ -781,12 +786,16 @@ class Client(DaskMixin, AsyncClientMixin):
     def close_workers(self, workers):
         return self._sync(self._request({"op": "close-workers", "workers": list(workers)}))
 
-    def _restrictions(self, workers):
-        if workers is None:
-            return None
-        if isinstance(workers, str):
-            return [workers]
-        return list(workers)
+    def _restrictions(self, workers, resources=None):
+        """The task row's restrictions: None, [worker...], or, with *resources*,
+        {"workers": [...] or None, "resources": {name: amount}} (placement.py)."""
+        if workers is not None:
+            workers = [workers] if isinstance(workers, str) else list(workers)
+        if resources:
+            from .placement import check_resources
+
+            return {"workers": workers, "resources": check_resources(resources)}
+        return workers
 
     def _check_open(self):
         if self.status != "running":

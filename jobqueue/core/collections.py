@@ -29,11 +29,10 @@ class DaskMixin:
             priority=0, sync=True, resources=None, **kwargs):
         """Compute *keys* (a key or nested lists of keys) of a dask graph (dict,
         HighLevelGraph or expression): their results in the same structure, or Futures."""
-        _no_resources(resources)
         flat = _flatten(keys)
         futures = self._graph_to_futures(dsk, flat, dict(
             workers=workers, allow_other_workers=allow_other_workers, retries=retries,
-            priority=priority))
+            priority=priority, resources=resources))
         packed = _pack(keys, futures)
         return self.gather(packed) if sync else packed
 
@@ -42,7 +41,6 @@ class DaskMixin:
                 resources=None, **kwargs):
         """Futures of dask collections (``sync=True``: their results); a list in, a list out."""
         dask = graph_mod.require_dask()
-        _no_resources(resources)
         single = not isinstance(collections, (list, tuple, set, frozenset))
         items = [collections] if single else list(collections)
         if traverse:
@@ -55,7 +53,7 @@ class DaskMixin:
             names = [k for ks in keys for k in _flatten(ks)]
             futures = self._graph_to_futures(expr, names, dict(
                 workers=workers, allow_other_workers=allow_other_workers, retries=retries,
-                priority=priority))
+                priority=priority, resources=resources))
             it = iter(names)
             out = [futures[next(it)] if dask.is_dask_collection(a) else a for a in items]
         if sync:
@@ -67,14 +65,13 @@ class DaskMixin:
         """Collections of the same shape whose chunks are computed, and kept, on the workers:
         their graphs hold Futures. Returns at once; a list in, a list out."""
         graph_mod.require_dask()
-        _no_resources(resources)
         single = not isinstance(collections, (list, tuple, set, frozenset))
         items = [collections] if single else list(collections)
         expr, keys = graph_mod.collections_expr(items, optimize_graph, finalize=False)
         flat = [k for ks in keys for k in _flatten(ks)]
         futures = self._graph_to_futures(expr, flat, dict(
             workers=workers, allow_other_workers=allow_other_workers, retries=retries,
-            priority=priority))
+            priority=priority, resources=resources))
         out = []
         for coll, ks in zip(items, keys):
             rebuild, args = coll.__dask_postpersist__()
@@ -190,12 +187,6 @@ class DaskMixin:
                         del _stack[i]
                         break
                 _apply()
-
-
-def _no_resources(resources):
-    if resources:
-        raise NotImplementedError("resources= is not supported: jobqueue workers have no "
-                                  "abstract resources; use workers= to place tasks")
 
 
 def _flatten(keys) -> list:

@@ -89,6 +89,7 @@ class Cluster:
     workers_per_job = 1
     threads_per_job = 1
     memory_per_job: int | None = None      # bytes, where a cluster knows it (batch clusters)
+    worker_resources: dict = {}            # what each worker declares (--resources): for adapt()
     kind = "cluster"
     _adaptive = None
 

@@ -23,6 +23,7 @@ import time
 from collections import deque
 
 from .. import config
+from ..node import parse_worker_options
 from .cluster import Cluster, Job
 from .pods import (LABEL_CLUSTER, LABEL_WORKER, MANAGED_BY, NAME, PodStatus, containers_stopped,
                    pod_context,
@@ -222,6 +223,9 @@ class KubeCluster(Cluster):
         self.death_timeout = s.get("death_timeout") or config.get("worker.death-timeout")
         self.max_jobs = s.get("max_pods")
         self.threads_per_job = worker_threads(s, pod_resources(s.get("resources")))
+        # what each worker declares (worker_extra_args --resources), for adapt()
+        self.worker_resources = parse_worker_options(
+            s.get("worker_extra_args") or ()).get("resources") or {}
         self.kube = None
         self.namespace = s.get("namespace")
         self.pods_created = 0

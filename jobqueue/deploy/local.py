@@ -34,7 +34,8 @@ class ProcessJob(Job):
         c = self.cluster
         return WorkerCommand(c.scheduler_address, nthreads=c.threads_per_worker, nworkers=1,
                              memory_limit=c.memory_limit, name=self.name,
-                             death_timeout=c.death_timeout, interface=c.interface).argv()
+                             death_timeout=c.death_timeout, interface=c.interface,
+                             resources=c.worker_resources or None).argv()
 
     async def start(self):
         # What the client can import, its workers on the same machine can import too.
@@ -109,7 +110,7 @@ class ThreadJob(Job):
         host = interface_address(c.interface) if c.interface else "127.0.0.1"
         self.worker = Worker(c.scheduler_address, token=c.token, nthreads=c.threads_per_worker,
                              name=self.name, memory_limit=0, host=host,
-                             security=c.scheduler.security)
+                             security=c.scheduler.security, resources=c.worker_resources)
         await self.worker.start()
         self.state = "running"
 
@@ -127,7 +128,8 @@ class LocalCluster(Cluster):
     Arguments not given come from the ``local`` config section (``profile=`` applies a named
     set of overrides first). With none there either, it detects the cores and memory and
     starts workers to fill them: one single-threaded worker process per core up to 4, then
-    more threads per worker.
+    more threads per worker. ``resources={"GPU": 1}``: abstract resources each worker
+    declares, as in dask (tasks submitted with ``resources=`` run only where they are).
     """
 
     kind = "local"
@@ -136,16 +138,18 @@ class LocalCluster(Cluster):
                  processes: bool | None = None, memory_limit=None, scheduler_port: int = 0,
                  dashboard_address=_FROM_CONFIG, host: str | None = None,
                  death_timeout: float | None = None, local_directory: str | None = None,
-                 profile: str | None = None, interface: str | None = None,
-                 scheduler_options: dict | None = None, asynchronous: bool = False, **kwargs):
+                 resources: dict | None = None, profile: str | None = None,
+                 interface: str | None = None, scheduler_options: dict | None = None,
+                 asynchronous: bool = False, **kwargs):
         from ..config import get, parse_bytes, resolve
 
         s = resolve("local", {"n_workers": n_workers, "threads_per_worker": threads_per_worker,
                               "processes": processes, "memory_limit": memory_limit,
-                              "interface": interface, "scheduler_options": scheduler_options},
-                    profile)
+                              "resources": resources, "interface": interface,
+                              "scheduler_options": scheduler_options}, profile)
         if scheduler_options is not None:       # replaces the config's, as in dask-jobqueue
             s["scheduler_options"] = dict(scheduler_options)
+        resources = s.get("resources")
         n_workers, threads_per_worker = s["n_workers"], s["threads_per_worker"]
         processes, memory_limit = s["processes"], s["memory_limit"]
         cores = cpu_count()
@@ -157,6 +161,10 @@ class LocalCluster(Cluster):
         elif threads_per_worker is None:
             threads_per_worker = max(1, cores // max(n_workers, 1))
         self.threads_per_worker = self.threads_per_job = int(threads_per_worker)
+        if resources:
+            from ..core.placement import check_resources
+
+            self.worker_resources = check_resources(resources, "LocalCluster(resources=...)")
         self.processes = processes
         if memory_limit in ("auto", None):
             memory_limit = _total_memory() // max(n_workers, 1)

@@ -54,7 +54,7 @@ CONNECT_KEYS = (*CONNECT_FLAGS, "known_hosts", "connect_timeout", "server_alive_
 CONNECT_DEFAULTS = {"connect_timeout": 10, "server_alive_interval": 15}
 CONNECT_ALIASES = {"user": "username", "client_keys": "identity_file"}
 WORKER_DEFAULTS = {"nthreads": "auto", "nworkers": 1, "memory_limit": "auto",
-                   "death_timeout": 30.0, "interface": None, "host": None}
+                   "death_timeout": 30.0, "interface": None, "host": None, "resources": None}
 WORKER_ALIASES = {"n_workers": "nworkers", "processes": "nworkers", "threads": "nthreads"}
 SCHEDULER_ADDRESS = re.compile(r"scheduler at (tcp://[^\s;]+)")
 STOP_GRACE = 8.0     # after a hang-up, how long the remote side gets before ssh is killed
@@ -92,6 +92,11 @@ def worker_settings(options) -> dict:
             o["memory_limit"] = parse_bytes(o["memory_limit"])
         o["memory_limit"] = o["memory_limit"] or 0
         o["death_timeout"] = parse_timedelta(o["death_timeout"])
+        if o["resources"]:
+            from ..core.placement import check_resources, parse_resources
+
+            r = o["resources"]
+            o["resources"] = parse_resources(r) if isinstance(r, str) else check_resources(r)
     except (TypeError, ValueError) as e:
         raise ValueError(f"SSHCluster worker_options: {e}") from None
     if not o["death_timeout"] or o["death_timeout"] <= 0:
@@ -304,7 +309,7 @@ class SSHJob(Job):
         return node.WorkerCommand(
             c.scheduler_address, nthreads=o["nthreads"], nworkers=o["nworkers"],
             memory_limit=o["memory_limit"], name=self.name, death_timeout=o["death_timeout"],
-            interface=o["interface"], host=o["host"]).args()
+            interface=o["interface"], host=o["host"], resources=o["resources"] or None).args()
 
     def worker_names(self) -> list:
         n = self.cluster.worker_options["nworkers"]
@@ -394,7 +399,8 @@ class SSHCluster(Cluster):
     ``ssh_args`` (a list appended as is); one dict for all hosts or a list with one per host.
     ``worker_options``: ``nthreads`` and ``memory_limit`` (default "auto": the host's cores and
     memory), ``nworkers`` (processes per host, 1), ``death_timeout`` (30 s), ``interface`` or
-    ``host`` (what the workers listen on). ``scheduler_options``: ``port``, ``host``,
+    ``host`` (what the workers listen on), ``resources`` (``{"GPU": 1}`` or ``"GPU=1"``: what
+    each worker declares, as ``jobqueue worker --resources``). ``scheduler_options``: ``port``, ``host``,
     ``interface``. ``remote_python``: the python on the hosts (default: this one's path), or a
     list with one per host. Defaults come from the ``ssh`` config section; other keyword
     arguments go to :class:`~jobqueue.deploy.cluster.Cluster` (``name``, ``token``, ...).
@@ -428,6 +434,7 @@ class SSHCluster(Cluster):
         self.ssh_scheduler_options = scheduler_options_mod.check(
             settings["scheduler_options"], "SSHCluster scheduler_options")
         self.workers_per_job = self.worker_options["nworkers"]
+        self.worker_resources = self.worker_options["resources"] or {}
         self._temporary = None if log_directory else tempfile.mkdtemp(prefix="jobqueue-ssh-")
         self.log_directory: str = log_directory or self._temporary or ""
         os.makedirs(self.log_directory, exist_ok=True)
