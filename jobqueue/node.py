@@ -115,6 +115,22 @@ def private_directory(path: str | None = None) -> str:
     return path
 
 
+def private_temp_directory(base: str) -> str:
+    """A new directory of this user's alone (0700) inside ``base`` (created 0700 if missing), for
+    temporary files that a cluster's workers read from a filesystem they share
+    (``shared_temp_directory``); the caller removes it."""
+    import tempfile
+
+    base = os.path.abspath(os.path.expanduser(base))
+    try:
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        return tempfile.mkdtemp(prefix="jobqueue-", dir=base)
+    except OSError as e:
+        raise PrivateFileError(f"shared_temp_directory {base}: cannot create a private directory "
+                               f"in it ({e.strerror or e}); give a writable directory that the "
+                               f"compute nodes share") from None
+
+
 def private_path(name: str) -> str:
     """``~/.jobqueue/NAME`` (the directory made safe first)."""
     if not name or "/" in name or name in (".", ".."):
