@@ -202,6 +202,19 @@ def read_scheduler_file(path: str) -> tuple[str, str]:
     return info["address"], info["token"]
 
 
+def scheduler_file_security(path: str):
+    """The TLS settings (a :class:`~jobqueue.core.security.Security`) a scheduler file names, if
+    any (None)."""
+    from .core.security import Security
+
+    with open(os.path.expanduser(path)) as f:
+        env = json.load(f).get("env") or {}
+    if env.get("JOBQUEUE_SECURITY__PROTOCOL") != "tls":
+        return None
+    return Security("tls", env["JOBQUEUE_SECURITY__TLS_CA_FILE"],
+                    env["JOBQUEUE_SECURITY__TLS_CERT"], env["JOBQUEUE_SECURITY__TLS_KEY"])
+
+
 def environment_without_secrets(env=None) -> dict:
     """A copy of the environment (default: this process's) without the cluster's token: what
     batch commands run with, so that ``sbatch`` (which exports the environment by default)

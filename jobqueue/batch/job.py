@@ -206,12 +206,11 @@ class JobQueueCluster(Cluster):
         through the scheduler API as a client: this cluster only submits jobs for it."""
         if self.scheduler_file is None:
             return super()._new_scheduler(**options)
-        from ..core.scheduler import scheduler_file_security
         from ..core.scheduler_api import Remote
 
         address, _ = node.read_scheduler_file(self.scheduler_file)
         return Remote(self.token, address, name=self.name, expecting=self._expecting_workers,
-                      security=scheduler_file_security(self.scheduler_file))
+                      security=node.scheduler_file_security(self.scheduler_file))
 
     def _expecting_workers(self) -> bool:
         return any(len(j.workers) < self.processes for j in self.live_jobs())

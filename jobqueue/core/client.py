@@ -222,7 +222,7 @@ def _find_address(address, scheduler_file, token):
         address = os.environ.get("JOBQUEUE_SCHEDULER_ADDRESS") or None
         scheduler_file = os.environ.get("JOBQUEUE_SCHEDULER_FILE") or None
     if scheduler_file is not None and address is None:
-        from .scheduler import read_scheduler_file
+        from ..node import read_scheduler_file
 
         address, file_token = read_scheduler_file(scheduler_file)
         token = token or file_token
@@ -245,7 +245,7 @@ def _security_for(cluster, scheduler_file):
         return scheduler.security
     scheduler_file = scheduler_file or os.environ.get("JOBQUEUE_SCHEDULER_FILE")
     if scheduler_file:
-        from .scheduler import scheduler_file_security
+        from ..node import scheduler_file_security
 
         return scheduler_file_security(scheduler_file)
     return None

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
-import os
 import secrets
 import shutil
 import tempfile
@@ -756,14 +754,3 @@ class Scheduler:
                 "dashboard_link": self.dashboard_link,
                 "settings": {"allowed_failures": self.state.allowed_failures,
                              "worker_ttl": self.worker_ttl, "idle_timeout": self.idle_timeout}}
-
-
-
-def scheduler_file_security(path: str) -> Security | None:
-    """The TLS settings a scheduler file names, if any."""
-    with open(os.path.expanduser(path)) as f:
-        env = json.load(f).get("env") or {}
-    if env.get("JOBQUEUE_SECURITY__PROTOCOL") != "tls":
-        return None
-    return Security("tls", env["JOBQUEUE_SECURITY__TLS_CA_FILE"],
-                    env["JOBQUEUE_SECURITY__TLS_CERT"], env["JOBQUEUE_SECURITY__TLS_KEY"])
