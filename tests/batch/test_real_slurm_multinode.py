@@ -7,6 +7,7 @@ jobs run) and JOBQUEUE_TEST_SLURM_MULTINODE_SHARED (the job output) with this ho
 network interface is named jqslurm0 too, as ib0 is on both sides of a real cluster.
 """
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from _realsystem import still_queued, wait_until
 from conftest import needs_service
 from jobqueue import Client, SLURMCluster
-from jobqueue.node import interface_address
+from jobqueue.node import interface_address, public_address
 
 pytestmark = pytest.mark.slurm
 
@@ -127,3 +128,65 @@ def test_workers_on_two_compute_nodes_compute_a_map_and_a_graph(make):
     listed = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True,
                             timeout=30, check=True).stdout.split()
     assert not set(ids) & set(listed)
+
+
+# The two tests below use the dask-jobqueue parameters of issue 15 that the scheduler options
+# (scheduler_options={"interface": ...}) and abstract resources (--resources, resources=) bring.
+
+def test_scheduler_options_interface_is_where_workers_on_other_hosts_connect(make):
+    # the scheduler's interface only: the workers find their own address (the one that routes
+    # to the scheduler), as with dask-jobqueue's scheduler_options on a login node
+    cluster = make(scheduler_options={"interface": INTERFACE},
+                   job_extra_directives=["--exclusive"])
+    login = interface_address(INTERFACE)
+    assert login != public_address()        # not where the scheduler would listen by default
+    assert cluster.scheduler_address.startswith(f"tcp://{login}:")
+    assert "--interface" not in cluster.job_script()
+    cluster.scale(jobs=2)
+    cluster.wait_for_workers(2, timeout=120)
+    with Client(cluster) as client:
+        hosts = hosts_of(client)
+        assert sorted(hosts.values()) == sorted(NODES)
+        prefix = login.rsplit(".", 1)[0] + "."
+        assert all(a.startswith(f"tcp://{prefix}") for a in hosts)
+        assert client.gather(client.map(lambda x: 2 * x, range(100))) == list(range(0, 200, 2))
+
+
+def test_a_gpu_task_runs_only_on_the_node_whose_workers_declare_a_gpu(make):
+    gpu_node, plain_node = NODES
+    cluster = make(worker_extra_args=["--resources", "GPU=1"],
+                   job_extra_directives=[f"-w {gpu_node}"])
+    assert "--resources GPU=1" in cluster.job_script()
+    cluster.scale(jobs=1)
+    # a worker without the resource joins the same scheduler from the other node: a job of
+    # our own, which reads the cluster's token file as the cluster's jobs do
+    plain = subprocess.run(
+        ["sbatch", "--parsable", "-J", "plain-worker", "-w", plain_node, "-o",
+         os.path.join(cluster.log_directory, "plain-%j.out"), "--wrap",
+         f"export JOBQUEUE_TOKEN=$(cat {shlex.quote(cluster.token_file)}); "
+         f"exec {shlex.quote(sys.executable)} -m jobqueue worker {cluster.scheduler_address} "
+         f"--name plain-worker --death-timeout 60"],
+        capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    try:
+        cluster.wait_for_workers(1, timeout=120)
+        wait_until(lambda: len(cluster.scheduler.workers()) == 2, 120,
+                   f"the plain worker (job {plain}) should join")
+        with Client(cluster) as client:
+            hosts = hosts_of(client)
+            assert sorted(hosts.values()) == sorted(NODES)
+            (other,) = [a for a, h in hosts.items() if h == plain_node]
+
+            def where(i):
+                import socket
+                return socket.gethostname()
+
+            # both workers are idle; only the GPU node's may run the tasks that need a GPU
+            gpu = [client.submit(where, i, resources={"GPU": 1}, pure=False) for i in range(20)]
+            assert {f.result(timeout=60) for f in gpu} == {gpu_node}
+            # the other worker computes what it is given
+            assert client.submit(where, 0, workers=[other], pure=False).result(timeout=60) \
+                == plain_node
+    finally:
+        subprocess.run(["scancel", plain], capture_output=True, timeout=30)
+        wait_until(lambda: not still_queued(cluster, [plain]), 30,
+                   f"the plain worker's job {plain} should leave the queue")
