@@ -2,15 +2,19 @@
 # Shared by ci/slurm-multinode/*.sh (after ../lib.sh): names, addresses and the steps of start.sh.
 
 STATE=$(cd "$STATE" && pwd -P)
-LOGD=$STATE/log
-ETC=$STATE/etc
-CONF=$ETC/slurm.conf
-SHARED=$STATE/shared
 ROOT=$(cd "$CI_DIR/.." && pwd -P)
 # shellcheck source=../docker.sh
 . "$CI_DIR/docker.sh"
-OWNER=$MACHINE_DIR/slurm-multinode.owner    # the state directory of the running cluster
+# What the containers mount lives outside any checkout, so that every checkout (and worktree) on
+# the machine can use the running cluster, and removing a checkout pulls nothing from under it;
+# ci/state/slurm-multinode/{etc,log,shared} are links to it.
+MSTATE=$MACHINE_DIR/slurm-multinode
+ETC=$MSTATE/etc
+CONF=$ETC/slurm.conf
+LOGD=$MSTATE/log
+SHARED=$MSTATE/shared
 LABEL=jobqueue-ci=slurm-multinode           # on the containers and the network
+STAMP_LABEL=jobqueue-ci.stamp               # the setup a container was made by (start.sh's STAMP)
 NETWORK=jqslurm
 BRIDGE=jqslurm0                             # the host's interface on it (and the nodes')
 SUBNET=172.30.99.0/24
@@ -49,10 +53,12 @@ mount_options() {
     done <<<"$MOUNTS"
 }
 
+# The three containers run, made by this setup (their label holds the STAMP of start.sh).
 containers_running() {
     local c
     for c in jqslurm-ctl "${NODES[@]/#jq/jqslurm-}"; do
-        [ "$("$DOCKER" inspect -f '{{.State.Running}}' "$c" 2>/dev/null)" = true ] || return 1
+        [ "$("$DOCKER" inspect -f "{{.State.Running}} {{index .Config.Labels \"$STAMP_LABEL\"}}" "$c" 2>/dev/null)" = "true $STAMP" ] ||
+            return 1
     done
 }
 
@@ -140,7 +146,7 @@ run_container() {
     shift 5
     log "starting $name ($host, $ip)"
     "$DOCKER" run -d --init --name "$name" --hostname "$host" --network "$NETWORK" --ip "$ip" \
-        --label "$LABEL" -v "$ETC:/etc/slurm:ro" -v /etc/munge/munge.key:/run/jobqueue-ci/munge.key:ro \
+        --label "$LABEL" --label "$STAMP_LABEL=$STAMP" -v "$ETC:/etc/slurm:ro" -v /etc/munge/munge.key:/run/jobqueue-ci/munge.key:ro \
         -v "$LOGD:/var/log/jobqueue-ci" "$@" "$image" "$role" >/dev/null ||
         die "docker run of $name ($image) failed"
 }
@@ -173,6 +179,11 @@ smoke_test() {
 }
 
 write_env() {
+    local d
+    for d in etc log shared; do
+        [ -L "$STATE/$d" ] || rm -rf "${STATE:?}/$d"
+        ln -sfn "$MSTATE/$d" "$STATE/$d"
+    done
     cat >"$STATE/env.sh" <<EOF
 # Sourced by users of the container SLURM cluster (bash/sh): . ci/state/slurm-multinode/env.sh
 # SLURM_CONF is not exported: the single-node SLURM stays the default. Submit to this cluster with

@@ -6,7 +6,7 @@
 # (its munged and key are the single-node SLURM's, ci/slurm/start.sh; the containers get the key).
 # The compute nodes see, at the same paths: $HOME (read-write: token files, job output), this
 # checkout's top-level directory (read-only: the checkout and its .venv, which they run with their
-# own python3, the same Debian 12 one) and ci/state/slurm-multinode/shared (read-write). Inside
+# own python3, the same Debian 12 one) and ci/state/slurm-multinode/shared/ (read-write). Inside
 # them the cluster network's interface is also named jqslurm0, as ib0 is on a real cluster.
 # Idempotent: when everything runs with the same setup, exits 0 at once (a second or two).
 #
@@ -15,7 +15,9 @@
 #
 # Images: local/jobqueue-slurm-{ctld,node}:HASH (HASH covers Dockerfile, entrypoint.sh and the base
 # image), built once per machine (about 1-2 minutes) and kept in Docker's image store.
-# State: ci/state/slurm-multinode/ (etc/slurm.conf, log/, shared/, env.sh).
+# State: ci/state/slurm-multinode/env.sh, and etc/ (slurm.conf), log/ and shared/: links to
+# /var/lib/jobqueue-ci/slurm-multinode/, what the containers mount, outside any checkout. Any
+# checkout with the same scripts and shared directories uses a running cluster as it is.
 set -euo pipefail
 CI_SYSTEM=slurm-multinode
 # shellcheck source-path=SCRIPTDIR source=../lib.sh
@@ -37,19 +39,16 @@ MOUNTS=$(shared_mounts)
 STAMP="$(script_stamp "$0" "$HERE/common.sh" "$HERE/Dockerfile" "$HERE/entrypoint.sh" "$CI_DIR/docker.sh")-$(echo "$MOUNTS" | sha256sum | cut -c1-8)"
 
 # ---------------------------------------------------------------- fast path
-running() {
-    docker_ok && [ "$(cat "$STATE/stamp" 2>/dev/null)" = "$STAMP" ] &&
-        [ "$(cat "$OWNER" 2>/dev/null)" = "$STATE" ] && containers_running && nodes_ready
-}
-if running; then
+# Started by any checkout whose scripts and shared directories are this one's.
+if docker_ok && containers_running && nodes_ready; then
+    write_env
     log "already running (nodes ${NODES[*]} up; . $STATE/env.sh)"
     exit 0
 fi
 
 # ---------------------------------------------------------------- stop leftovers
 "$HERE/stop.sh"
-mkdir -p "$ETC" "$LOGD" "$SHARED" "$MACHINE_DIR"
-echo "$STATE" >"$OWNER"
+mkdir -p "$ETC" "$LOGD" "$SHARED"
 
 # ---------------------------------------------------------------- docker, images
 start_docker
@@ -86,5 +85,4 @@ fi
 # ---------------------------------------------------------------- smoke test
 smoke_test
 write_env
-echo "$STAMP" >"$STATE/stamp"
 log "running: ${NODES[*]} idle, a job ran on each; SLURM_CONF=$CONF; . $STATE/env.sh"

@@ -23,8 +23,5 @@ if [ -x "$DOCKER" ] && "$DOCKER" info >/dev/null 2>&1; then
         "$DOCKER" network rm $networks >/dev/null
     fi
 fi
-rm -f "$STATE/stamp" "$STATE/env.sh"
-if [ "$(cat "$OWNER" 2>/dev/null)" = "$STATE" ]; then
-    rm -f "$OWNER"
-fi
+rm -f "$STATE/env.sh"
 log "stopped"
