@@ -85,6 +85,9 @@ build_images() {
         nice -n 19 "$DOCKER" build -q --target "$target" -t "$image" -f "$HERE/Dockerfile" "$HERE" \
             >"$LOGD/image-$target.log" 2>&1 ||
             { tail_logs "$LOGD/image-$target.log"; die "docker build of $image failed"; }
+        # the images of earlier versions of the scripts
+        "$DOCKER" images --format '{{.Repository}}:{{.Tag}}' "local/jobqueue-slurm-$target" |
+            grep -vxF "$image" | xargs -r "$DOCKER" rmi >/dev/null 2>&1 || true
     done
 }
 
