@@ -27,19 +27,21 @@ NODE_CPUS=4
 
 # The directories the compute nodes share with the host, at the same paths, one "PATH:MODE" a
 # line: $HOME (rw), the checkout's top-level directory (ro: every checkout and worktree there,
-# with their venvs; the checkout itself if that is a system directory) and $SHARED (rw).
+# with their venvs; the checkout itself if that is a system directory or /tmp) and $SHARED (rw).
 shared_mounts() {
-    local top
+    local top home=
     top=/$(echo "$ROOT" | cut -d/ -f2)
     case $top in
-    / | /bin | /boot | /dev | /etc | /lib | /lib32 | /lib64 | /proc | /run | /sbin | /sys | /usr | /var) top=$ROOT ;;
+    / | /bin | /boot | /dev | /etc | /lib | /lib32 | /lib64 | /proc | /run | /sbin | /sys | /tmp | /usr | /var) top=$ROOT ;;
     esac
+    if [ -n "${HOME:-}" ] && [ -d "$HOME" ]; then
+        home=$(cd "$HOME" && pwd -P)
+        [ "$home" != / ] || home=
+    fi
     {
-        if [ -n "${HOME:-}" ] && [ "$HOME" != / ] && [ -d "$HOME" ]; then
-            echo "$(cd "$HOME" && pwd -P):rw"
-        fi
+        [ -z "$home" ] || echo "$home:rw"
         case "$ROOT/" in
-        "$(cd "${HOME:-/nonexistent}" 2>/dev/null && pwd -P)"/*) ;;   # under $HOME: shared already
+        "$home"/*) [ -n "$home" ] || echo "$top:ro" ;;   # under $HOME: shared already
         *) echo "$top:ro" ;;
         esac
         echo "$SHARED:rw"
