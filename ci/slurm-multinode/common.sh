@@ -48,10 +48,11 @@ shared_mounts() {
     } | sort -u
 }
 
+# The docker run options for the shared directories, one a line (-v, then its spec).
 mount_options() {
     local m
     while read -r m; do
-        echo "-v ${m%:*}:${m%:*}:${m##*:}"
+        printf '%s\n' -v "${m%:*}:${m%:*}:${m##*:}"
     done <<<"$MOUNTS"
 }
 

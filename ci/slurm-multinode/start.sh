@@ -49,6 +49,7 @@ fi
 # ---------------------------------------------------------------- stop leftovers
 "$HERE/stop.sh"
 mkdir -p "$ETC" "$LOGD" "$SHARED"
+rm -f "$LOGD"/*.log            # the daemons' logs of the last start only
 
 # ---------------------------------------------------------------- docker, images
 start_docker
@@ -70,10 +71,10 @@ if ! wait_until 30 sh -c "SLURM_CONF='$CONF' scontrol ping | grep -q 'is UP'"; t
     tail_logs "$LOGD/slurmctld.log"
     die "slurmctld in jqslurm-ctl did not answer 'scontrol ping' from the host within 30 s"
 fi
+mapfile -t mounts < <(mount_options)
 for i in "${!NODES[@]}"; do
-    # shellcheck disable=SC2046
     run_container "jqslurm-${NODES[$i]#jq}" "${NODES[$i]}" "${NODE_IPS[$i]}" "$NODE_IMAGE" node \
-        --cap-add NET_ADMIN -e "JOBQUEUE_CI_IFNAME=$BRIDGE" $(mount_options)
+        --cap-add NET_ADMIN -e "JOBQUEUE_CI_IFNAME=$BRIDGE" "${mounts[@]}"
 done
 if ! wait_until 60 nodes_ready; then
     SLURM_CONF=$CONF sinfo -N -l >&2 || true
