@@ -37,15 +37,13 @@ def client(cluster):
 
 def closes_by_itself(cluster, timeout: float = 60.0) -> None:
     """Wait until the cluster's scheduler closes by itself (scheduler.idle-timeout) and the
-    cluster, which follows it in a thread of its own, has closed too."""
+    cluster, which follows it, has closed too (close() waits for a close under way)."""
     import threading
 
     closed = threading.Event()
     cluster.scheduler.on_close(closed.set)        # called after the cluster's own callback
     assert closed.wait(timeout), f"the scheduler of {cluster.name} did not close"
-    for thread in threading.enumerate():
-        if thread.name == f"close-{cluster.name}":
-            thread.join(timeout)
+    cluster.close()              # after the close the scheduler's callback began (FIFO loop)
     assert cluster.status == "closed"
 
 

@@ -16,17 +16,17 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from .. import params
 from . import loop as loop_mod
 from . import protocol
+from .asynchronous import AsyncClientMixin
 from .collections import DaskMixin, register_default, unregister_default
 from .comm import BatchedSend, CommClosedError, PeerPool, connect
-from .errors import CancelledError, SchedulerError
-from .futures import (_NOTHING, CANCELLED, ERROR, FINISHED, LOST, PENDING, Future, FutureState,
-                      RemoteTraceback, _build, _collect)
+from .errors import SchedulerError
+from .futures import (_NOTHING, CANCELLED, ERROR, FINISHED, LOST, PENDING, Future, FutureBook,
+                      FutureState, RemoteTraceback, _build, _collect)
 from .protocol import TaskRef
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def _find_address(address: str | None, scheduler_file: str | None,
         address = os.environ.get("JOBQUEUE_SCHEDULER_ADDRESS") or None
         scheduler_file = os.environ.get("JOBQUEUE_SCHEDULER_FILE") or None
     if scheduler_file is not None and address is None:
-        from .scheduler import read_scheduler_file
+        from ..node import read_scheduler_file
 
         address, file_token = read_scheduler_file(scheduler_file)
         token = token or file_token
@@ -100,20 +100,22 @@ def _security_for(cluster, scheduler_file):
         return scheduler.security
     scheduler_file = scheduler_file or os.environ.get("JOBQUEUE_SCHEDULER_FILE")
     if scheduler_file:
-        from .scheduler import scheduler_file_security
+        from ..node import scheduler_file_security
 
         return scheduler_file_security(scheduler_file)
     return None
 
 
 @params.document()
-class Client(DaskMixin):
+class Client(FutureBook, DaskMixin, AsyncClientMixin):
     """Connect to a scheduler (or start a LocalCluster) and submit work.
 
     ``Client()`` uses ``JOBQUEUE_SCHEDULER_ADDRESS``/``JOBQUEUE_TOKEN``, ``scheduler_file=``, or
     the config key ``scheduler-address``; with none of them it starts a ``LocalCluster`` with the
     keyword arguments the client does not use itself. While open, the client is dask's default
     scheduler (``set_as_default=False`` opts out); closing it restores the previous one.
+    ``asynchronous=True``: ``await Client(...)`` (or ``async with``) connects, and what waits
+    for an answer returns an awaitable (see :mod:`jobqueue.core.asynchronous`).
 
     Parameters
     ----------
@@ -146,16 +148,19 @@ class Client(DaskMixin):
 
     def __init__(self, address: str | Cluster | None = None, *, scheduler_file: str | None = None,
                  token: str | None = None, timeout: float = 30.0, name: str | None = None,
-                 set_as_default: bool = True, **cluster_kwargs: Any) -> None:
+                 set_as_default: bool = True, asynchronous: bool = False,
+                 **cluster_kwargs: Any) -> None:
         self.cluster: Any = None
         self._owns_cluster = False
         self._default = False
+        self.asynchronous = bool(asynchronous)
+        self._waiters: list = []
         if address is None or isinstance(address, str):
             where, token = _find_address(address, scheduler_file, token)
             if where is None:
                 from ..deploy.local import LocalCluster
 
-                self.cluster = LocalCluster(**cluster_kwargs)
+                self.cluster = LocalCluster(asynchronous=self.asynchronous, **cluster_kwargs)
                 self._owns_cluster = True
             elif cluster_kwargs:
                 raise TypeError(f"unexpected arguments {sorted(cluster_kwargs)} when connecting "
@@ -164,10 +169,10 @@ class Client(DaskMixin):
             self.cluster = address
         if self.cluster is not None:
             where, token = self.cluster.scheduler_address, self.cluster.token
-        if not where or not token:
+        if not token:
             raise ValueError(f"no token for the scheduler at {where}: set JOBQUEUE_TOKEN, "
                              "pass token=, or use scheduler_file=")
-        self.address: str = where
+        self.address: str = where or ""         # an asynchronous cluster's: once it started
         self.token = token
         self.id = name or f"client-{uuid.uuid4().hex[:12]}"
         self._prefix = uuid.uuid4().hex[:8]
@@ -187,17 +192,32 @@ class Client(DaskMixin):
         self._callback_pool = None
         self.status = "connecting"
         self._loop = loop_mod.get_loop()
-        self._sync(self._start(timeout), timeout + 5)
+        self._timeout, self._set_as_default, self._scheduler_file = \
+            timeout, set_as_default, scheduler_file
+        if not self.asynchronous:
+            loop_mod.sync(self._start(timeout), timeout + 5)
+            self._running()
+
+    def _running(self):
         self.status = "running"
         _clients.add(self)
-        self._default = set_as_default
-        if set_as_default:
+        self._default = self._set_as_default
+        if self._set_as_default:
             register_default(self)
 
-    # -- connection ---------------------------------------------------------------------------
+    async def _start_async(self):
+        """Start the cluster (if it was made asynchronous and not awaited yet), then connect."""
+        cluster = self.cluster
+        if cluster is not None and getattr(cluster, "status", "") in ("created", "starting"):
+            await cluster
+            self.address = cluster.scheduler_address
+            self.security = _security_for(cluster, self._scheduler_file)
+            self._peers = PeerPool(self.token, self.security)
+        await loop_mod.run_async(self._start(self._timeout), self._timeout + 5)
+        self._running()
+        return self
 
-    def _sync(self, coro, timeout=None):
-        return loop_mod.sync(coro, timeout)
+    # -- connection ---------------------------------------------------------------------------
 
     async def _start(self, timeout):
         comm = await connect(self.address, self.token, timeout=timeout, security=self.security)
@@ -221,6 +241,7 @@ class Client(DaskMixin):
                     fire.append(st)
             with self._cond:
                 self._cond.notify_all()
+            self._wake()
             for st in fire:
                 self._fire_callbacks(st)
 
@@ -240,6 +261,7 @@ class Client(DaskMixin):
                     fut.set_exception(lost)
             with self._cond:
                 self._cond.notify_all()
+            self._wake()
 
     def _on_memory(self, msg):
         st = self._states.get(msg["key"])
@@ -379,69 +401,7 @@ class Client(DaskMixin):
                 key = f"{prefix}-{self._prefix}-{next(self._counter)}"
         return [key, group, fid, protocol.wrap(blob), list(deps), restrictions, int(retries)]
 
-    # -- futures ------------------------------------------------------------------------------
-
-    def _state_for(self, key):
-        st = self._states.get(key)
-        if st is None:
-            st = self._states[key] = FutureState()
-        return st
-
-    def _incref(self, key):
-        with self._lock:
-            self._refcount[key] = self._refcount.get(key, 0) + 1
-
-    def _decref(self, key):
-        with self._lock:
-            n = self._refcount.get(key, 0) - 1
-            if n > 0:
-                self._refcount[key] = n
-                return
-            self._refcount.pop(key, None)
-            self._states.pop(key, None)
-        if self.status == "running":
-            self._send({"op": "release-keys", "keys": [key]})
-
-    def _wait(self, states, timeout=None):
-        import time
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            for st in states:
-                while st.status == PENDING:
-                    left = None if deadline is None else deadline - time.monotonic()
-                    if left is not None and left <= 0:
-                        raise TimeoutError(f"result not ready after {timeout} s")
-                    self._cond.wait(left)
-
-    def _exception_of(self, st):
-        exc = st.exception
-        if isinstance(exc, BaseException):
-            return exc
-        try:
-            exc = pickle.loads(exc) if exc is not None else RuntimeError("task failed")
-        except Exception as e:
-            exc = RuntimeError(f"task failed, and its exception could not be unpickled here: {e}")
-        if st.traceback:
-            exc.__cause__ = RemoteTraceback(st.traceback)
-        st.exception = exc
-        return exc
-
-    def _result_of(self, future):
-        st = future._state
-        if st.status == FINISHED:
-            if st.value is _NOTHING:
-                if st.blob is not None:
-                    st.value = pickle.loads(st.blob)
-                    st.blob = None
-                else:
-                    st.value = self._sync(self._fetch([future.key]))[future.key]
-            return st.value
-        if st.status == ERROR:
-            raise self._exception_of(st)
-        if st.status == CANCELLED:
-            raise CancelledError(f"{future.key} was cancelled")
-        raise st.exception or RuntimeError(f"{future.key}: {st.status}")
+    # -- fetching results ---------------------------------------------------------------------
 
     async def _fetch(self, keys, timeout: float = 300.0):
         """Results from the workers that hold them. A holder may die meanwhile: the scheduler
@@ -471,33 +431,6 @@ class Client(DaskMixin):
                                        f"(lost, and not recomputed within {timeout:g} s)")
                 await asyncio.sleep(0.1)
         return out
-
-    def _add_callback(self, future, fn):
-        st = future._state
-        with self._cond:
-            if st.status == PENDING:
-                if st.callbacks is None:
-                    st.callbacks = []
-                st.callbacks.append((future, fn))
-                return
-        self._call(fn, future)
-
-    def _fire_callbacks(self, st):
-        callbacks, st.callbacks = st.callbacks, None
-        for future, fn in callbacks:
-            self._call(fn, future)
-
-    def _call(self, fn, future):
-        if self._callback_pool is None:
-            self._callback_pool = ThreadPoolExecutor(1, thread_name_prefix="jobqueue-callback")
-
-        def run():
-            try:
-                fn(future)
-            except Exception:
-                logger.exception("error in done-callback %r", fn)
-
-        self._callback_pool.submit(run)
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -610,11 +543,14 @@ class Client(DaskMixin):
             out = type(data)(one(v) for v in data)
         else:
             out = one(data)
+        if self.asynchronous:                 # as dask's: await client.scatter(...)
+            return self._then(self._replicate(out, workers) if broadcast else _nothing(),
+                              lambda _: out)
         if broadcast:
             self.replicate(out, workers=workers)
         return out
 
-    def replicate(self, futures: Any, workers: str | Iterable[str] | None = None) -> None:
+    def replicate(self, futures: Any, workers: str | Iterable[str] | None = None) -> Any:
         """Copy the results of *futures* to every worker; returns once they are there.
 
         Parameters
@@ -622,11 +558,14 @@ class Client(DaskMixin):
         workers : str or list of str, optional
             Copy to these workers only (addresses or names).
         """
-        flat: list[Future] = []
+        return self._sync(self._replicate(futures, workers))
+
+    async def _replicate(self, futures, workers):
+        flat: list = []
         _collect(futures, flat)
-        self._wait([f._state for f in flat])
-        self._sync(self._request({"op": "replicate", "keys": [f.key for f in flat],
-                                  "workers": self._restrictions(workers)}))
+        await self._ready([f._state for f in flat])
+        await self._request({"op": "replicate", "keys": [f.key for f in flat],
+                             "workers": self._restrictions(workers)})
 
     def gather(self, futures: Any, errors: str = "raise") -> Any:
         """Results of *futures* (a Future, or lists/tuples/dicts of them), same structure.
@@ -636,17 +575,23 @@ class Client(DaskMixin):
         errors : {'raise', 'skip'}, default 'raise'
             ``raise``: the first failed task's exception is raised; ``skip``: failed and
             cancelled tasks are left out of the result.
+        With an asynchronous client, an awaitable of them.
         """
-        flat: list[Future] = []
+        flat: list = []
         _collect(futures, flat)
+        if self.asynchronous:
+            return self._gather_async(futures, flat, errors)
         self._wait([f._state for f in flat])
         fetch = [f.key for f in flat if f._state.status == FINISHED
                  and f._state.value is _NOTHING and f._state.blob is None]
         if fetch:
             values = self._sync(self._fetch(fetch))
             for f in flat:
-                if f.key in values and f._state.value is _NOTHING:
-                    f._state.value = values[f.key]
+                if f.key in values:
+                    f._set_value(values[f.key])
+        return self._build(futures, errors)
+
+    def _build(self, futures, errors):
         return _build(futures, errors == "skip")
 
     def cancel(self, futures: Future | Iterable[Future]) -> None:
@@ -664,12 +609,13 @@ class Client(DaskMixin):
                     fire.extend(st.callbacks or ())
                     st.callbacks = None
             self._cond.notify_all()
+        self._wake_soon()
         for future, fn in fire:
             self._call(fn, future)
         self._send({"op": "cancel", "keys": [f.key for f in futures]})
 
     def run(self, func: Callable, *args: Any, workers: list[str] | None = None,
-            **kwargs: Any) -> dict[str, Any]:
+            **kwargs: Any) -> Any:
         """Run ``func(*args, **kwargs)`` once on every worker: ``{worker address: result}``.
 
         Parameters
@@ -683,26 +629,17 @@ class Client(DaskMixin):
         import functools
 
         blob = cloudpickle.dumps(functools.partial(func, *args, **kwargs), protocol=5)
-        results = self._sync(self._request({"op": "run", "func": protocol.wrap(blob),
-                                            "workers": workers}))
-        out = {}
-        for address, r in results.items():
-            if r["status"] != "ok":
-                if r.get("exception") is not None:
-                    exc = pickle.loads(r["exception"])
-                    exc.__cause__ = RemoteTraceback(r.get("traceback"))
-                    raise exc
-                raise RuntimeError(r.get("traceback"))
-            out[address] = pickle.loads(r["result"])
-        return out
+        return self._then(self._request({"op": "run", "func": protocol.wrap(blob),
+                                         "workers": workers}), _run_results)
 
     def scheduler_info(self) -> dict:
         """The scheduler's address, id and ``workers`` (``{address: {name, nthreads,
         memory_limit, ...}}``)."""
         return self._sync(self._request({"op": "scheduler-info"}))
 
-    def wait_for_workers(self, n_workers: int, timeout: float | None = None) -> None:
-        """Wait until ``n_workers`` workers are connected to the scheduler.
+    def wait_for_workers(self, n_workers: int, timeout: float | None = None):
+        """Wait until ``n_workers`` workers are connected to the scheduler (with an
+        asynchronous client, an awaitable).
 
         With a cluster object, its own ``wait_for_workers`` waits (batch clusters fail early,
         with each job's state and log tail, once their jobs cannot bring the workers).
@@ -712,19 +649,22 @@ class Client(DaskMixin):
         n_workers : int
             Number of workers.
         """
-        if self.cluster is not None:
+        if self.cluster is not None and not self.asynchronous:
             if timeout is None:
-                self.cluster.wait_for_workers(n_workers)
-            else:
-                self.cluster.wait_for_workers(n_workers, timeout=timeout)
-            return
-        import time
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while len(self.scheduler_info()["workers"]) < n_workers:   # as dask's Client does
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"{n_workers} workers did not connect within {timeout:g} s")
-            time.sleep(0.1)
+                return self.cluster.wait_for_workers(n_workers)
+            return self.cluster.wait_for_workers(n_workers, timeout=timeout)
+        return self._sync(self._wait_for_workers(n_workers, timeout))
+    async def _wait_for_workers(self, n: int, timeout: float | None):
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            have = len((await self._request({"op": "scheduler-info"}))["workers"])
+            if have >= n:
+                return
+            if deadline is not None and loop.time() > deadline:
+                raise TimeoutError(f"{have} of {n} workers connected to {self.address} within "
+                                   f"{timeout:g} s")
+            await asyncio.sleep(0.1)     # the scheduler does not tell clients of new workers
 
     @property
     def dashboard_link(self) -> str | None:
@@ -768,37 +708,55 @@ class Client(DaskMixin):
         if self.status != "running":
             raise RuntimeError(f"client is {self.status}")
 
-    def close(self) -> None:
+    def close(self):
         """Disconnect (the scheduler forgets this client's futures); a LocalCluster the
-        client started is closed too."""
+        client started is closed too. With an asynchronous client, an awaitable."""
+        if self.asynchronous:
+            return self._close_async()
+        if self._begin_close():
+            try:
+                loop_mod.sync(self._shutdown(), 10)
+            except Exception as e:
+                logger.debug("error while closing client: %s", e)
+            self._closed()
+            if self._owns_cluster:
+                self.cluster.close()
+
+    async def _close_async(self):
+        if self._begin_close():
+            try:
+                await loop_mod.run_async(self._shutdown(), 10)
+            except Exception as e:
+                logger.debug("error while closing client: %s", e)
+            self._closed()
+            if self._owns_cluster:
+                await self.cluster.close()
+
+    def _begin_close(self) -> bool:
         if self.status in ("closing", "closed"):
-            return
+            return False
         self.status = "closing"
         if self._default:
             unregister_default(self)
+        return True
 
-        async def shutdown():
-            self._flush()
-            self._stream.send({"op": "close-client"})
-            await asyncio.sleep(0)
-            for _ in range(100):
-                if not self._stream.pending:
-                    break
-                await asyncio.sleep(0.01)
-            self._reader.cancel()
-            self._stream.close()
-            self._peers.close()
+    async def _shutdown(self):
+        self._flush()
+        self._stream.send({"op": "close-client"})
+        await asyncio.sleep(0)
+        for _ in range(100):
+            if not self._stream.pending:
+                break
+            await asyncio.sleep(0.01)
+        self._reader.cancel()
+        self._stream.close()
+        self._peers.close()
 
-        try:
-            self._sync(shutdown(), 10)
-        except Exception as e:
-            logger.debug("error while closing client: %s", e)
+    def _closed(self):
         self.status = "closed"
         if self._callback_pool is not None:
             self._callback_pool.shutdown(wait=False)
         _clients.discard(self)
-        if self._owns_cluster:
-            self.cluster.close()
 
     def __enter__(self) -> Client:
         return self
@@ -815,3 +773,21 @@ class Client(DaskMixin):
 
 
 _clients: weakref.WeakSet = weakref.WeakSet()
+
+
+def _run_results(results: dict) -> dict:
+    """``{worker address: result}`` of Client.run; a worker's exception is raised here."""
+    out = {}
+    for address, r in results.items():
+        if r["status"] != "ok":
+            if r.get("exception") is not None:
+                exc = pickle.loads(r["exception"])
+                exc.__cause__ = RemoteTraceback(r.get("traceback"))
+                raise exc
+            raise RuntimeError(r.get("traceback"))
+        out[address] = pickle.loads(r["result"])
+    return out
+
+
+async def _nothing():
+    return None

@@ -206,9 +206,11 @@ class DaskMixin:
         if keys:
             self._send({"op": "retry", "keys": keys})
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> Any:
         """Close the cluster (scheduler and workers) and this client. A client connected to a
         scheduler by address asks the scheduler to close its workers and itself."""
+        if self.asynchronous:
+            return self._shutdown_async()
         if self.cluster is not None:
             cluster = self.cluster
             self.close()
@@ -220,6 +222,18 @@ class DaskMixin:
             except Exception as e:  # the connection closes as the scheduler does
                 logger.info("scheduler at %s: %s", self.address, e)
         self.close()
+
+    async def _shutdown_async(self):
+        if self.cluster is not None:
+            await self.close()
+            await self.cluster.close()
+            return
+        if self.status == "running":
+            try:
+                await self._sync(self._request({"op": "terminate"}), 30)
+            except Exception as e:  # the connection closes as the scheduler does
+                logger.info("scheduler at %s: %s", self.address, e)
+        await self.close()
 
     @contextlib.contextmanager
     def as_current(self) -> Iterator[DaskMixin]:

@@ -5,15 +5,22 @@ FutureState and wakes waiters through the client's condition variable.
 """
 from __future__ import annotations
 
+import logging
+import pickle
 import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import params
+from . import loop as loop_mod
 from .errors import CancelledError
 
 if TYPE_CHECKING:
     from .client import Client
+
+logger = logging.getLogger("jobqueue.client")
 
 PENDING, FINISHED, ERROR, CANCELLED, LOST = "pending", "finished", "error", "cancelled", "lost"
 _NOTHING = object()
@@ -91,21 +98,39 @@ class Future:
 
     def result(self, timeout: float | None = None) -> Any:
         """The task's result; raises the task's exception (with the worker's traceback as its
-        cause) if it failed, CancelledError if it was cancelled."""
-        client = self._client()
-        client._wait([self._state], timeout)
-        return client._result_of(self)
+        cause) if it failed, CancelledError if it was cancelled. With an asynchronous client,
+        an awaitable of it."""
+        if self._client().asynchronous:
+            return self._client()._result_async(self, timeout)
+        self._client()._wait([self._state], timeout)
+        return self._client()._result_of(self)
 
-    def exception(self, timeout: float | None = None) -> BaseException | None:
+    def __await__(self):
+        """``await future``: its result, without blocking the caller's event loop."""
+        return self._client()._result_async(self).__await__()
+
+    def exception(self, timeout: float | None = None) -> Any:
         """The exception the task raised, or None once it has finished without one."""
-        client = self._client()
-        client._wait([self._state], timeout)
+        if self._client().asynchronous:
+            return self._client()._then(self._client()._ready([self._state]),
+                                     lambda _: self._exception_now(), timeout)
+        self._client()._wait([self._state], timeout)
+        return self._exception_now()
+
+    def _exception_now(self) -> BaseException | None:
         st = self._state
         if st.status == ERROR:
-            return client._exception_of(st)
+            return self._client()._exception_of(st)
         if st.status == CANCELLED:
             return CancelledError(self.key)
         return None
+
+    def _has_value(self) -> bool:
+        return self._state.value is not _NOTHING
+
+    def _set_value(self, value) -> None:
+        if self._state.value is _NOTHING:
+            self._state.value = value
 
     def traceback(self) -> str | None:
         """The worker's traceback of a failed task, as text (None otherwise)."""
@@ -156,6 +181,114 @@ class Future:
         return f"<b>Future</b>: {self._state.status}, key: <code>{self.key}</code>"
 
 
+
+class FutureBook:
+    """The client's side of its futures: one FutureState per key, reference counts (a key is
+    released on the scheduler when its last Future goes), waiting, results and done-callbacks.
+    Part of :class:`~jobqueue.core.client.Client`, which holds the state it uses."""
+
+    if TYPE_CHECKING:     # the Client's own
+        status: str
+        _states: dict[str, FutureState]
+        _refcount: dict[str, int]
+        _lock: threading.Lock
+        _cond: threading.Condition
+        _callback_pool: ThreadPoolExecutor | None
+
+        def _send(self, msg: dict | None = None, tasks: list | None = None,
+                  graph: int | None = None) -> None: ...
+        async def _fetch(self, keys: list, timeout: float = 300.0) -> dict: ...
+
+    def _state_for(self, key):
+        st = self._states.get(key)
+        if st is None:
+            st = self._states[key] = FutureState()
+        return st
+
+    def _incref(self, key):
+        with self._lock:
+            self._refcount[key] = self._refcount.get(key, 0) + 1
+
+    def _decref(self, key):
+        with self._lock:
+            n = self._refcount.get(key, 0) - 1
+            if n > 0:
+                self._refcount[key] = n
+                return
+            self._refcount.pop(key, None)
+            self._states.pop(key, None)
+        if self.status == "running":
+            self._send({"op": "release-keys", "keys": [key]})
+
+    def _wait(self, states, timeout=None):
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            for st in states:
+                while st.status == PENDING:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise TimeoutError(f"result not ready after {timeout} s")
+                    self._cond.wait(left)
+
+    def _exception_of(self, st):
+        exc = st.exception
+        if isinstance(exc, BaseException):
+            return exc
+        try:
+            exc = pickle.loads(exc) if exc is not None else RuntimeError("task failed")
+        except Exception as e:
+            exc = RuntimeError(f"task failed, and its exception could not be unpickled here: {e}")
+        if st.traceback:
+            exc.__cause__ = RemoteTraceback(st.traceback)
+        st.exception = exc
+        return exc
+
+    def _result_of(self, future):
+        st = future._state
+        if st.status == FINISHED:
+            if st.value is _NOTHING:
+                if st.blob is not None:
+                    st.value = pickle.loads(st.blob)
+                    st.blob = None
+                else:       # gather() and await fetch first: only result() waits here
+                    st.value = loop_mod.sync(self._fetch([future.key]))[future.key]
+            return st.value
+        if st.status == ERROR:
+            raise self._exception_of(st)
+        if st.status == CANCELLED:
+            raise CancelledError(f"{future.key} was cancelled")
+        raise st.exception or RuntimeError(f"{future.key}: {st.status}")
+
+    def _add_callback(self, future, fn):
+        st = future._state
+        with self._cond:
+            if st.status == PENDING:
+                if st.callbacks is None:
+                    st.callbacks = []
+                st.callbacks.append((future, fn))
+                return
+        self._call(fn, future)
+
+    def _fire_callbacks(self, st):
+        callbacks, st.callbacks = st.callbacks, None
+        for future, fn in callbacks:
+            self._call(fn, future)
+
+    def _call(self, fn, future):
+        if self._callback_pool is None:
+            self._callback_pool = ThreadPoolExecutor(1, thread_name_prefix="jobqueue-callback")
+
+        def run():
+            try:
+                fn(future)
+            except Exception:
+                logger.exception("error in done-callback %r", fn)
+
+        self._callback_pool.submit(run)
+
+
 _SKIPPED = object()
 
 
@@ -175,7 +308,7 @@ def _build(x: Any, skip: bool) -> Any:
     if isinstance(x, Future):
         if skip and x._state.status != FINISHED:
             return _SKIPPED
-        return x.result()
+        return x._client()._result_of(x)          # gather() waited for it
     if isinstance(x, (list, tuple, set)):
         return type(x)(v for v in (_build(y, skip) for y in x) if v is not _SKIPPED)
     if isinstance(x, dict):
@@ -202,6 +335,7 @@ class as_completed:
     def __init__(self, futures: Iterable[Future] = (), with_results: bool = False) -> None:
         self._queue: queue.SimpleQueue[Future] = queue.SimpleQueue()
         self._pending = 0
+        self._waiting: dict = {}            # id -> future not yielded yet
         self.with_results = with_results
         for f in futures:
             self.add(f)
@@ -215,6 +349,7 @@ class as_completed:
             A future of any client.
         """
         self._pending += 1
+        self._waiting[id(future)] = future
         future.add_done_callback(self._queue.put)
 
     def __iter__(self) -> Iterator[Any]:
@@ -224,6 +359,7 @@ class as_completed:
         if self._pending == 0:
             raise StopIteration
         future = self._queue.get()
+        self._waiting.pop(id(future), None)
         self._pending -= 1
         if self.with_results:
             return future, future.result()
@@ -233,6 +369,24 @@ class as_completed:
         """How many futures are still to come."""
         return self._pending
 
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        """``async for future in as_completed(futures)``: waits on the client's loop, not in
+        a thread of the caller."""
+        waiting = self._waiting
+        if not waiting:
+            raise StopAsyncIteration
+        client = next(iter(waiting.values()))._client()
+        await loop_mod.run_async(client._until(lambda: any(f.done() for f in waiting.values())))
+        future = next(f for f in waiting.values() if f.done())
+        del waiting[id(future)]
+        self._pending -= 1
+        if self.with_results:
+            return future, await future
+        return future
+
 
 class DoneAndNotDone(NamedTuple):
     done: set[Future]
@@ -241,7 +395,7 @@ class DoneAndNotDone(NamedTuple):
 
 @params.document()
 def wait(futures: Iterable[Future], timeout: float | None = None,
-         return_when: str = "ALL_COMPLETED") -> DoneAndNotDone:
+         return_when: str = "ALL_COMPLETED") -> Any:
     """Wait for futures; returns ``(done, not_done)``, two sets.
 
     Parameters
@@ -267,11 +421,19 @@ def wait(futures: Iterable[Future], timeout: float | None = None,
             return len(done) == len(futures) or any(f.status == ERROR for f in done)
         return len(done) == len(futures)
 
+    if client.asynchronous:                      # await wait(futures)
+        return client._then(client._until(finished), lambda _: _done_and_not(futures),
+                            timeout)
+
     with client._cond:
         while not finished():
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise TimeoutError(f"futures not done after {timeout} s")
             client._cond.wait(left)
+    return _done_and_not(futures)
+
+
+def _done_and_not(futures: list[Future]) -> DoneAndNotDone:
     done = {f for f in futures if f.done()}
     return DoneAndNotDone(done, set(futures) - done)

@@ -24,7 +24,7 @@ from collections import deque
 
 from .. import config, params
 from ..node import parse_worker_options
-from .cluster import Cluster, Job, _clusters
+from .cluster import Cluster, Job
 from .pods import (LABEL_CLUSTER, LABEL_WORKER, MANAGED_BY, NAME, PodStatus, containers_stopped,
                    pod_context,
                    pod_resources, pod_status, render_pod, resolve_settings, secret_manifest,
@@ -234,9 +234,11 @@ class KubeCluster(Cluster[PodJob]):
                  max_pods: int | None = None,
                  n_workers: int | None = None,
                  name: str | None = None,
-                 profile: str | None = None):
+                 profile: str | None = None,
+                 asynchronous: bool = False,
+                 scheduler_options: dict | None = None):
         settings = params.given(locals())
-        for key in ("n_workers", "name", "profile"):
+        for key in ("n_workers", "name", "profile", "asynchronous", "scheduler_options"):
             del settings[key]
         self.settings = s = resolve_settings(settings, profile)
         if name is not None and not (re.fullmatch(NAME, name) and len(name) <= 50):
@@ -255,17 +257,20 @@ class KubeCluster(Cluster[PodJob]):
         self._closed_jobs: deque = deque(maxlen=100)
         self._poller = None
         self._poll_failures = 0
+        self._n_workers = n_workers
+        self.labels: dict = {}
+        self.secret_name = ""
         super().__init__(host=self._scheduler_host(), name=name,
-                         scheduler_port=config.get("scheduler.port", 0))
+                         scheduler_port=config.get("scheduler.port", 0),
+                         asynchronous=asynchronous, scheduler_options=scheduler_options)
+
+    async def _start(self) -> None:
         self.labels = {LABEL_CLUSTER: self.name, **MANAGED_BY}
         self.secret_name = f"{self.name}-token"
-        try:
-            self._sync(self._setup())
-            if n_workers:
-                self.scale(n_workers)
-        except BaseException:
-            self.close()
-            raise
+        await super()._start()
+        await self._setup()
+        if self._n_workers:
+            await self._scale_to(self._jobs_for(self._n_workers))
 
     def _scheduler_host(self) -> str:
         # Pods connect to the address of this host's default route (or of kubernetes.interface).
@@ -317,9 +322,12 @@ class KubeCluster(Cluster[PodJob]):
         ``wait=True`` then waits for their workers (see wait_for_workers). Turns adaptive off."""
         self._stop_adaptive("scale() was called")
         target = self._jobs_for(n, jobs)
-        self._sync(self._scale_to(target))
+        return self._sync(self._scale_and_wait(target, wait))
+
+    async def _scale_and_wait(self, target: int, wait: bool):
+        await self._scale_to(target)
         if wait:
-            self.wait_for_workers(target)
+            await self._wait_for_workers(target, None)
 
     async def _scale_to(self, target: int, wait=False):
         if self.max_jobs is not None and target > self.max_jobs:
@@ -486,7 +494,7 @@ class KubeCluster(Cluster[PodJob]):
         """Wait until n workers are connected. Raises RuntimeError, with each pod's state and
         Kubernetes' reason (and the last log lines of pods that ended), as soon as the pods left
         cannot bring n workers; TimeoutError after timeout seconds (None: no limit)."""
-        self._sync(self._wait_for_workers(n, timeout))
+        return self._sync(self._wait_for_workers(n, timeout))
 
     async def _wait_for_workers(self, n, timeout):
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -524,7 +532,7 @@ class KubeCluster(Cluster[PodJob]):
             await asyncio.gather(*(self._fetch_log(j) for j in list(self.jobs.values())
                                    if j.created_at and not j.delete_requested))
         if self.status == "running":
-            self._sync(fetch())
+            self._block(fetch())
         return super().get_logs()
 
     def __repr__(self):
@@ -539,19 +547,12 @@ class KubeCluster(Cluster[PodJob]):
 
     # -- closing --------------------------------------------------------------------------------
 
-    def close(self, timeout=10.0):
+    _close_margin = DELETE_WAIT + 10
+
+    async def _stop(self, timeout):
         """Delete every pod and the Secret of this cluster (by its labels: also pods it lost
         track of), wait until the pods are gone, then stop the scheduler."""
-        if self.status in ("closing", "closed"):
-            return
-        self.status = "closing"
-        self._stop_adaptive("the cluster is closing")
-        try:
-            self._sync(self._close(), timeout + DELETE_WAIT + 10)
-        finally:
-            self.status = "closed"
-            _clusters.discard(self)
-            self._remove_temporary()
+        await self._close()
 
     async def _close(self):
         if self._poller is not None:
