@@ -239,9 +239,14 @@ def test_detach_runs_to_completion_as_a_batch_job(tmp_path, name):
     assert "parameter sweep: 36 runs, best angle without drag 45.0 degrees" in text, text
     assert "parameter_sweep.py exited with code 0" in text
     assert re.search(r"jobs of slurm-\w+: 2 cancelled", text), text
-    state = subprocess.run(["sacct", "-n", "-X", "-j", job_id, "-o", "State"],
-                           capture_output=True, text=True).stdout
-    assert "COMPLETED" in state or state.strip() == "", state     # sacct may not keep records
+    states = []
+
+    def accounted() -> bool:     # slurmdbd records the end a moment after squeue shows it
+        states.append(subprocess.run(["sacct", "-n", "-X", "-j", job_id, "-o", "State"],
+                                     capture_output=True, text=True).stdout.strip())
+        return states[-1] not in ("PENDING", "RUNNING", "COMPLETING")
+    wait_until(accounted, 30, f"sacct should record how the driver job {job_id} ended")
+    assert states[-1] in ("COMPLETED", ""), states     # "": sacct may not keep records
     wait_until(lambda: not queued(name), 30, "the worker jobs should leave the queue")
 
 
