@@ -21,7 +21,8 @@ import time
 from .. import config, node
 from ..core import notice
 from ..deploy.cluster import Cluster, _clusters
-from . import keep as keep_mod
+from ..deploy.polling import Polling
+from ..deploy import keep as keep_mod
 from . import owned
 from . import script as script_mod
 from .batchjob import BatchJob
@@ -32,14 +33,6 @@ from .system import BatchSystem
 logger = logging.getLogger("jobqueue.batch")
 
 GONE_GRACE = 30.0        # seconds to wait for an accounting record of a job that left the queue
-MAX_BACKOFF = 60.0       # longest pause between status polls while they fail
-
-
-def poll_delay(interval: float, failures: int) -> float:
-    """Seconds until the next status poll: the interval, doubled for each poll that failed in a
-    row, at most MAX_BACKOFF (or the interval, if that is longer)."""
-    delay = interval * 2 ** min(failures, 10)
-    return min(delay, max(MAX_BACKOFF, interval))
 
 
 def scheduler_host(system_name: str, settings: dict) -> str:
@@ -90,7 +83,7 @@ def _write_token_file(name: str, token: str) -> str:
     return node.write_private(node.private_path(owned.owned_name(name, ".token")), token)
 
 
-class JobQueueCluster(Cluster):
+class JobQueueCluster(Polling, Cluster):
     """A cluster whose workers run in batch jobs. Use SLURMCluster, PBSCluster or SGECluster.
 
     Settings come from the config section of the batch system (see ``jobqueue.yaml``) and are
@@ -132,8 +125,6 @@ class JobQueueCluster(Cluster):
         self.runner = CommandRunner(timeout=self.command_timeout)
         self.token_file = None
         self._scheduler_closed = False
-        self._poller = None
-        self._poll_failures = 0
         self._clock = time.monotonic         # tests put a clock of their own here
         self._unknown_codes: set = set()
         self._verified: set = set()          # submissions asked whether they can ever run
@@ -350,25 +341,6 @@ class JobQueueCluster(Cluster):
         logger.info("%s: cancelled %s", self.name, " ".join(j.job_id for j in jobs))
 
     # -- polling --------------------------------------------------------------------------------
-
-    async def _start_poller(self):
-        self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
-
-    async def _poll_loop(self):
-        while True:
-            await asyncio.sleep(await self._poll_step())
-
-    async def _poll_step(self) -> float:
-        """One poll; returns how long to wait before the next (longer while polls fail)."""
-        try:
-            ok = await self._poll_once()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("%s: polling the job states failed", self.name)
-            ok = False
-        self._poll_failures = 0 if ok else self._poll_failures + 1
-        return poll_delay(self.poll_interval, self._poll_failures)
 
     async def _poll_once(self) -> bool:
         """One status command for all live jobs; False if it failed (states kept, marked stale)."""
@@ -646,8 +618,7 @@ class JobQueueCluster(Cluster):
         self._stop_adaptive("the cluster is closing")
 
         async def close():
-            if self._poller is not None:
-                self._poller.cancel()
+            self._stop_poller()
             # again for jobs cancelled before, in case that was interrupted: cancelling twice
             # is harmless, a job left in the queue is not
             ours = [j for j in list(self.jobs.values()) if not j.done or j.stuck]

@@ -20,19 +20,19 @@ import logging
 import os
 import re
 import time
-from collections import deque
 
 from .. import config
+from ..core import notice
+from . import keep as keep_mod
 from .cluster import Cluster, Job, _clusters
-from .pods import (LABEL_CLUSTER, LABEL_WORKER, MANAGED_BY, NAME, PodStatus, containers_stopped,
-                   pod_context,
-                   pod_resources, pod_status, render_pod, resolve_settings, secret_manifest,
-                   selector, worker_threads)
+from .pods import (LABEL_CLUSTER, LABEL_WORKER, MANAGED_BY, NAME, PodStatus,
+                   containers_stopped, pod_context, pod_resources, pod_status, render_pod,
+                   resolve_settings, secret_manifest, selector, worker_threads)
+from .polling import Polling
 
 logger = logging.getLogger("jobqueue.kubernetes")
 
 LOG_TAIL_LINES = 20
-MAX_BACKOFF = 30.0          # longest pause between polls while they fail
 DELETE_WAIT = 30.0          # seconds close() waits for the pods to be gone
 
 
@@ -136,24 +136,32 @@ class KubeAPI:
 # ------------------------------------------------------------------------------ pods as jobs
 
 
+
 class PodJob(Job):
     """One worker pod: its state and reason as the last poll saw them, its workers, its log."""
+
+    cluster: KubeCluster
 
     def __init__(self, cluster, name: str):
         super().__init__(cluster, name)
         self.job_id = name
-        self.order = cluster._job_counter
+        self.index = cluster._job_counter        # pods are numbered in the order made
+        self.submission = name                   # the create call it came from (its first pod)
+        self.order = 0                           # the cluster's create calls, numbered
         self.state, self.reason, self.native = "pending", "creating", ""
         self.exit_code: int | None = None
-        self.stuck = False
+        self.stuck = self.never = False
         self.stale = False
         self.created_at: float | None = None     # monotonic time the API confirmed the pod
         self.delete_requested = False
+        self.deleted_outside = False             # deleted by someone else (kubectl delete)
+        self.refused = False                     # deleted by us: it can never start
+        self.gone = False                        # no longer in the API
+        self.missing = 0                         # polls in a row that did not list it
         self.workers: set = set()
         self.ever_connected: set = set()
         self.log_text = ""
         self.reported = False
-        self.missing = 0
 
     cancel_requested = property(lambda self: self.delete_requested)
 
@@ -162,10 +170,36 @@ class PodJob(Job):
         return self.state in ("finished", "failed", "cancelled", "unknown")
 
     def update(self, status: PodStatus):
+        """What the last poll said about the pod."""
         self.stale = False
         self.missing = 0
+        if self.refused:
+            return
         self.state, self.reason, self.native = status.state, status.reason, status.native
-        self.exit_code, self.stuck = status.exit_code, status.stuck
+        self.exit_code, self.stuck, self.never = status.exit_code, status.stuck, status.never
+        if self.delete_requested and not self.done:
+            self.state, self.reason = "cancelled", "deleted by this cluster, terminating"
+        elif self.state == "cancelled" and not self.delete_requested:
+            self.deleted_outside, self.reason = True, "deleted, not by this cluster"
+
+    def vanished(self):
+        """The pod is no longer in the API."""
+        self.gone = True
+        if not self.done:
+            self.state = "cancelled"
+            self.deleted_outside = not self.delete_requested
+            self.reason = ("deleted by this cluster" if self.delete_requested
+                           else "deleted, not by this cluster")
+
+    def view(self) -> keep_mod.JobView:
+        """This pod as the keep policy sees it (a create call is a submission)."""
+        return keep_mod.JobView(
+            self.name, self.submission, self.order,
+            live=not self.done and not self.delete_requested,
+            ever_connected=bool(self.ever_connected),
+            failed_to_start=not self.ever_connected and (self.never or self.refused or (
+                self.done and not self.delete_requested and not self.deleted_outside)),
+            cancelled_outside=self.deleted_outside, never=self.never, why=self.summary())
 
     async def start(self):
         await self.cluster._create_pods([self])
@@ -178,7 +212,7 @@ class PodJob(Job):
 
     def problem(self) -> str | None:
         """Why this pod cannot bring its worker, or None."""
-        if self.delete_requested or self.ever_connected:
+        if (self.delete_requested and not self.refused) or self.ever_connected:
             return None
         return self.summary() if self.stuck or self.done else None
 
@@ -195,15 +229,18 @@ class PodJob(Job):
         return f"<PodJob {self.name} {self.state}{f' {self.reason!r}' if self.reason else ''}>"
 
 
-class KubeCluster(Cluster):
+class KubeCluster(Polling, Cluster):
     """Workers as pods on Kubernetes; the scheduler runs in this process.
 
     ``KubeCluster(image="registry/jobqueue-worker:1", n_workers=2, resources={"cpu": "1",
     "memory": "2Gi"}, namespace="team", env={"OMP_NUM_THREADS": "1"})``. Every setting not given
     comes from the ``kubernetes`` config section (see jobqueue.yaml) or a profile of that kind.
-    ``scale(n)`` creates or retires pods and returns; ``wait_for_workers(n)`` waits, and fails as
-    soon as the pods left cannot bring n workers (an image that cannot be pulled, a request no node
-    can hold), with Kubernetes' reasons.
+    ``scale(n)`` creates or retires pods and returns; n pods are then kept, as batch clusters
+    keep their jobs (deploy/keep.py): a pod that ends is replaced, pods that keep ending before
+    their worker connects are created again ``start_retries`` times, and pods that can never
+    start as created (an image that cannot be pulled) are deleted at once; then the cluster
+    gives up and ``failure`` says why. ``wait_for_workers(n)`` waits, and fails as soon as the
+    pods cannot bring n workers (also for a request no node can hold), with Kubernetes' reasons.
     """
 
     kind = "kubernetes"
@@ -224,9 +261,15 @@ class KubeCluster(Cluster):
         self.kube = None
         self.namespace = s.get("namespace")
         self.pods_created = 0
-        self._closed_jobs: deque = deque(maxlen=100)
-        self._poller = None
-        self._poll_failures = 0
+        self.start_retries = keep_mod.RETRIES
+        self.replacements = 0                # pods created to replace ended ones
+        self.failure = ""                    # why no more pods are created ('': none)
+        self._target: int | None = None      # scale(n): n pods kept pending or running
+        self._keeping = asyncio.Lock()       # one decision and its pods at a time
+        self._submissions = 0                # create calls made
+        self._epoch = 0                      # create calls before it are not the target's
+        self._outside = 0                    # pods deleted from outside when the target was set
+        self._create_errors = 0              # replacements that could not be created, in a row
         super().__init__(host=self._scheduler_host(), name=name,
                          scheduler_port=config.get("scheduler.port", 0))
         self.labels = {LABEL_CLUSTER: self.name, **MANAGED_BY}
@@ -251,12 +294,15 @@ class KubeCluster(Cluster):
         except ValueError as e:
             raise config.ConfigError(f"kubernetes.interface: {e}") from None
 
+    async def _connect(self) -> KubeAPI:
+        return await KubeAPI.connect(self.namespace, self.settings.get("context"))
+
     async def _setup(self):
-        self.kube = await KubeAPI.connect(self.namespace, self.settings.get("context"))
+        self.kube = await self._connect()
         self.namespace = self.kube.namespace
         await self.kube.create("secrets", secret_manifest(self.secret_name, self.namespace,
                                                           self.labels, self.token))
-        self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
+        await self._start_poller()
 
     # -- the pod spec ---------------------------------------------------------------------------
 
@@ -279,7 +325,7 @@ class KubeCluster(Cluster):
         return [j for j in list(self.jobs.values()) if not j.done and not j.delete_requested]
 
     def scale(self, n=None, jobs=None, cores=None, memory=None, wait=False):
-        """Have n worker pods pending or running. Returns once they are created or deleted;
+        """Keep n worker pods pending or running. Returns once they are created or deleted;
         ``wait=True`` then waits for their workers (see wait_for_workers). Turns adaptive off."""
         self._stop_adaptive("scale() was called")
         target = self._jobs_for(n, jobs)
@@ -292,18 +338,86 @@ class KubeCluster(Cluster):
             logger.info("%s: %d pods asked for, kubernetes.max-pods is %d", self.name, target,
                         self.max_jobs)
             target = self.max_jobs
-        live = self.live_jobs()
-        if len(live) < target:
-            new = []
-            for _ in range(target - len(live)):
-                self._job_counter += 1
-                job = self.new_job(f"{self.name}-{self._job_counter - 1}")
-                self.jobs[job.name] = job
-                new.append(job)
-            await self._create_pods(new)
-        elif len(live) > target:
-            order = sorted(live, key=lambda j: (bool(j.workers), j.state != "pending", -j.order))
-            await self.retire_jobs(order[:len(live) - target])
+        async with self._keeping:
+            self._target, self._epoch, self.failure = target, self._submissions, ""
+            self._outside = sum(j.deleted_outside for j in list(self.jobs.values()))
+            live = self.live_jobs()
+            if len(live) > target:
+                order = sorted(live, key=lambda j: (bool(j.workers), j.state != "pending",
+                                                    -j.index))
+                await self.retire_jobs(order[:len(live) - target])
+            else:
+                await self._keep(replacing=False)
+
+    def adapt(self, *args, **kwargs):
+        self._target, self._epoch, self.failure = None, self._submissions, ""
+        return super().adapt(*args, **kwargs)
+
+    async def _add_jobs(self, count: int):
+        """Adaptive scaling's pods (none once the cluster has given up)."""
+        async with self._keeping:
+            if not self.failure:
+                await self._create(count)
+
+    async def _keep(self, replacing=True):
+        """Create what the target needs (deploy/keep.py), or give up on pods that keep failing.
+        The caller holds ``_keeping``."""
+        if self.failure:                     # given up: only scale() or adapt() start again
+            return
+        jobs = [j.view() for j in list(self.jobs.values())]
+        target = self._target if self._adaptive is None else None
+        decision = keep_mod.decide(target, jobs, time.time(), retries=self.start_retries,
+                                   max_jobs=self.max_jobs, cancelled_before=self._outside,
+                                   since=self._epoch)
+        if decision.give_up:
+            self.failure = f"no more pods are created: {decision.give_up}"
+            notice.warn(logger, "%s: %s", self.name, self.failure, level=logging.ERROR)
+            await self._refuse()
+            return
+        if target is not None and decision.target != target:
+            notice.warn(logger, "%s: a pod was deleted outside jobqueue; keeping %d pods, not %d",
+                        self.name, decision.target, target)
+            self._target = decision.target
+            self._outside = sum(j.cancelled_outside for j in jobs)
+        if not decision.submit:
+            return
+        if not replacing:                    # scale(): a failed create raises to the caller
+            await self._create(decision.submit)
+            return
+        logger.info("%s: creating %d pods: %s", self.name, decision.submit, decision.reason)
+        try:
+            self.replacements += len(await self._create(decision.submit))
+            self._create_errors = 0
+        except KubernetesError as e:
+            self._create_errors += 1
+            if self._create_errors >= self.start_retries:
+                self.failure = (f"no more pods are created: creating one failed "
+                                f"{self._create_errors} times in a row: {e}")
+                notice.warn(logger, "%s: %s", self.name, self.failure, level=logging.ERROR)
+            else:
+                notice.warn(logger, "%s: could not create a replacement pod (will try again): %s",
+                            self.name, e)
+
+    async def _refuse(self):
+        """Delete the pods that can never start as created (their workers never came)."""
+        never = [j for j in self.live_jobs() if j.never and not j.ever_connected]
+        for job in never:
+            job.state, job.reason = "failed", f"cannot start as created: {job.reason}"
+            job.refused = job.reported = True
+        try:
+            await self._delete_pods(never)
+        except KubernetesError as e:
+            notice.warn(logger, "%s: could not delete pods %s: %s", self.name,
+                        " ".join(j.name for j in never), e)
+
+    async def _create(self, count: int) -> list:
+        """Create count pods with one create call each, as one submission; returns them."""
+        new = self._new_jobs(count)
+        for job in new:
+            job.submission, job.order = new[0].name, self._submissions
+        self._submissions += 1
+        await self._create_pods(new)
+        return new
 
     async def _create_pods(self, jobs):
         results = await asyncio.gather(*(self._create_pod(j) for j in jobs), return_exceptions=True)
@@ -342,34 +456,24 @@ class KubeCluster(Cluster):
 
     async def _delete(self, jobs):
         """Delete these pods with one call (a label selector naming them): gracefully, or at
-        once for pods whose worker never started (a kubelet keeps a pod that waits to pull its
+        once for pods whose worker never connected (a kubelet keeps a pod that waits to pull its
         image for up to a minute after a graceful delete, and there is nothing to stop in it)."""
-        jobs = [j for j in jobs if j.created_at]
-        unstarted = [j for j in jobs if _unstarted(j)]
+        jobs = [j for j in jobs if j.created_at and not j.gone]
+        unstarted = [j for j in jobs if not j.ever_connected]
         for group, grace in ((unstarted, 0), ([j for j in jobs if j not in unstarted], None)):
             if group:
-                names = ",".join(j.name for j in group)
-                await self.kube.delete_collection(
-                    "pods", f"{selector(self.labels)},{LABEL_WORKER} in ({names})", grace)
-                logger.info("%s: deleted pods %s", self.name, names)
+                await self.kube.delete_collection("pods", self._selector(j.name for j in group),
+                                                  grace)
+                logger.info("%s: deleted pods %s", self.name, " ".join(j.name for j in group))
+
+    def _selector(self, names) -> str:
+        """The label selector of these pods (by name) of the cluster."""
+        return f"{selector(self.labels)},{LABEL_WORKER} in ({','.join(names)})"
 
     # -- polling --------------------------------------------------------------------------------
 
     def _connected(self) -> dict:
         return self.scheduler.workers()
-
-    async def _poll_loop(self):
-        while True:
-            try:
-                ok = await self._poll_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("%s: polling the pods failed", self.name)
-                ok = False
-            self._poll_failures = 0 if ok else self._poll_failures + 1
-            delay = self.poll_interval * 2 ** min(self._poll_failures, 10)
-            await asyncio.sleep(min(delay, max(MAX_BACKOFF, self.poll_interval)))
 
     async def _poll_once(self) -> bool:
         """One list call for every pod of the cluster; False if it failed (states kept, stale)."""
@@ -380,12 +484,16 @@ class KubeCluster(Cluster):
             for job in self.jobs.values():
                 job.stale = True
             if self._poll_failures == 0:
-                logger.warning("%s: could not list its pods; keeping their last known states, "
-                               "marked stale, and retrying: %s", self.name, e)
+                notice.warn(logger, "%s: could not list its pods; keeping their last known "
+                            "states, marked stale, and retrying: %s", self.name, e)
             return False
+        if self._poll_failures:
+            logger.info("%s: pod states are current again", self.name)
         by_name = {p["metadata"]["name"]: p for p in pods}
         self._apply(by_name, started)
         self._track_workers()
+        async with self._keeping:
+            await self._keep()
         await self._report()
         await self._remove_stopped([p for name, p in by_name.items()
                                     if name in self.jobs and self.jobs[name].delete_requested])
@@ -396,26 +504,21 @@ class KubeCluster(Cluster):
         at once: a kubelet may keep their objects for another 10 s or more."""
         stopped = [p["metadata"]["name"] for p in deleted if containers_stopped(p)]
         if stopped:
-            await self.kube.delete_collection(
-                "pods", f"{selector(self.labels)},{LABEL_WORKER} in ({','.join(stopped)})", grace=0)
+            await self.kube.delete_collection("pods", self._selector(stopped), grace=0)
 
     def _apply(self, pods: dict, started: float):
+        """The listed pods' states onto their jobs; a pod created before the list call and
+        missing from it twice in a row is gone (once may be a race with the API)."""
         for job in list(self.jobs.values()):
+            if job.gone or job.created_at is None:
+                continue
             pod = pods.get(job.name)
             if pod is not None:
                 job.update(pod_status(pod))
-                if job.delete_requested and not job.done:
-                    job.state, job.reason = "cancelled", "deleted by this cluster, terminating"
-            elif job.created_at is not None and job.created_at < started:
+            elif job.created_at < started:
                 job.missing += 1
-                if job.delete_requested:
-                    job.state, job.reason = "cancelled", "deleted by this cluster"
-                elif job.missing > 1:                # once may be a race with the API
-                    job.state, job.reason = "cancelled", "deleted, not by this cluster"
-                else:
-                    continue
-                self.jobs.pop(job.name, None)
-                self._closed_jobs.append(job)
+                if job.delete_requested or job.missing > 1:
+                    job.vanished()
 
     def _track_workers(self):
         """A pod with a connected worker is running, whatever the last poll said."""
@@ -428,18 +531,20 @@ class KubeCluster(Cluster):
 
     async def _report(self):
         """Say once why a pod cannot start or has ended (with its last log lines)."""
-        for job in list(self.jobs.values()) + list(self._closed_jobs):
+        for job in list(self.jobs.values()):
             if job.reported or job.delete_requested:
                 continue
             if job.done:
-                if job.name in self.jobs:           # the pod is still there to ask
+                if not job.gone:                    # the pod is still there to ask
                     await self._fetch_log(job)
                 job.reported = True
-                log = logger.info if job.state == "finished" and job.ever_connected else logger.warning
-                log("%s: %s", self.name, job.describe())
+                if job.state == "finished" and job.ever_connected:
+                    logger.info("%s: %s", self.name, job.describe())
+                else:
+                    notice.warn(logger, "%s: %s", self.name, job.describe())
             elif job.stuck:
                 job.reported = True
-                logger.warning("%s: %s: it cannot start", self.name, job.summary())
+                notice.warn(logger, "%s: %s: it cannot start", self.name, job.summary())
 
     async def _fetch_log(self, job: PodJob, tail_lines=None):
         text = await self.kube.logs(job.name, tail_lines)
@@ -450,7 +555,7 @@ class KubeCluster(Cluster):
 
     def wait_for_workers(self, n: int, timeout: float | None = None):
         """Wait until n workers are connected. Raises RuntimeError, with each pod's state and
-        Kubernetes' reason (and the last log lines of pods that ended), as soon as the pods left
+        Kubernetes' reason (and the last log lines of pods that ended), as soon as the pods
         cannot bring n workers; TimeoutError after timeout seconds (None: no limit)."""
         self._sync(self._wait_for_workers(n, timeout))
 
@@ -461,24 +566,37 @@ class KubeCluster(Cluster):
             have = len(self._connected())
             if have >= n:
                 return
-            live = self.live_jobs()
-            possible = have + sum(1 for j in live if not j.workers and not j.stuck)
-            broken = [j for j in list(self.jobs.values()) + list(self._closed_jobs)
-                      if (j.stuck or j.done) and not j.delete_requested and not j.ever_connected]
-            if possible < n and all(j.reported for j in broken):
-                details = "\n".join(j.describe() for j in broken[-5:])
-                raise RuntimeError(f"{self.name}: waiting for {n} workers, {have} connected, and "
-                                   f"the pods left can bring at most {possible}"
-                                   + (f"; {len(broken)} cannot start or have ended:\n{details}"
-                                      if broken else f" ({len(live)} pods; scale up first)"))
+            problem = self._cannot_bring(n, have)
+            if problem:
+                raise RuntimeError(f"{self.name}: waiting for {n} workers, {have} connected, "
+                                   f"{problem}")
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name}: {have} of {n} workers connected within "
                                    f"{timeout:g} s; pods: {self._pod_counts()}")
-            await asyncio.sleep(0.05)
+            # a worker that joins wakes this at once; pod states change with each poll
+            await self.scheduler.wait_for_worker_change(0.25)
+
+    def _cannot_bring(self, n: int, have: int) -> str:
+        """Why the pods cannot bring n workers ('': they may)."""
+        broken = [j for j in list(self.jobs.values()) if (j.stuck or j.done) and not
+                  j.ever_connected and (j.refused or not j.delete_requested)]
+        details = "\n".join(j.describe() for j in broken[-5:])
+        if self.failure:
+            return f"but {self.failure}\n{details}"
+        live = self.live_jobs()
+        coming = 0                           # pods the target still asks for (replacements)
+        if self._target is not None and self._adaptive is None:
+            coming = max(0, self._target - len(live))
+        possible = have + coming + sum(1 for j in live if not j.workers and not j.stuck)
+        if possible >= n or not all(j.reported for j in broken):
+            return ""
+        return (f"and the pods left can bring at most {possible}"
+                + (f"; {len(broken)} cannot start or have ended:\n{details}" if broken
+                   else f" ({len(live)} pods; scale up first)"))
 
     def _pod_counts(self) -> str:
         counts: dict = {}
-        for job in list(self.jobs.values()):
+        for job in self.live_jobs():
             key = f"{job.state} ({job.reason})" if job.reason else job.state
             counts[key] = counts.get(key, 0) + 1
         return ", ".join(f"{v} {k}" for k, v in counts.items()) or "none"
@@ -488,7 +606,7 @@ class KubeCluster(Cluster):
         already deleted keep the log read before their deletion)."""
         async def fetch():
             await asyncio.gather(*(self._fetch_log(j) for j in list(self.jobs.values())
-                                   if j.created_at and not j.delete_requested))
+                                   if j.created_at and not j.delete_requested and not j.gone))
         if self.status == "running":
             self._sync(fetch())
         return super().get_logs()
@@ -520,28 +638,27 @@ class KubeCluster(Cluster):
             self._remove_temporary()
 
     async def _close(self):
-        if self._poller is not None:
-            self._poller.cancel()
+        self._stop_poller()
         if self.kube is not None:
             sel = selector(self.labels)
-            jobs = list(self.jobs.values())
+            jobs = [j for j in list(self.jobs.values()) if not j.gone]
             for job in jobs:
                 job.delete_requested = True
             try:
-                await self._delete([j for j in jobs if _unstarted(j)])
+                await self._delete([j for j in jobs if not j.ever_connected])
                 await self.kube.delete_collection("pods", sel)
                 await self.kube.delete("secrets", self.secret_name)
                 await self._wait_gone(sel)
             except KubernetesError as e:
-                logger.error("%s: could not delete its pods and Secret %s in namespace %s; delete "
-                             "them yourself (kubectl delete pods,secrets -n %s -l %s): %s",
-                             self.name, self.secret_name, self.namespace, self.namespace, sel, e)
-        if self.kube is not None:
+                notice.warn(logger, "%s: could not delete its pods and Secret %s in namespace %s; "
+                            "delete them yourself (kubectl delete pods,secrets -n %s -l %s): %s",
+                            self.name, self.secret_name, self.namespace, self.namespace, sel, e,
+                            level=logging.ERROR)
+            for job in jobs:
+                job.workers = set()
+                if not job.done:
+                    job.state, job.reason = "cancelled", "deleted by close()"
             await self.kube.aclose()
-        for job in list(self.jobs.values()):
-            job.state, job.reason, job.workers = "cancelled", "deleted by close()", set()
-            self._closed_jobs.append(job)
-        self.jobs.clear()
         await self.scheduler.close()
 
     async def _wait_gone(self, sel: str):
@@ -552,12 +669,8 @@ class KubeCluster(Cluster):
             if not left:
                 return
             if time.monotonic() > deadline:
-                logger.warning("%s: pods %s are still terminating after %g s", self.name,
-                               " ".join(p["metadata"]["name"] for p in left), DELETE_WAIT)
+                notice.warn(logger, "%s: pods %s are still terminating after %g s", self.name,
+                            " ".join(p["metadata"]["name"] for p in left), DELETE_WAIT)
                 return
             await self._remove_stopped(left)
             await asyncio.sleep(0.2)
-
-
-def _unstarted(job: PodJob) -> bool:
-    return job.state == "pending" and not job.ever_connected

@@ -15,7 +15,8 @@ import pytest
 
 from _fakebatch import FakeGridEngine, FakeSlurm
 from jobqueue import SGECluster, SLURMCluster
-from jobqueue.batch.job import GONE_GRACE, MAX_BACKOFF, poll_delay
+from jobqueue.batch.job import GONE_GRACE
+from jobqueue.deploy.polling import MAX_BACKOFF, poll_delay
 from jobqueue.batch.status import JobState
 
 
