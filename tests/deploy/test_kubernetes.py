@@ -532,3 +532,22 @@ def test_one_workflow_runs_with_slurm_and_kubernetes(namespace, tmp_path):
         outputs[cluster] = run.stdout
     assert outputs["slurm"] == outputs["kubernetes"] == "total 2470\n"
     assert objects(namespace) == []
+
+
+@pytest.mark.kubernetes
+def test_submit_stops_the_script_when_every_pod_fails(namespace, tmp_path):
+    """As for batch jobs: pods that can never start (an image that does not exist) stop the
+    script with Kubernetes' reason, and nothing is left in the namespace."""
+    script = write(tmp_path / "workflow.py", WORKFLOW)
+    env = dict(os.environ, JOBQUEUE_KUBERNETES__IMAGE="local/no-such-image:1",
+               JOBQUEUE_KUBERNETES__NAMESPACE=namespace,
+               JOBQUEUE_KUBERNETES__RESOURCES=json.dumps(RESOURCES))
+    run = subprocess.run([sys.executable, "-m", "jobqueue", "submit", "--cluster", "kubernetes",
+                          "--jobs", "2", str(script)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 1, run.stderr
+    assert "no more pods are created: its jobs can never start as submitted" in run.stderr
+    assert "stopping the script: the cluster cannot run its jobs" in run.stderr
+    assert "ErrImagePull" in run.stderr or "ErrImageNeverPull" in run.stderr
+    assert "2 failed" in run.stderr and run.stdout == ""
+    assert objects(namespace) == []
