@@ -624,8 +624,8 @@ class KubeCluster(Polling, Cluster):
     # -- closing --------------------------------------------------------------------------------
 
     def close(self, timeout=10.0):
-        """Delete every pod and the Secret of this cluster (by its labels: also pods it lost
-        track of), wait until the pods are gone, then stop the scheduler."""
+        """Delete every pod of this cluster (by its labels: also pods it lost track of), wait
+        until they are gone, delete its Secret, then stop the scheduler."""
         if self.status in ("closing", "closed"):
             return
         self.status = "closing"
@@ -647,8 +647,10 @@ class KubeCluster(Polling, Cluster):
             try:
                 await self._delete([j for j in jobs if not j.ever_connected])
                 await self.kube.delete_collection("pods", sel)
-                await self.kube.delete("secrets", self.secret_name)
                 await self._wait_gone(sel)
+                # after the pods: a kubelet still unmounting a pod's Secret complains if it is
+                # gone first (FailedMount events)
+                await self.kube.delete("secrets", self.secret_name)
             except KubernetesError as e:
                 notice.warn(logger, "%s: could not delete its pods and Secret %s in namespace %s; "
                             "delete them yourself (kubectl delete pods,secrets -n %s -l %s): %s",

@@ -275,8 +275,8 @@ def render_pod(template: str | None, ctx: dict, *, namespace: str) -> dict:
     template = template or POD_TEMPLATE
     text = templating.render(template, ctx, what="pod template", variables=POD_CONTEXT_DOC,
                              filters={"y": _yaml_value})
-    try:
-        pod = yaml.safe_load(text)
+    try:                        # libyaml's parser where PyYAML has it: 10 times faster
+        pod = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as e:
         raise ValueError(f"pod template {template} does not render to valid YAML: {e}") from None
     spec = pod.get("spec") if isinstance(pod, dict) else None

@@ -272,7 +272,9 @@ def test_secret_manifest_holds_the_token_base64():
 
 KUBECTL = os.environ.get("KUBECTL") or "kubectl"
 IMAGE = os.environ.get("JOBQUEUE_TEST_KUBERNETES_IMAGE")
-RESOURCES = {"cpu": "100m", "memory": "256Mi"}
+# A small request, so that many pods fit on the test node, and no CPU limit: a 100m limit
+# throttles the worker's start (two python processes) to a tenth of a core, 2-3 s more per pod.
+RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}}
 SETTINGS = {"resources": RESOURCES, "poll_interval": 0.5}
 
 # Lambdas travel by value: the worker image cannot import this test module.
@@ -441,7 +443,7 @@ SCRIPT = """
 import sys, time
 from jobqueue import KubeCluster
 cluster = KubeCluster(image=sys.argv[1], namespace=sys.argv[2], n_workers=2,
-                      resources={"cpu": "100m", "memory": "256Mi"}, poll_interval=0.5)
+                      resources={"requests": {"cpu": "100m"}}, poll_interval=0.5)
 cluster.wait_for_workers(2, timeout=120)
 print(cluster.name, flush=True)
 time.sleep(600)
