@@ -323,6 +323,16 @@ def pod_names(namespace, cluster_name) -> list:
     return [o for o in objects(namespace, cluster_name) if o.startswith("pod/")]
 
 
+def pods_made(namespace, cluster_name) -> dict:
+    """{uid: name} of every pod of the cluster that Kubernetes scheduled, deleted ones too (from
+    the scheduler's events, not from the cluster's own count): pod creations, to show churn."""
+    out = kubectl("get", "events", "-n", namespace, "--field-selector", "reason=Scheduled",
+                  "-o", "jsonpath={range .items[*]}{.involvedObject.uid} "
+                  "{.involvedObject.name}{'\\n'}{end}")
+    made = dict(line.split() for line in out.splitlines() if line.strip())
+    return {uid: name for uid, name in made.items() if name.startswith(f"{cluster_name}-")}
+
+
 @pytest.fixture(scope="module")
 def namespace():
     needs_service(kube_running(), "Kubernetes (ci/kubernetes/start.sh; . ci/state/kubernetes/env.sh)")
@@ -378,6 +388,7 @@ def test_map_graph_and_scale_keep_every_result(kube, namespace):
               what="one worker and one pod after scale(1)")
         assert client.gather(held) == before            # moved off the retired workers, not
         assert cluster.pods_created == 4                # recomputed (os.urandom differs)
+        assert sorted(pods_made(namespace, cluster.name).values()) == names
         assert set(cluster.get_logs()) >= {"scheduler", *names}
 
 
@@ -395,6 +406,7 @@ def test_adapt_goes_up_and_back_to_zero_without_churn(kube, namespace):
     until(lambda: not cluster.live_jobs() and not pod_names(namespace, cluster.name),
           what="no pod left after the burst")
     assert cluster.pods_created == 3                    # up to the maximum once, no re-creation
+    assert len(pods_made(namespace, cluster.name)) == 3   # as Kubernetes counts them
     assert len(cluster.workers) == 0
 
 
