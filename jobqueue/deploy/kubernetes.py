@@ -28,7 +28,7 @@ from .cluster import Cluster, Job, _clusters
 from .pods import (LABEL_CLUSTER, LABEL_WORKER, MANAGED_BY, NAME, PodStatus,
                    containers_stopped, pod_context, pod_resources, pod_status, render_pod,
                    resolve_settings, secret_manifest, selector, worker_threads)
-from .polling import Polling
+from .watched import Watched
 
 logger = logging.getLogger("jobqueue.kubernetes")
 
@@ -229,7 +229,7 @@ class PodJob(Job):
         return f"<PodJob {self.name} {self.state}{f' {self.reason!r}' if self.reason else ''}>"
 
 
-class KubeCluster(Polling, Cluster):
+class KubeCluster(Watched, Cluster):
     """Workers as pods on Kubernetes; the scheduler runs in this process.
 
     ``KubeCluster(image="registry/jobqueue-worker:1", n_workers=2, resources={"cpu": "1",
@@ -244,6 +244,10 @@ class KubeCluster(Polling, Cluster):
     """
 
     kind = "kubernetes"
+    noun, submitted, submit_what, removed = "pod", "created", "creating a pod", "deleted"
+    max_jobs_key = "kubernetes.max-pods"
+    submit_errors = (KubernetesError,)
+    _logger = logger
     # the base class holds any Job; this one only pods
     jobs: dict[str, PodJob]  # type: ignore[assignment]
 
@@ -261,15 +265,7 @@ class KubeCluster(Polling, Cluster):
         self.kube = None
         self.namespace = s.get("namespace")
         self.pods_created = 0
-        self.start_retries = keep_mod.RETRIES
-        self.replacements = 0                # pods created to replace ended ones
-        self.failure = ""                    # why no more pods are created ('': none)
-        self._target: int | None = None      # scale(n): n pods kept pending or running
-        self._keeping = asyncio.Lock()       # one decision and its pods at a time
-        self._submissions = 0                # create calls made
-        self._epoch = 0                      # create calls before it are not the target's
-        self._outside = 0                    # pods deleted from outside when the target was set
-        self._create_errors = 0              # replacements that could not be created, in a row
+        self._init_watched()
         super().__init__(host=self._scheduler_host(), name=name,
                          scheduler_port=config.get("scheduler.port", 0))
         self.labels = {LABEL_CLUSTER: self.name, **MANAGED_BY}
@@ -321,9 +317,6 @@ class KubeCluster(Polling, Cluster):
     def new_job(self, name) -> PodJob:
         return PodJob(self, name)
 
-    def live_jobs(self) -> list:
-        return [j for j in list(self.jobs.values()) if not j.done and not j.delete_requested]
-
     def scale(self, n=None, jobs=None, cores=None, memory=None, wait=False):
         """Keep n worker pods pending or running. Returns once they are created or deleted;
         ``wait=True`` then waits for their workers (see wait_for_workers). Turns adaptive off."""
@@ -333,72 +326,11 @@ class KubeCluster(Polling, Cluster):
         if wait:
             self.wait_for_workers(target)
 
-    async def _scale_to(self, target: int, wait=False):
-        if self.max_jobs is not None and target > self.max_jobs:
-            logger.info("%s: %d pods asked for, kubernetes.max-pods is %d", self.name, target,
-                        self.max_jobs)
-            target = self.max_jobs
-        async with self._keeping:
-            self._target, self._epoch, self.failure = target, self._submissions, ""
-            self._outside = sum(j.deleted_outside for j in list(self.jobs.values()))
-            live = self.live_jobs()
-            if len(live) > target:
-                order = sorted(live, key=lambda j: (bool(j.workers), j.state != "pending",
-                                                    -j.index))
-                await self.retire_jobs(order[:len(live) - target])
-            else:
-                await self._keep(replacing=False)
+    def _removal_order(self, jobs) -> list:
+        """Pods without workers first (pending before running), newest first."""
+        return sorted(jobs, key=lambda j: (bool(j.workers), j.state != "pending", -j.index))
 
-    def adapt(self, *args, **kwargs):
-        self._target, self._epoch, self.failure = None, self._submissions, ""
-        return super().adapt(*args, **kwargs)
-
-    async def _add_jobs(self, count: int):
-        """Adaptive scaling's pods (none once the cluster has given up)."""
-        async with self._keeping:
-            if not self.failure:
-                await self._create(count)
-
-    async def _keep(self, replacing=True):
-        """Create what the target needs (deploy/keep.py), or give up on pods that keep failing.
-        The caller holds ``_keeping``."""
-        if self.failure:                     # given up: only scale() or adapt() start again
-            return
-        jobs = [j.view() for j in list(self.jobs.values())]
-        target = self._target if self._adaptive is None else None
-        decision = keep_mod.decide(target, jobs, time.time(), retries=self.start_retries,
-                                   max_jobs=self.max_jobs, cancelled_before=self._outside,
-                                   since=self._epoch)
-        if decision.give_up:
-            self.failure = f"no more pods are created: {decision.give_up}"
-            notice.warn(logger, "%s: %s", self.name, self.failure, level=logging.ERROR)
-            await self._refuse()
-            return
-        if target is not None and decision.target != target:
-            notice.warn(logger, "%s: a pod was deleted outside jobqueue; keeping %d pods, not %d",
-                        self.name, decision.target, target)
-            self._target = decision.target
-            self._outside = sum(j.cancelled_outside for j in jobs)
-        if not decision.submit:
-            return
-        if not replacing:                    # scale(): a failed create raises to the caller
-            await self._create(decision.submit)
-            return
-        logger.info("%s: creating %d pods: %s", self.name, decision.submit, decision.reason)
-        try:
-            self.replacements += len(await self._create(decision.submit))
-            self._create_errors = 0
-        except KubernetesError as e:
-            self._create_errors += 1
-            if self._create_errors >= self.start_retries:
-                self.failure = (f"no more pods are created: creating one failed "
-                                f"{self._create_errors} times in a row: {e}")
-                notice.warn(logger, "%s: %s", self.name, self.failure, level=logging.ERROR)
-            else:
-                notice.warn(logger, "%s: could not create a replacement pod (will try again): %s",
-                            self.name, e)
-
-    async def _refuse(self):
+    async def _gave_up(self):
         """Delete the pods that can never start as created (their workers never came)."""
         never = [j for j in self.live_jobs() if j.never and not j.ever_connected]
         for job in never:
@@ -410,7 +342,7 @@ class KubeCluster(Polling, Cluster):
             notice.warn(logger, "%s: could not delete pods %s: %s", self.name,
                         " ".join(j.name for j in never), e)
 
-    async def _create(self, count: int) -> list:
+    async def _submit(self, count: int) -> list:
         """Create count pods with one create call each, as one submission; returns them."""
         new = self._new_jobs(count)
         for job in new:
@@ -491,7 +423,7 @@ class KubeCluster(Polling, Cluster):
             logger.info("%s: pod states are current again", self.name)
         by_name = {p["metadata"]["name"]: p for p in pods}
         self._apply(by_name, started)
-        self._track_workers()
+        self._observe_jobs()
         async with self._keeping:
             await self._keep()
         await self._report()
@@ -520,7 +452,7 @@ class KubeCluster(Polling, Cluster):
                 if job.delete_requested or job.missing > 1:
                     job.vanished()
 
-    def _track_workers(self):
+    def _observe_jobs(self):
         """A pod with a connected worker is running, whatever the last poll said."""
         names = self._connected()
         for job in list(self.jobs.values()):
@@ -553,29 +485,6 @@ class KubeCluster(Polling, Cluster):
 
     # -- waiting, logs --------------------------------------------------------------------------
 
-    def wait_for_workers(self, n: int, timeout: float | None = None):
-        """Wait until n workers are connected. Raises RuntimeError, with each pod's state and
-        Kubernetes' reason (and the last log lines of pods that ended), as soon as the pods
-        cannot bring n workers; TimeoutError after timeout seconds (None: no limit)."""
-        self._sync(self._wait_for_workers(n, timeout))
-
-    async def _wait_for_workers(self, n, timeout):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self._track_workers()
-            have = len(self._connected())
-            if have >= n:
-                return
-            problem = self._cannot_bring(n, have)
-            if problem:
-                raise RuntimeError(f"{self.name}: waiting for {n} workers, {have} connected, "
-                                   f"{problem}")
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name}: {have} of {n} workers connected within "
-                                   f"{timeout:g} s; pods: {self._pod_counts()}")
-            # a worker that joins wakes this at once; pod states change with each poll
-            await self.scheduler.wait_for_worker_change(0.25)
-
     def _cannot_bring(self, n: int, have: int) -> str:
         """Why the pods cannot bring n workers ('': they may)."""
         broken = [j for j in list(self.jobs.values()) if (j.stuck or j.done) and not
@@ -594,7 +503,7 @@ class KubeCluster(Polling, Cluster):
                 + (f"; {len(broken)} cannot start or have ended:\n{details}" if broken
                    else f" ({len(live)} pods; scale up first)"))
 
-    def _pod_counts(self) -> str:
+    def _job_counts(self) -> str:
         counts: dict = {}
         for job in self.live_jobs():
             key = f"{job.state} ({job.reason})" if job.reason else job.state

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-logger = logging.getLogger("jobqueue.polling")
-
 MAX_BACKOFF = 60.0       # longest pause between polls while they fail
 
 
@@ -26,6 +24,7 @@ class Polling:
     """Mixin: ``_start_poller()`` runs ``_poll_once()`` every ``poll_interval`` seconds on the
     cluster's event loop until ``_stop_poller()``."""
 
+    _logger = logging.getLogger("jobqueue.polling")    # the cluster's own logger
     name: str
     poll_interval: float
     _poller: asyncio.Task | None = None
@@ -52,7 +51,7 @@ class Polling:
         except asyncio.CancelledError:
             raise
         except Exception:
-            logger.exception("%s: polling the states of its jobs failed", self.name)
+            self._logger.exception("%s: polling the states of its jobs failed", self.name)
             ok = False
         self._poll_failures = 0 if ok else self._poll_failures + 1
         return poll_delay(self.poll_interval, self._poll_failures)

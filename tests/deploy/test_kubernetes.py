@@ -17,7 +17,7 @@ import pytest
 
 from jobqueue import config
 from jobqueue.deploy import pods
-from tests.conftest import needs_service, write
+from tests.conftest import needs_service, wait_until, write
 
 # ------------------------------------------------------------------------------ quantities
 
@@ -301,15 +301,6 @@ def kube_running() -> bool:
         return False
 
 
-def until(predicate, timeout=120.0, what="the condition"):
-    """Wait for a state of the world outside this process (pods, processes) to be reached."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout:g} s")
-        time.sleep(0.1)
-
-
 def objects(namespace, cluster_name=None) -> list:
     """Pods, Secrets and Services that jobqueue made in the namespace (of one cluster), asked with
     kubectl, not with the cluster's own client."""
@@ -338,7 +329,7 @@ def namespace():
     needs_service(kube_running(), "Kubernetes (ci/kubernetes/start.sh; . ci/state/kubernetes/env.sh)")
     ns = f"jq-test-{secrets.token_hex(3)}"
     kubectl("create", "namespace", ns)
-    until(lambda: kubectl("get", "serviceaccount", "default", "-n", ns, check=False),
+    wait_until(lambda: kubectl("get", "serviceaccount", "default", "-n", ns, check=False),
           60, f"the default service account of namespace {ns}")
     yield ns
     kubectl("delete", "namespace", ns, "--wait=false")
@@ -384,8 +375,9 @@ def test_map_graph_and_scale_keep_every_result(kube, namespace):
         assert [name for name, _ in before] == names
 
         cluster.scale(1)
-        until(lambda: len(cluster.workers) == 1 and len(pod_names(namespace, cluster.name)) == 1,
-              what="one worker and one pod after scale(1)")
+        wait_until(lambda: len(cluster.workers) == 1
+                   and len(pod_names(namespace, cluster.name)) == 1,
+                   120, "one worker and one pod after scale(1)")
         assert client.gather(held) == before            # moved off the retired workers, not
         assert cluster.pods_created == 4                # recomputed (os.urandom differs)
         assert sorted(pods_made(namespace, cluster.name).values()) == names
@@ -403,8 +395,8 @@ def test_adapt_goes_up_and_back_to_zero_without_churn(kube, namespace):
         assert client.gather(futures) == list(range(24))
         assert len(pod_names(namespace, cluster.name)) >= 1
         del futures
-    until(lambda: not cluster.live_jobs() and not pod_names(namespace, cluster.name),
-          what="no pod left after the burst")
+    wait_until(lambda: not cluster.live_jobs() and not pod_names(namespace, cluster.name),
+               120, "no pod left after the burst")
     assert cluster.pods_created == 3                    # up to the maximum once, no re-creation
     assert len(pods_made(namespace, cluster.name)) == 3   # as Kubernetes counts them
     assert len(cluster.workers) == 0
@@ -431,7 +423,7 @@ def test_a_pod_that_cannot_start_is_explained(kube, namespace, settings, reason)
         assert "but no more pods are created: its jobs can never start" in str(e.value)
         assert job.state == "failed" and re.match(f"cannot start as created: ({reason})",
                                                   job.reason)
-        until(lambda: not pod_names(namespace, cluster.name), 30, "the pod deleted")
+        wait_until(lambda: not pod_names(namespace, cluster.name), 30, "the pod deleted")
     else:
         assert "the pods left can bring at most 0" in str(e.value) and not cluster.failure
         assert job.state == "pending" and job.stuck and re.match(reason, job.reason)
