@@ -427,14 +427,21 @@ class KubeCluster(Watched, Cluster):
         async with self._keeping:
             await self._keep()
         await self._report()
-        await self._remove_stopped([p for name, p in by_name.items()
-                                    if name in self.jobs and self.jobs[name].delete_requested])
+        await self._remove_stopped([p for name, p in by_name.items() if name in self.jobs
+                                    and self._finished_with(self.jobs[name])])
         return True
 
-    async def _remove_stopped(self, deleted: list):
-        """Of these deleted pods, those whose containers have exited are removed from the API
-        at once: a kubelet may keep their objects for another 10 s or more."""
-        stopped = [p["metadata"]["name"] for p in deleted if containers_stopped(p)]
+    @staticmethod
+    def _finished_with(job: PodJob) -> bool:
+        """Nothing more to learn from the pod: it was deleted, or it ended and was reported
+        (its log read)."""
+        return job.delete_requested or (job.done and job.reported)
+
+    async def _remove_stopped(self, pods: list):
+        """Of these pods the cluster is finished with, those whose containers have exited are
+        removed from the API at once: a kubelet may keep a deleted pod's object for another 10 s
+        or more, and a pod that ended stays until someone deletes it."""
+        stopped = [p["metadata"]["name"] for p in pods if containers_stopped(p)]
         if stopped:
             await self.kube.delete_collection("pods", self._selector(stopped), grace=0)
 

@@ -110,6 +110,7 @@ def test_pods_that_end_before_their_worker_are_created_again_then_given_up(kube,
             fake.exited(name, 127)
         poll(cluster)
         assert f"pod {live[0]} failed (Error, exit code 127); last 1 log lines" in said(caplog)
+        assert not set(live) & set(fake.pods)      # removed from the API once reported
     assert cluster.pods_created == 2 * cluster.start_retries and cluster.replacements == 4
     assert cluster.failure.startswith("no more pods are created: 3 submissions in a row")
     assert "failed (Error, exit code 127)" in cluster.failure
