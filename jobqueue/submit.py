@@ -486,6 +486,10 @@ class Driver:
             say(f"each job: {_plural(s['cores'], 'core')}, {format_bytes(s['memory'])}{walltime}, "
                 f"{_plural(c.processes, 'worker process', 'worker processes')}; "
                 f"output in {c.log_directory}")
+        elif self.kind == "kubernetes":
+            if c.jobs:
+                say(f"created {_plural(len(c.jobs), 'pod')} in namespace {c.namespace} "
+                    f"({' '.join(c.jobs)}), image {c.settings['image']}")
         elif self.kind == "local":
             say(f"{_plural(len(c.jobs), 'worker process', 'worker processes')} on this machine, "
                 f"{_plural(c.threads_per_worker, 'thread')} each")
