@@ -244,7 +244,8 @@ class KubeCluster(Watched, Cluster):
     """
 
     kind = "kubernetes"
-    noun, submitted, submit_what, removed = "pod", "created", "creating a pod", "deleted"
+    noun, submitted, submitting, removed = "pod", "created", "creating", "deleted"
+    submit_what = "creating a pod"
     max_jobs_key = "kubernetes.max-pods"
     submit_errors = (KubernetesError,)
     _logger = logger

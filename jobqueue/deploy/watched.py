@@ -6,7 +6,7 @@ why), a job removed from outside lowers the target.
 
 A cluster mixes :class:`Watched` in before :class:`~jobqueue.deploy.cluster.Cluster`, calls
 ``_init_watched()`` in its constructor, names its jobs in messages (``noun``, ``submitted``,
-``submit_what``, ``removed``) and implements ``_submit(count) -> [new jobs]``,
+``submitting``, ``submit_what``, ``removed``) and implements ``_submit(count) -> [new jobs]``,
 ``_removal_order(jobs)`` and ``_poll_once()``; its jobs have ``view() -> keep.JobView``.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ class Watched(Polling):
 
     noun = "job"                          # "pod"
     submitted = "submitted"               # "created": what happens to a new one
+    submitting = "submitting"             # "creating"
     submit_what = "the submit command"    # what may fail when making one
     removed = "cancelled"                 # "deleted": what someone else did to one
     submit_errors: tuple = ()             # errors of _submit a replacement may meet and retry
@@ -111,8 +112,8 @@ class Watched(Polling):
         if not replacing:                    # scale(): a failed submit raises to the caller
             await self._submit(decision.submit)
             return
-        self._logger.info("%s: %d more %ss: %s", self.name, decision.submit, self.noun,
-                    decision.reason)
+        self._logger.info("%s: %s %d: %s", self.name, self.submitting, decision.submit,
+                          decision.reason)
         try:
             self.replacements += len(await self._submit(decision.submit))
             self._submit_errors = 0
