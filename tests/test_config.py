@@ -240,6 +240,34 @@ def test_profile_unknown_key_and_missing_kind(env):
     assert any(f"{path}:5: profiles.nokind: kind must be one of" in p for p in problems)
 
 
+def test_profile_of_kind_batch_serves_every_batch_system_and_no_other(env):
+    path = write(user_file(env), """\
+        profiles:
+          big:
+            kind: batch
+            cores: 16
+            job-cpu: 32
+            resource-spec: select=1:ncpus=16
+          bad:
+            kind: batch
+            cors: 16
+        """)
+    with pytest.raises(ConfigError) as info:       # keys are checked against all three
+        config.get("profiles")
+    assert info.value.problems == [f"{path}:9: profiles.bad.cors: unknown key; did you mean "
+                                   f"'cores'?"]
+    write(user_file(env), "profiles:\n  big:\n    kind: batch\n    cores: 16\n"
+                          "    walltime: 90\n")
+    config.refresh()
+    # each system reads the values as its own (a bare walltime: SLURM minutes, PBS seconds)
+    assert config.resolve("slurm", {}, profile="big")["walltime"] == 5400
+    assert config.resolve("pbs", {}, profile="big")["walltime"] == 90
+    assert config.resolve("sge", {}, profile="big")["cores"] == 16
+    with pytest.raises(ConfigError, match="profile 'big' is for batch, it cannot configure "
+                                          "local"):
+        config.resolve("local", {}, profile="big")
+
+
 # ------------------------------------------------------------------------------------- file errors
 
 def test_unknown_key_names_file_line_key_and_suggestion(env):

@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 
-from .. import config, node
+from .. import config, node, params
 from ..core import notice
 from ..deploy.cluster import Cluster, _clusters
 from ..deploy.watched import Watched
@@ -81,20 +81,22 @@ def _write_token_file(name: str, token: str) -> str:
     return node.write_private(node.private_path(owned.owned_name(name, ".token")), token)
 
 
+@params.document()
 class JobQueueCluster(Watched, Cluster):
-    """A cluster whose workers run in batch jobs. Use SLURMCluster, PBSCluster or SGECluster.
+    """A cluster whose workers run in batch jobs: the base of SLURMCluster, PBSCluster and
+    SGECluster, which list its settings (the keys of their config section).
 
-    Settings come from the config section of the batch system (see ``jobqueue.yaml``) and are
-    overridden by keyword arguments: cores, memory, processes, queue, account (alias project),
-    walltime, job_name, job_extra_directives, job_directives_skip, job_script_prologue,
-    worker_extra_args, interface, local_directory, log_directory, python, shebang,
-    death_timeout, submit_command_extra, cancel_command_extra, template, job_array,
-    poll_interval, max_jobs. dask-jobqueue's old names (env_extra, job_extra, extra,
-    header_skip) are read with a FutureWarning. ``profile="name"`` (or ``config_name="name"``)
-    applies a named set of overrides first.
-    ``n_workers=N`` starts with enough jobs for N workers, as ``scale(N)`` would.
-    Everything is checked here: a wrong name or value raises ConfigError saying where it came
-    from and what is allowed.
+    Each job runs ``processes`` worker processes on one node, ``cores / processes`` threads
+    each, and shares ``memory`` among them. ``profile="name"`` (or ``config_name="name"``)
+    applies a named set of overrides first, and dask-jobqueue's old setting names are read with
+    a FutureWarning. Everything is checked here: a wrong name or value raises ConfigError
+    saying where it came from and what is allowed.
+
+    Parameters
+    ----------
+    **settings
+        Keys of the batch system's config section, with underscores (``cores=8``): see
+        SLURMCluster, PBSCluster and SGECluster.
     """
 
     system: BatchSystem = None
@@ -113,9 +115,16 @@ class JobQueueCluster(Watched, Cluster):
                                 "not both")
             profile = config_name
         self.kind = self.system.name
+        if name is not None and settings.get("job_name") is None and \
+                script_mod.is_job_name(name):
+            settings = {**settings, "job_name": name}    # as dask-jobqueue's name= does
         self.settings = script_mod.settings(self.system.name, settings, profile)
         s = self.settings
         self.processes, self.threads = script_mod.split_job(s)
+        # what each worker declares (worker_extra_args --resources): adapt() adds jobs for
+        # tasks that request resources only if these cover them
+        self.worker_resources = node.parse_worker_options(
+            s.get("worker_extra_args") or ()).get("resources") or {}
         self.workers_per_job = self.processes
         self.threads_per_job = self.processes * self.threads
         self.memory_per_job = s["memory"]
@@ -475,7 +484,11 @@ class JobQueueCluster(Watched, Cluster):
                 return (f"but the cluster keeps {self._target} jobs of {self.processes} "
                         f"workers, {most} at most: scale(jobs=...) up first")
             return ""
-        possible = have + sum(self.processes - len(j.workers) for j in self.live_jobs())
+        live = self.live_jobs()
+        possible = have + sum(self.processes - len(j.workers) for j in live)
+        if self._adaptive is not None:       # it may still submit up to its maximum
+            room = self._adaptive.policy.maximum_jobs - len(live)
+            possible += max(room, 0) * self.processes
         if possible < n and all(j.reported for j in ended):
             return (f"and the jobs left can bring at most {possible}: {len(ended)} jobs ended "
                     f"without workers.\n{details}")
@@ -513,7 +526,13 @@ class JobQueueCluster(Watched, Cluster):
     # -- closing --------------------------------------------------------------------------------
 
     def close(self, timeout=10.0):
-        """Cancel every job of the cluster (one command), then stop the scheduler."""
+        """Cancel every job of the cluster (one command), then stop the scheduler.
+
+        Parameters
+        ----------
+        timeout : float, default 10.0
+            Seconds to wait for the scheduler to close, beyond the cancel command's own limit.
+        """
         if self.status in ("closing", "closed"):
             return
         self.status = "closing"

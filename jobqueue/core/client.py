@@ -18,6 +18,7 @@ import weakref
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 
+from .. import params
 from . import loop as loop_mod
 from . import protocol
 from .collections import DaskMixin, register_default, unregister_default
@@ -57,8 +58,28 @@ class FutureState:
         self.type = None
 
 
+@params.document()
 class Future:
-    """A task's eventual result."""
+    """A task's eventual result, as ``Client.submit`` and ``Client.map`` return it.
+
+    Futures are made by a client, not by hand. While one exists the scheduler keeps its result;
+    ``release()`` (or dropping the last reference) lets it go.
+
+    Parameters
+    ----------
+    key : str
+        The task's key.
+    client : Client
+        The client that holds the result.
+    state : optional
+        The shared state of the key's futures in this client (internal).
+
+    Examples
+    --------
+    >>> future = client.submit(pow, 2, 10)
+    >>> future.result()
+    1024
+    """
 
     __slots__ = ("key", "client", "_state", "__weakref__")
     __dask_future__ = True  # dask's graphs may hold it: it stands for the task's result
@@ -71,16 +92,21 @@ class Future:
 
     @property
     def status(self):
+        """pending, finished, error, cancelled or lost (the connection to the scheduler)."""
         return self._state.status
 
     def done(self) -> bool:
+        """Whether the task has finished, failed or been cancelled."""
         return self._state.status != PENDING
 
     def result(self, timeout=None):
+        """The task's result; raises the task's exception (with the worker's traceback as its
+        cause) if it failed, CancelledError if it was cancelled."""
         self.client._wait([self._state], timeout)
         return self.client._result_of(self)
 
     def exception(self, timeout=None):
+        """The exception the task raised, or None once it has finished without one."""
         self.client._wait([self._state], timeout)
         st = self._state
         if st.status == ERROR:
@@ -90,9 +116,11 @@ class Future:
         return None
 
     def traceback(self):
+        """The worker's traceback of a failed task, as text (None otherwise)."""
         return self._state.traceback
 
     def cancel(self):
+        """Cancel the task (and, on the scheduler, every task that depends on it)."""
         self.client.cancel([self])
 
     def retry(self):
@@ -103,12 +131,16 @@ class Future:
         return ("jobqueue.Future", self.key)
 
     def cancelled(self) -> bool:
+        """Whether the task was cancelled."""
         return self._state.status == CANCELLED
 
     def add_done_callback(self, fn):
+        """Call ``fn(future)`` in a thread of the client once the task is done (at once if it
+        is)."""
         self.client._add_callback(self, fn)
 
     def release(self):
+        """Let the scheduler forget this result, once no other Future holds it."""
         client, self.client = self.client, None
         if client is not None:
             client._decref(self.key)
@@ -198,6 +230,7 @@ def _security_for(cluster, scheduler_file):
     return None
 
 
+@params.document()
 class Client(DaskMixin):
     """Connect to a scheduler (or start a LocalCluster) and submit work.
 
@@ -205,6 +238,34 @@ class Client(DaskMixin):
     the config key ``scheduler-address``; with none of them it starts a ``LocalCluster`` with the
     keyword arguments the client does not use itself. While open, the client is dask's default
     scheduler (``set_as_default=False`` opts out); closing it restores the previous one.
+
+    Parameters
+    ----------
+    address : str or Cluster, optional
+        A cluster object (the client takes its address and token), or the scheduler's address
+        ``tcp://host:port`` (or ``tls://``).
+    scheduler_file : str, optional
+        Read the scheduler's address and token from this file (as a cluster's
+        ``scheduler_file=`` or ``jobqueue scheduler --scheduler-file`` wrote it).
+    token : str, optional
+        The scheduler's token, with ``address`` (default: ``$JOBQUEUE_TOKEN``).
+    timeout : float, default 30.0
+        Seconds to wait for the connection to the scheduler.
+    name : str, optional
+        The client's id in the scheduler's logs and dashboard (default: client-RANDOM).
+    set_as_default : bool, default True
+        Make this client dask's scheduler while it is open.
+    **cluster_kwargs
+        Arguments of the LocalCluster started when there is no scheduler to connect to
+        (``Client(n_workers=2)``); an error when there is one.
+
+    Examples
+    --------
+    >>> client = Client(SLURMCluster(cores=8, memory="32GB"))
+    >>> client = Client(scheduler_file="~/scheduler.json")
+    >>> futures = client.map(lambda x: x + 1, range(10))
+    >>> client.gather(futures)
+    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     """
 
     def __init__(self, address=None, *, scheduler_file=None, token=None, timeout=30.0,
@@ -563,19 +624,28 @@ class Client(DaskMixin):
 
     # -- public API ---------------------------------------------------------------------------
 
-    def submit(self, func, *args, key=None, workers=None, retries=0, pure=True, **kwargs):
+    def submit(self, func, *args, key=None, workers=None, retries=0, pure=True, resources=None,
+               **kwargs):
         """Run ``func(*args, **kwargs)`` on a worker; returns a Future.
 
-        ``pure=True`` (as in dask): the key is a hash of the function and arguments, so the
-        same call, from any client, shares one task and result; ``pure=False`` for functions
-        whose every call differs (random numbers, clocks, side effects)."""
+        Parameters
+        ----------
+        **kwargs
+            Keyword arguments of ``func``; Futures stand for their results.
+
+        Examples
+        --------
+        >>> future = client.submit(pow, 2, 10)
+        >>> future.result()
+        1024
+        """
         if not callable(func):
             raise TypeError(f"submit expects a callable first, got {type(func).__name__}")
         self._check_open()
         args, kwargs = self._collections_to_futures(args, kwargs)
         fid = self._function_id(func, cache=_importable(func))
         group = _funcname(func)
-        restrictions = self._restrictions(workers)
+        restrictions = self._restrictions(workers, resources)
         if key is not None and key in self._states:
             return Future(key, self)
         task = self._pack(key, group, group, fid, args, kwargs, restrictions, retries, pure)
@@ -586,16 +656,30 @@ class Client(DaskMixin):
         self._send(tasks=[task])
         return future
 
-    def map(self, func, *iterables, key=None, workers=None, retries=0, pure=True, **kwargs):
+    def map(self, func, *iterables, key=None, workers=None, retries=0, pure=True,
+            resources=None, **kwargs):
         """``[submit(func, *args) for args in zip(*iterables)]``, with the function sent once.
-        *key*: a list of keys, or a prefix for them."""
+
+        Parameters
+        ----------
+        *iterables
+            One iterable per positional argument of ``func``, zipped.
+        **kwargs
+            Keyword arguments of ``func``, the same for every call.
+
+        Examples
+        --------
+        >>> futures = client.map(pow, [1, 2, 3], [2, 2, 2])
+        >>> client.gather(futures)
+        [1, 4, 9]
+        """
         if not callable(func):
             raise TypeError(f"map expects a callable first, got {type(func).__name__}")
         self._check_open()
         _, kwargs = self._collections_to_futures((), kwargs)
         fid = self._function_id(func, cache=True)
         group = _funcname(func)
-        restrictions = self._restrictions(workers)
+        restrictions = self._restrictions(workers, resources)
         futures, tasks = [], []
         items = list(zip(*iterables))
         keys = key if isinstance(key, (list, tuple)) else None
@@ -615,8 +699,17 @@ class Client(DaskMixin):
     def scatter(self, data, workers=None, broadcast=False):
         """Put local data on workers; returns Futures (same structure as *data*).
 
-        ``broadcast=True`` copies every piece to every worker (of ``workers``, if given), so
-        that tasks using it on any worker need not fetch it first."""
+        Parameters
+        ----------
+        data : object, list, tuple, set or dict
+            One value, or a collection of values that each become a Future (a dict's keys
+            become the Futures' keys).
+        broadcast : bool, default False
+            Copy every piece to every worker (of ``workers``, if given), so that tasks using
+            it on any worker need not fetch it first.
+        workers : str or list of str, optional
+            Put the data on these workers (addresses or names); by default, on any.
+        """
         self._check_open()
         restrictions = self._restrictions(workers)
 
@@ -641,8 +734,13 @@ class Client(DaskMixin):
         return out
 
     def replicate(self, futures, workers=None) -> None:
-        """Copy the results of *futures* to every worker (of *workers*, if given); returns
-        once they are there."""
+        """Copy the results of *futures* to every worker; returns once they are there.
+
+        Parameters
+        ----------
+        workers : str or list of str, optional
+            Copy to these workers only (addresses or names).
+        """
         flat = []
         _collect(futures, flat)
         self._wait([f._state for f in flat])
@@ -650,7 +748,14 @@ class Client(DaskMixin):
                                   "workers": self._restrictions(workers)}))
 
     def gather(self, futures, errors="raise"):
-        """Results of *futures* (a Future, or lists/tuples/dicts of them), same structure."""
+        """Results of *futures* (a Future, or lists/tuples/dicts of them), same structure.
+
+        Parameters
+        ----------
+        errors : {'raise', 'skip'}, default 'raise'
+            ``raise``: the first failed task's exception is raised; ``skip``: failed and
+            cancelled tasks are left out of the result.
+        """
         flat = []
         _collect(futures, flat)
         self._wait([f._state for f in flat])
@@ -683,7 +788,15 @@ class Client(DaskMixin):
         self._send({"op": "cancel", "keys": [f.key for f in futures]})
 
     def run(self, func, *args, workers=None, **kwargs):
-        """Run ``func(*args, **kwargs)`` once on every worker: ``{worker address: result}``."""
+        """Run ``func(*args, **kwargs)`` once on every worker: ``{worker address: result}``.
+
+        Parameters
+        ----------
+        workers : list of str, optional
+            Run on these workers only (addresses); by default, on all.
+        **kwargs
+            Keyword arguments of ``func``.
+        """
         import cloudpickle
         import functools
 
@@ -702,7 +815,34 @@ class Client(DaskMixin):
         return out
 
     def scheduler_info(self) -> dict:
+        """The scheduler's address, id and ``workers`` (``{address: {name, nthreads,
+        memory_limit, ...}}``)."""
         return self._sync(self._request({"op": "scheduler-info"}))
+
+    def wait_for_workers(self, n_workers: int, timeout: float | None = None) -> None:
+        """Wait until ``n_workers`` workers are connected to the scheduler.
+
+        With a cluster object, its own ``wait_for_workers`` waits (batch clusters fail early,
+        with each job's state and log tail, once their jobs cannot bring the workers).
+
+        Parameters
+        ----------
+        n_workers : int
+            Number of workers.
+        """
+        if self.cluster is not None:
+            if timeout is None:
+                self.cluster.wait_for_workers(n_workers)
+            else:
+                self.cluster.wait_for_workers(n_workers, timeout=timeout)
+            return
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self.scheduler_info()["workers"]) < n_workers:   # as dask's Client does
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{n_workers} workers did not connect within {timeout:g} s")
+            time.sleep(0.1)
 
     @property
     def dashboard_link(self):
@@ -712,24 +852,43 @@ class Client(DaskMixin):
         return self.scheduler_info().get("dashboard_link")
 
     def retire_workers(self, workers):
-        """Close workers gracefully: results only they hold are copied to others first."""
+        """Close workers gracefully: results only they hold are copied to others first.
+
+        Parameters
+        ----------
+        workers : list of str
+            Addresses or names of the workers.
+        """
         return self._sync(self._request({"op": "retire-workers", "workers": list(workers)}))
 
     def close_workers(self, workers):
+        """Close workers at once; their results are recomputed if needed.
+
+        Parameters
+        ----------
+        workers : list of str
+            Addresses or names of the workers.
+        """
         return self._sync(self._request({"op": "close-workers", "workers": list(workers)}))
 
-    def _restrictions(self, workers):
-        if workers is None:
-            return None
-        if isinstance(workers, str):
-            return [workers]
-        return list(workers)
+    def _restrictions(self, workers, resources=None):
+        """The task row's restrictions: None, [worker...], or, with *resources*,
+        {"workers": [...] or None, "resources": {name: amount}} (placement.py)."""
+        if workers is not None:
+            workers = [workers] if isinstance(workers, str) else list(workers)
+        if resources:
+            from .placement import check_resources
+
+            return {"workers": workers, "resources": check_resources(resources)}
+        return workers
 
     def _check_open(self):
         if self.status != "running":
             raise RuntimeError(f"client is {self.status}")
 
     def close(self):
+        """Disconnect (the scheduler forgets this client's futures); a LocalCluster the
+        client started is closed too."""
         if self.status in ("closing", "closed"):
             return
         self.status = "closing"
@@ -802,8 +961,20 @@ def _build(x, skip):
     return x
 
 
+@params.document()
 class as_completed:
-    """Iterate over futures in the order they finish; ``with_results=True`` yields pairs."""
+    """Iterate over futures in the order they finish.
+
+    Parameters
+    ----------
+    with_results : bool, default False
+        Yield ``(future, result)`` pairs instead of futures.
+
+    Examples
+    --------
+    >>> for future in as_completed(client.map(slow, range(10))):
+    ...     print(future.result())
+    """
 
     def __init__(self, futures=(), with_results=False):
         import queue
@@ -815,6 +986,13 @@ class as_completed:
             self.add(f)
 
     def add(self, future):
+        """Add a future to iterate over.
+
+        Parameters
+        ----------
+        future : Future
+            A future of any client.
+        """
         self._pending += 1
         future.add_done_callback(self._queue.put)
 
@@ -831,14 +1009,24 @@ class as_completed:
         return future
 
     def count(self):
+        """How many futures are still to come."""
         return self._pending
 
 
 DoneAndNotDone = namedtuple("DoneAndNotDone", ["done", "not_done"])
 
 
+@params.document()
 def wait(futures, timeout=None, return_when="ALL_COMPLETED"):
-    """Wait for futures: ``return_when`` is ALL_COMPLETED, FIRST_COMPLETED or FIRST_EXCEPTION."""
+    """Wait for futures; returns ``(done, not_done)``, two sets.
+
+    Parameters
+    ----------
+    futures : iterable of Future
+        The futures to wait for.
+    return_when : {'ALL_COMPLETED', 'FIRST_COMPLETED', 'FIRST_EXCEPTION'}
+        Return when all are done, when one is, or when one fails (or all are done).
+    """
     import time
 
     futures = list(futures)

@@ -21,6 +21,7 @@ from .. import node
 from ..node import read_scheduler_file, write_scheduler_file  # noqa: F401 (their old home)
 from . import protocol
 from .comm import BatchedSend, CommClosedError, Listener, format_address
+from .placement import check_resources, format_resources
 from .scheduler_state import SchedulerState
 from .security import Security
 
@@ -127,7 +128,8 @@ def check_task(task) -> None:
     key, group, fid, args, deps, restrictions, retries = task[:7]
     if not (type(key) is str and type(group) is str and (fid is None or type(fid) is str)
             and (args is None or type(args) is bytes or type(args) is memoryview)
-            and type(deps) is list and (restrictions is None or type(restrictions) is list)
+            and type(deps) is list and (restrictions is None or type(restrictions) is list
+                                        or type(restrictions) is dict)
             and type(retries) is int and retries >= 0):
         for value, (kind, name) in zip(task, TASK_FIELDS):
             if not _is(value, kind):
@@ -138,9 +140,24 @@ def check_task(task) -> None:
         if type(d) is not str:
             raise MalformedMessage("update-graph: dependencies must be keys (str)")
     if restrictions is not None:
+        if type(restrictions) is dict:
+            _check_restrictions(restrictions)
+            restrictions = restrictions.get("workers") or ()
         for r in restrictions:
             if type(r) is not str:
                 raise MalformedMessage("update-graph: restrictions must be str")
+
+
+def _check_restrictions(restrictions: dict) -> None:
+    """{"workers": [str] or None, "resources": {str: number >= 0}} (placement.py)."""
+    if set(restrictions) - {"workers", "resources"} or not (
+            restrictions.get("workers") is None or _is(restrictions["workers"], STR_LIST)):
+        raise MalformedMessage("update-graph: restrictions are a list of workers or "
+                               "{'workers': [...], 'resources': {name: amount}}")
+    try:
+        check_resources(restrictions.get("resources") or {})
+    except ValueError as e:
+        raise MalformedMessage(f"update-graph: {e}") from None
 
 
 def _check_task_finished(msg) -> bool:
@@ -354,12 +371,14 @@ class Scheduler:
             name = str(msg.get("name") or address)
             nthreads = int(msg.get("nthreads", 1))
             memory_limit = int(msg.get("memory_limit") or 0)
+            resources = check_resources(msg.get("resources") or {}, "the worker's resources")
         except (MalformedMessage, TypeError, ValueError) as e:
             await comm.write([{"op": "error", "message": str(e)}])
             return
         now = time.monotonic()
         error = self.state.add_worker(address, name, nthreads, memory_limit, now,
-                                      pid=msg.get("pid"), host=msg.get("host"))
+                                      resources=resources, pid=msg.get("pid"),
+                                      host=msg.get("host"))
         if error:
             logger.warning("refused worker %s: %s", address, error)
             await comm.write([{"op": "error", "message": error}])
@@ -367,7 +386,8 @@ class Scheduler:
         await comm.write([{"op": "welcome"}])
         bs = BatchedSend(comm)
         self.worker_streams[address] = bs
-        logger.info("worker %s (%s, %d threads) joined", address, name, nthreads)
+        logger.info("worker %s (%s, %d threads%s) joined", address, name, nthreads,
+                    f", resources {format_resources(resources)}" if resources else "")
         self._flush()
         self._worker_change()
         handlers = self.worker_handlers
@@ -570,8 +590,11 @@ class Scheduler:
 
     def load(self) -> dict:
         """What adaptive scaling needs: ``{"tasks": {group: queued, waiting or processing},
-        "durations": {group: average seconds}, "workers": worker_rows()}``."""
-        tasks, durations = {}, {}
+        "durations": {group: average seconds}, "workers": worker_rows(), "resources":
+        [[group, {resource: amount}, n]]}``; tasks that request resources are counted in
+        "resources" only (new workers help them only if they declare those resources)."""
+        tasks: dict = {}
+        durations = {}
         for group in self.state.groups.values():
             s = group.states
             n = s["queued"] + s["no-worker"] + s["waiting"] + s["processing"]
@@ -579,7 +602,13 @@ class Scheduler:
                 tasks[group.name] = n
             if group.average_duration is not None:
                 durations[group.name] = group.average_duration
-        return {"tasks": tasks, "durations": durations, "workers": self.worker_rows()}
+        resources = self.state.resource_load()
+        for group, _, n in resources:
+            tasks[group] -= n
+            if not tasks[group]:
+                del tasks[group]
+        return {"tasks": tasks, "durations": durations, "workers": self.worker_rows(),
+                "resources": [list(r) for r in resources]}
 
     def _replicate(self, cid, msg):
         workers = msg.get("workers")
@@ -698,7 +727,8 @@ class Scheduler:
         return {ws.address: {
             "name": ws.name, "nthreads": ws.nthreads, "memory_limit": ws.memory_limit,
             "status": ws.status, "processing": len(ws.processing),
-            "stored": len(ws.has_what), "nbytes": ws.nbytes, "metrics": ws.metrics, **ws.extra}
+            "stored": len(ws.has_what), "nbytes": ws.nbytes, "metrics": ws.metrics,
+            "resources": ws.resources, "used_resources": dict(ws.used), **ws.extra}
             for ws in self.state.workers.values()}
 
     def info(self) -> dict:
@@ -707,6 +737,7 @@ class Scheduler:
         for ts in self.state.tasks.values():
             counts[ts.state] = counts.get(ts.state, 0) + 1
         return {"address": self.address, "workers": workers, "tasks": counts,
+                "no_worker": self.state.no_worker(),
                 "clients": len(self.state.clients), "started": self.started,
                 "dashboard_link": self.dashboard_link,
                 "settings": {"allowed_failures": self.state.allowed_failures,

@@ -51,13 +51,16 @@ class Load:
     tasks: dict = field(default_factory=dict)      # {task group: queued, waiting or processing}
     durations: dict = field(default_factory=dict)  # {task group: average seconds}
     workers: dict = field(default_factory=dict)    # {worker name: WorkerView}
+    # (task group, {resource: amount}, number): tasks that request resources (not in tasks)
+    resources: tuple = ()
 
     @classmethod
     def from_message(cls, msg: dict) -> Load:
         """From the scheduler's answer (``Scheduler.load()``, the ``adaptive-load`` op)."""
         workers = [WorkerView.from_row(a, row) for a, row in (msg.get("workers") or {}).items()]
+        resources = tuple((str(g), dict(need), int(n)) for g, need, n in msg.get("resources") or ())
         return cls(dict(msg.get("tasks") or {}), dict(msg.get("durations") or {}),
-                   {w.name: w for w in workers})
+                   {w.name: w for w in workers}, resources)
 
 
 def _by_name(rows: dict) -> dict:

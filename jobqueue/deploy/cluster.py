@@ -26,6 +26,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from .. import params
 from ..core import loop as loop_mod
 from ..core.scheduler_api import InProcess, SchedulerAPI, in_scope, log_scope, wait_for_workers
 
@@ -82,12 +83,16 @@ _JOB_STATE_WORDS = {"new": "pending", "closed": "finished"}  # to the one JobSta
 _FROM_CONFIG = "from config"  # dashboard_address default: config key scheduler.dashboard-address
 
 
+@params.document("scheduler")
 class Cluster:
-    """Base of LocalCluster, SSHCluster and the batch clusters."""
+    """Base of LocalCluster, SSHCluster, KubeCluster and the batch clusters: owns a scheduler
+    and the jobs that bring its workers.
+    """
 
     workers_per_job = 1
     threads_per_job = 1
     memory_per_job: int | None = None      # bytes, where a cluster knows it (batch clusters)
+    worker_resources: dict = {}            # what each worker declares (--resources): for adapt()
     kind = "cluster"
     _adaptive = None
 
@@ -162,6 +167,13 @@ class Cluster:
     # -- scaling ------------------------------------------------------------------------------
 
     def new_job(self, name: str) -> Job:
+        """A new, not yet started Job of this cluster (each kind of cluster defines it).
+
+        Parameters
+        ----------
+        name : str
+            The job's name, unique in the cluster.
+        """
         raise NotImplementedError
 
     def _jobs_for(self, n: int | None = None, jobs: int | None = None,
@@ -281,7 +293,13 @@ class Cluster:
 
     async def retire_jobs(self, jobs):
         """Scale down gracefully: results held only by these jobs' workers move to other
-        workers, then the jobs close."""
+        workers, then the jobs close.
+
+        Parameters
+        ----------
+        jobs : list of Job
+            Jobs of this cluster (values of ``cluster.jobs``).
+        """
         connected = self.scheduler.workers()
         names = [n for j in jobs for n in j.worker_names() if n in connected]
         if names:
@@ -308,7 +326,15 @@ class Cluster:
             self.jobs.pop(job.name, None)
 
     def wait_for_workers(self, n: int, timeout: float = 60.0) -> None:
-        """Wait until ``n`` workers are connected (TimeoutError after ``timeout`` seconds)."""
+        """Wait until ``n`` workers are connected.
+
+        Parameters
+        ----------
+        n : int
+            Number of workers.
+        timeout : float, default 60.0
+            Seconds to wait before raising TimeoutError.
+        """
         async def wait():
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
@@ -345,7 +371,13 @@ class Cluster:
         return logs
 
     def close(self, timeout: float = 10.0) -> None:
-        """Close every job, then the scheduler."""
+        """Close every job, then the scheduler.
+
+        Parameters
+        ----------
+        timeout : float, default 10.0
+            Seconds to give the jobs to close.
+        """
         if self.status in ("closing", "closed"):
             return
         self.status = "closing"

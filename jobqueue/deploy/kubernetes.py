@@ -21,8 +21,9 @@ import os
 import re
 import time
 
-from .. import config
+from .. import config, params
 from ..core import notice
+from ..node import parse_worker_options
 from . import keep as keep_mod
 from .cluster import Cluster, Job, _clusters
 from .pods import (LABEL_CLUSTER, LABEL_WORKER, MANAGED_BY, NAME, PodStatus,
@@ -229,7 +230,8 @@ class PodJob(Job):
         return f"<PodJob {self.name} {self.state}{f' {self.reason!r}' if self.reason else ''}>"
 
 
-class KubeCluster(Watched, Cluster):
+@params.document("kubernetes")
+class KubeCluster(Watched, Cluster):  # type: ignore[misc]  # adapt: Cluster.adapt, wrapped
     """Workers as pods on Kubernetes; the scheduler runs in this process.
 
     ``KubeCluster(image="registry/jobqueue-worker:1", n_workers=2, resources={"cpu": "1",
@@ -241,6 +243,13 @@ class KubeCluster(Watched, Cluster):
     start as created (an image that cannot be pulled) are deleted at once; then the cluster
     gives up and ``failure`` says why. ``wait_for_workers(n)`` waits, and fails as soon as the
     pods cannot bring n workers (also for a request no node can hold), with Kubernetes' reasons.
+
+    Examples
+    --------
+    >>> cluster = KubeCluster(image="registry.example.org/jobqueue-worker:1", n_workers=2,
+    ...                       resources={"cpu": "1", "memory": "2Gi"})
+    >>> cluster.wait_for_workers(2)
+    >>> client = Client(cluster)
     """
 
     kind = "kubernetes"
@@ -252,9 +261,27 @@ class KubeCluster(Watched, Cluster):
     # the base class holds any Job; this one only pods
     jobs: dict[str, PodJob]  # type: ignore[assignment]
 
-    def __init__(self, *, image=None, n_workers=0, resources=None, namespace=None, env=None,
-                 name=None, profile=None, **settings):
-        settings.update(image=image, resources=resources, namespace=namespace, env=env)
+    def __init__(self, *,
+                 image: str | None = None,
+                 namespace: str | None = None,
+                 context: str | None = None,
+                 resources: dict | None = None,
+                 threads: int | None = None,
+                 env: dict | None = None,
+                 image_pull_policy: str | None = None,
+                 python: str | None = None,
+                 worker_extra_args: list[str] | None = None,
+                 interface: str | None = None,
+                 death_timeout: float | str | None = None,
+                 template: str | None = None,
+                 poll_interval: float | str | None = None,
+                 max_pods: int | None = None,
+                 n_workers: int | None = None,
+                 name: str | None = None,
+                 profile: str | None = None):
+        settings = params.given(locals())
+        for key in ("n_workers", "name", "profile"):
+            del settings[key]
         self.settings = s = resolve_settings(settings, profile)
         if name is not None and not (re.fullmatch(NAME, name) and len(name) <= 50):
             raise config.ConfigError(f"argument: name {name!r}: a KubeCluster's name is part of its "
@@ -263,8 +290,11 @@ class KubeCluster(Watched, Cluster):
         self.death_timeout = s.get("death_timeout") or config.get("worker.death-timeout")
         self.max_jobs = s.get("max_pods")
         self.threads_per_job = worker_threads(s, pod_resources(s.get("resources")))
-        self.kube = None
-        self.namespace = s.get("namespace")
+        # what each worker declares (worker_extra_args --resources), for adapt()
+        self.worker_resources = parse_worker_options(
+            s.get("worker_extra_args") or ()).get("resources") or {}
+        self.kube: KubeAPI = None  # type: ignore[assignment]  # connected by _setup()
+        self.namespace: str = s.get("namespace")  # type: ignore[assignment]  # set by _setup()
         self.pods_created = 0
         self._init_watched()
         super().__init__(host=self._scheduler_host(), name=name,
@@ -304,7 +334,13 @@ class KubeCluster(Watched, Cluster):
     # -- the pod spec ---------------------------------------------------------------------------
 
     def pod_spec(self, pod_name: str | None = None) -> dict:
-        """The pod a worker runs in, exactly as it is created (the token is not in it)."""
+        """The pod a worker runs in, exactly as it is created (the token is not in it).
+
+        Parameters
+        ----------
+        pod_name : str, optional
+            The pod's name (default: the cluster's name and -0).
+        """
         pod_name = pod_name or f"{self.name}-0"
         ctx = pod_context(self.settings, pod_name=pod_name,
                           labels={**self.labels, LABEL_WORKER: pod_name},

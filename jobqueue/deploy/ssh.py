@@ -34,12 +34,10 @@ import sys
 import tempfile
 import time
 
-from typing import Any
-
-from .. import node
+from .. import node, params
 from ..core.errors import CommClosedError
 from ..core.scheduler_api import Remote
-from .cluster import Cluster, Job, remove_tree
+from .cluster import _FROM_CONFIG, Cluster, Job, remove_tree
 
 logger = logging.getLogger("jobqueue.ssh")
 
@@ -53,7 +51,7 @@ CONNECT_KEYS = (*CONNECT_FLAGS, "known_hosts", "connect_timeout", "server_alive_
 CONNECT_DEFAULTS = {"connect_timeout": 10, "server_alive_interval": 15}
 CONNECT_ALIASES = {"user": "username", "client_keys": "identity_file"}
 WORKER_DEFAULTS = {"nthreads": "auto", "nworkers": 1, "memory_limit": "auto",
-                   "death_timeout": 30.0, "interface": None, "host": None}
+                   "death_timeout": 30.0, "interface": None, "host": None, "resources": None}
 WORKER_ALIASES = {"n_workers": "nworkers", "processes": "nworkers", "threads": "nthreads"}
 SCHEDULER_KEYS = ("host", "port", "interface")
 SCHEDULER_ADDRESS = re.compile(r"scheduler at (tcp://[^\s;]+)")
@@ -92,6 +90,11 @@ def worker_settings(options) -> dict:
             o["memory_limit"] = parse_bytes(o["memory_limit"])
         o["memory_limit"] = o["memory_limit"] or 0
         o["death_timeout"] = parse_timedelta(o["death_timeout"])
+        if o["resources"]:
+            from ..core.placement import check_resources, parse_resources
+
+            r = o["resources"]
+            o["resources"] = parse_resources(r) if isinstance(r, str) else check_resources(r)
     except (TypeError, ValueError) as e:
         raise ValueError(f"SSHCluster worker_options: {e}") from None
     if not o["death_timeout"] or o["death_timeout"] <= 0:
@@ -305,7 +308,7 @@ class SSHJob(Job):
         return node.WorkerCommand(
             c.scheduler_address, nthreads=o["nthreads"], nworkers=o["nworkers"],
             memory_limit=o["memory_limit"], name=self.name, death_timeout=o["death_timeout"],
-            interface=o["interface"], host=o["host"]).args()
+            interface=o["interface"], host=o["host"], resources=o["resources"] or None).args()
 
     def worker_names(self) -> list:
         n = self.cluster.worker_options["nworkers"]
@@ -386,6 +389,7 @@ class RemoteScheduler(Remote):
 
 # -- the cluster ------------------------------------------------------------------------------
 
+@params.document("ssh", "scheduler")
 class SSHCluster(Cluster):
     """A scheduler on ``hosts[0]`` and one ``jobqueue worker`` per other host, over ssh.
 
@@ -395,10 +399,26 @@ class SSHCluster(Cluster):
     ``ssh_args`` (a list appended as is); one dict for all hosts or a list with one per host.
     ``worker_options``: ``nthreads`` and ``memory_limit`` (default "auto": the host's cores and
     memory), ``nworkers`` (processes per host, 1), ``death_timeout`` (30 s), ``interface`` or
-    ``host`` (what the workers listen on). ``scheduler_options``: ``port``, ``host``,
+    ``host`` (what the workers listen on), ``resources`` (``{"GPU": 1}`` or ``"GPU=1"``: what
+    each worker declares, as ``jobqueue worker --resources``). ``scheduler_options``: ``port``, ``host``,
     ``interface``. ``remote_python``: the python on the hosts (default: this one's path), or a
-    list with one per host. Defaults come from the ``ssh`` config section; other keyword
-    arguments go to :class:`~jobqueue.deploy.cluster.Cluster` (``name``, ``token``, ...).
+    list with one per host. Defaults come from the ``ssh`` config section.
+
+    Parameters
+    ----------
+    hosts : list of str
+        The scheduler's host first, then one per worker job, e.g. ``["localhost", "node1",
+        "node2"]`` (a host may appear more than once).
+    log_directory : str, optional
+        Directory for the ssh sessions' output (default: a temporary directory, removed when
+        the cluster closes).
+
+    Examples
+    --------
+    >>> cluster = SSHCluster(["localhost", "node1", "node2"],
+    ...                      connect_options={"username": "alice"},
+    ...                      worker_options={"nthreads": 4, "memory_limit": "8GB"})
+    >>> client = Client(cluster)
     """
 
     kind = "ssh"
@@ -406,7 +426,10 @@ class SSHCluster(Cluster):
     def __init__(self, hosts: list[str], connect_options: dict | list[dict] | None = None,
                  worker_options: dict | None = None, scheduler_options: dict | None = None,
                  remote_python: str | list[str] | None = None, *, profile: str | None = None,
-                 log_directory: str | None = None, **kwargs: Any):
+                 log_directory: str | None = None, name: str | None = None,
+                 token: str | None = None, allowed_failures: int | None = None,
+                 worker_ttl: float | None = None, idle_timeout: float | None = None,
+                 dashboard_address=_FROM_CONFIG, scheduler_file: str | None = None):
         from .. import config
 
         if isinstance(hosts, str) or len(hosts) < 2:
@@ -429,6 +452,7 @@ class SSHCluster(Cluster):
         self.scheduler_options = _options(settings["scheduler_options"], SCHEDULER_KEYS,
                                           "scheduler_options")
         self.workers_per_job = self.worker_options["nworkers"]
+        self.worker_resources = self.worker_options["resources"] or {}
         self._temporary = None if log_directory else tempfile.mkdtemp(prefix="jobqueue-ssh-")
         self.log_directory: str = log_directory or self._temporary or ""
         os.makedirs(self.log_directory, exist_ok=True)
@@ -438,7 +462,9 @@ class SSHCluster(Cluster):
                                      self.scheduler_options)
                 if self.local_scheduler else self.scheduler_host)
         super().__init__(host=host, scheduler_port=int(self.scheduler_options.get("port") or 0),
-                         **kwargs)
+                         name=name, token=token, allowed_failures=allowed_failures,
+                         worker_ttl=worker_ttl, idle_timeout=idle_timeout,
+                         dashboard_address=dashboard_address, scheduler_file=scheduler_file)
         try:
             self.scale(jobs=len(self.worker_hosts))
         except BaseException:
@@ -466,7 +492,17 @@ class SSHCluster(Cluster):
 
     def session(self, index: int, args, log_path: str) -> SSHSession:
         """An ssh session to ``hosts[index]`` running ``jobqueue ARGS`` through the remote
-        half (``ARGS[0]``: worker or scheduler)."""
+        half.
+
+        Parameters
+        ----------
+        index : int
+            Index of the host in ``hosts``.
+        args : list of str
+            Arguments of ``jobqueue``: ``ARGS[0]`` is worker or scheduler.
+        log_path : str
+            File that receives the session's output.
+        """
         host, python = self.hosts[index], self.remote_python[index]
         argv = ssh_argv(host, self.connect_options[index])
         role = args[0]
@@ -488,6 +524,13 @@ class SSHCluster(Cluster):
                                scheduler_file=options.get("scheduler_file"))
 
     def new_job(self, name) -> Job:
+        """A worker job on the worker host with the fewest live jobs.
+
+        Parameters
+        ----------
+        name : str
+            The job's name, unique in the cluster.
+        """
         live = collections.Counter(j.index for j in self.jobs.values()
                                    if isinstance(j, SSHJob)
                                    and j.state not in ("closing", "closed"))
@@ -495,7 +538,13 @@ class SSHCluster(Cluster):
         return SSHJob(self, name, index)
 
     async def ask_workers_to_close(self, names) -> bool:
-        """Ask the scheduler to close these workers; False if none of them was told."""
+        """Ask the scheduler to close these workers; False if none of them was told.
+
+        Parameters
+        ----------
+        names : list of str
+            Names of the workers.
+        """
         try:
             return bool(await self.scheduler.close_workers(list(names),
                                                            "cluster scaled down or closed"))

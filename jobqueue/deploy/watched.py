@@ -12,12 +12,14 @@ A cluster mixes :class:`Watched` in before :class:`~jobqueue.deploy.cluster.Clus
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
 
 from ..core import notice
 from . import keep as keep_mod
+from .cluster import Cluster
 from .polling import Polling
 
 
@@ -78,6 +80,7 @@ class Watched(Polling):
             else:
                 await self._keep(replacing=False)
 
+    @functools.wraps(Cluster.adapt)
     def adapt(self, *args, **kwargs):
         self._target, self._epoch, self.failure = None, self._submissions, ""
         return super().adapt(*args, **kwargs)
@@ -139,9 +142,18 @@ class Watched(Polling):
         raise NotImplementedError
 
     def wait_for_workers(self, n: int, timeout: float | None = None):
-        """Wait until n workers are connected. Raises RuntimeError (with each ended or stuck
-        job's state, reason and log tail) as soon as the jobs left cannot bring n workers, and
-        TimeoutError after timeout seconds (None: no limit)."""
+        """Wait until n workers are connected.
+
+        Raises RuntimeError (with each ended or stuck job's id, state, reason and log tail) as
+        soon as the jobs left cannot bring n workers, and TimeoutError after ``timeout``.
+
+        Parameters
+        ----------
+        n : int
+            Number of workers.
+        timeout : float, optional
+            Seconds to wait (None: no limit: a job may pend for hours).
+        """
         self._sync(self._wait_for_workers(n, timeout))
 
     async def _wait_for_workers(self, n, timeout):
