@@ -149,7 +149,7 @@ def write_private(path: str, text: str) -> str:
     try:
         fd = os.open(partial, flags, 0o600)
     except OSError as e:
-        raise PrivateFileError(f"cannot create {partial}: {e.strerror}") from None
+        raise PrivateFileError(f"cannot create {path}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "w") as f:
             os.fchmod(f.fileno(), 0o600)      # whatever the umask said
