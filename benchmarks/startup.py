@@ -18,6 +18,7 @@ connection, so that the time between them can be placed (kubelet, python's start
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -31,12 +32,16 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def kube_cluster(namespace):
+# A little CPU asked for, none limited: a 100m limit throttles the worker's start (two python
+# processes) to a tenth of a core (--resources '{"cpu": "100m", "memory": "256Mi"}' shows it).
+RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}}
+
+
+def kube_cluster(namespace, resources):
     from jobqueue import KubeCluster
 
     return KubeCluster(image=os.environ["JOBQUEUE_TEST_KUBERNETES_IMAGE"], namespace=namespace,
-                       resources={"requests": {"cpu": "100m", "memory": "256Mi"},
-                                  "limits": {"memory": "256Mi"}}, dashboard_address=None)
+                       resources=resources)
 
 
 def slurm_cluster(tmp):
@@ -91,6 +96,8 @@ def main() -> int:
     parser.add_argument("--only", choices=("kubernetes", "slurm"))
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--resources", type=json.loads, default=RESOURCES,
+                        help="the pods' resources, as JSON (default: %(default)s)")
     args = parser.parse_args()
     import tempfile
 
@@ -108,7 +115,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(args.repeat):
                 for system in systems:
-                    make = ((lambda: kube_cluster(namespace)) if system == "kubernetes"
+                    make = ((lambda: kube_cluster(namespace, args.resources)) if system == "kubernetes"
                             else (lambda: slurm_cluster(tmp)))
                     before = load()
                     t = one_round(make, args.breakdown, namespace if system == "kubernetes"
