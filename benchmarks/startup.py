@@ -32,8 +32,8 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-# A little CPU asked for, none limited: a 100m limit throttles the worker's start (two python
-# processes) to a tenth of a core (--resources '{"cpu": "100m", "memory": "256Mi"}' shows it).
+# A little CPU asked for, none limited: a 100m limit would cap the worker's start (two python
+# processes) at a tenth of a core (--resources '{"cpu": "100m", "memory": "256Mi"}' compares).
 RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}}
 
 

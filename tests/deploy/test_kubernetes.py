@@ -275,8 +275,8 @@ def test_secret_manifest_holds_the_token_base64():
 
 KUBECTL = os.environ.get("KUBECTL") or "kubectl"
 IMAGE = os.environ.get("JOBQUEUE_TEST_KUBERNETES_IMAGE")
-# A small request, so that many pods fit on the test node, and no CPU limit: a 100m limit
-# throttles the worker's start (two python processes) to a tenth of a core, 2-3 s more per pod.
+# A small request, so that many pods fit on the test node, and no CPU limit (one of 100m would
+# cap the worker's start, two python processes, at a tenth of a core).
 RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "256Mi"}}
 SETTINGS = {"resources": RESOURCES, "poll_interval": 0.5}
 
