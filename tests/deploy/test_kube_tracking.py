@@ -168,3 +168,36 @@ def test_scale_down_deletes_pending_pods_first_with_one_call(kube):
     poll(cluster)
     assert {states(cluster)[n] for n in names[1:]} == {("cancelled", "deleted by this cluster")}
     assert cluster.pods_created == 4
+
+
+def test_a_pod_that_ends_after_its_worker_came_is_replaced(kube, caplog):
+    """An evicted pod (its worker here is a real `jobqueue worker` process named as the pod)
+    is said with Kubernetes' reason and replaced: scale(n) keeps n pods, as for batch jobs."""
+    import os
+    import subprocess
+    import sys
+
+    cluster, fake = kube
+    cluster.scale(1)
+    (name,) = cluster.jobs
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "jobqueue", "worker", cluster.scheduler_address, "--name", name,
+         "--nthreads", "1", "--death-timeout", "30"],
+        env=dict(os.environ, JOBQUEUE_TOKEN=cluster.token), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        cluster.wait_for_workers(1, timeout=60)
+        fake.set(name, "Running")
+        poll(cluster)
+        assert cluster.jobs[name].state == "running" and cluster.jobs[name].ever_connected
+        worker.kill()
+        fake.set(name, "Failed", reason="Evicted",
+                 message="The node was low on resource: memory.")
+        poll(cluster)
+    finally:
+        worker.kill()
+        worker.wait()
+    assert states(cluster)[name] == ("failed", "Evicted: The node was low on resource: memory.")
+    assert f"pod {name} failed (Evicted: The node was low on resource: memory.)" in said(caplog)
+    assert cluster.replacements == 1 and cluster.pods_created == 2 and not cluster.failure
+    assert [j.name for j in cluster.live_jobs()] == [f"{cluster.name}-1"]
