@@ -26,8 +26,7 @@ KEYS = {"name": "job-name", "project": "account"}
 # Its keys with no equivalent here, and the values they have by default (a copied default file
 # sets them): left at these they change nothing and are dropped without a note.
 NO_EQUIVALENT: dict[str, tuple] = {
-    "scheduler-options": ({},),
-    "shared-temp-directory": (), "nanny": (True,), "protocol": ("tcp://", "tcp"),
+    "nanny": (True,), "protocol": ("tcp://", "tcp"),
     "security": ({},), "silence-logs": ("error", False), "asynchronous": (False,),
     "scheduler-cls": (), "dashboard-address": (), "host": (), "n-workers": (0,),
     "resource-spec": (), "job-cpu": (), "job-mem": (), "lsf-units": (), "use-stdin": (),

@@ -54,7 +54,7 @@ _BATCH: dict[str, str] = {
     "interface": "str?", "local-directory": "path?", "log-directory": "path?", "python": "str?",
     "shebang": "str", "death-timeout": "time?", "submit-command-extra": "list",
     "cancel-command-extra": "list", "template": "path?", "job-array": "bool", "poll-interval": "time",
-    "max-jobs": "int?",
+    "max-jobs": "int?", "scheduler-options": "mapping", "shared-temp-directory": "path?",
 }
 SCHEMA: dict[str, Any] = {
     "scheduler-address": "str?",
@@ -65,7 +65,8 @@ SCHEMA: dict[str, Any] = {
                "memory": {"pause": "float", "terminate": "float"},
                "lifetime": "time?", "lifetime-stagger": "time"},
     "local": {"n-workers": "int?", "threads-per-worker": "int?", "processes": "bool",
-              "memory-limit": "size|auto", "resources": "mapping"},
+              "memory-limit": "size|auto", "resources": "mapping", "interface": "str?",
+              "scheduler-options": "mapping"},
     "slurm": {**_BATCH, "walltime": "minutes?", "job-cpu": "int?", "job-mem": "size?"},
     "pbs": {**_BATCH, "resource-spec": "str?"},
     "sge": {**_BATCH, "resource-spec": "str?"},

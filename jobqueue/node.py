@@ -115,6 +115,22 @@ def private_directory(path: str | None = None) -> str:
     return path
 
 
+def private_temp_directory(base: str) -> str:
+    """A new directory of this user's alone (0700) inside ``base`` (created 0700 if missing), for
+    temporary files that a cluster's workers read from a filesystem they share
+    (``shared_temp_directory``); the caller removes it."""
+    import tempfile
+
+    base = os.path.abspath(os.path.expanduser(base))
+    try:
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        return tempfile.mkdtemp(prefix="jobqueue-", dir=base)
+    except OSError as e:
+        raise PrivateFileError(f"shared_temp_directory {base}: cannot create a private directory "
+                               f"in it ({e.strerror or e}); give a writable directory that the "
+                               f"compute nodes share") from None
+
+
 def private_path(name: str) -> str:
     """``~/.jobqueue/NAME`` (the directory made safe first)."""
     if not name or "/" in name or name in (".", ".."):
@@ -184,6 +200,19 @@ def read_scheduler_file(path: str) -> tuple[str, str]:
     with open(os.path.expanduser(path)) as f:
         info = json.load(f)
     return info["address"], info["token"]
+
+
+def scheduler_file_security(path: str):
+    """The TLS settings (a :class:`~jobqueue.core.security.Security`) a scheduler file names, if
+    any (None)."""
+    from .core.security import Security
+
+    with open(os.path.expanduser(path)) as f:
+        env = json.load(f).get("env") or {}
+    if env.get("JOBQUEUE_SECURITY__PROTOCOL") != "tls":
+        return None
+    return Security("tls", env["JOBQUEUE_SECURITY__TLS_CA_FILE"],
+                    env["JOBQUEUE_SECURITY__TLS_CERT"], env["JOBQUEUE_SECURITY__TLS_KEY"])
 
 
 def environment_without_secrets(env=None) -> dict:

@@ -153,6 +153,14 @@ ARGUMENTS: dict[str, tuple[str, str] | str] = {
     "scheduler_file": ("str, optional",
                        "Write the scheduler's address and token to this file (mode 0600), for "
                        "``Client(scheduler_file=...)`` and ``jobqueue worker --scheduler-file``."),
+    "asynchronous": ("bool, default False",
+                     "Run in the caller's event loop, as dask's ``asynchronous=True``: "
+                     "``await cluster`` (or ``async with``) starts it, and the methods that wait "
+                     "return awaitables (``await cluster.close()``)."),
+    "scheduler_options": ("dict, optional",
+                          "Where the scheduler listens, with dask's keys: ``host``, "
+                          "``interface``, ``port``, ``dashboard_address``, ``protocol`` "
+                          "(tcp/tls), ``security``. Any other key is refused."),
     "scheduler_port": "scheduler.port",
     "host": ("str, default '127.0.0.1'",
              "Address the scheduler listens on: the one workers and clients connect to."),

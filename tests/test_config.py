@@ -556,8 +556,9 @@ jobqueue:
     job-extra-directives: []
     job-directives-skip: []
     log-directory: null
-    scheduler-options: {}
+    scheduler-options: {interface: ib1, dashboard_address: ":8788"}
     shared-temp-directory: /shared/tmp
+    nanny: false
   pbs:
     name: dask-worker
     cores: null
@@ -597,12 +598,15 @@ def test_dask_jobqueue_file_is_read_with_its_keys_translated(env):
     env_extra = line_of(path, "env-extra")
     assert (FutureWarning, f"{path}:{env_extra}: jobqueue.slurm.env-extra is dask-jobqueue's "
             "old name for job-script-prologue; read as slurm.job-script-prologue") in messages
-    shared = line_of(path, "shared-temp-directory")
-    assert (UserWarning, f"{path}:{shared}: jobqueue.slurm.shared-temp-directory: jobqueue has "
-            "no such setting; ignored (value '/shared/tmp')") in messages
+    # scheduler-options and shared-temp-directory are carried as they are
+    assert slurm["scheduler_options"] == {"interface": "ib1", "dashboard_address": ":8788"}
+    assert slurm["shared_temp_directory"] == "/shared/tmp"
+    nanny = line_of(path, "nanny")
+    assert (UserWarning, f"{path}:{nanny}: jobqueue.slurm.nanny: jobqueue has "
+            "no such setting; ignored (value False)") in messages
     # its defaults for settings we do not have, its nulls, and lsf's empty section: no warning
     assert not [m for _, m in messages if "worker-command" in m or "scheduler-options" in m
-                or "lsf" in m or "job-cpu" in m]
+                or "shared-temp" in m or "lsf" in m or "job-cpu" in m]
     assert all(w.filename == __file__ for w in caught)
 
 

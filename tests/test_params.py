@@ -92,8 +92,9 @@ def test_cluster_parameters_are_its_config_keys(cls_name, section):
 
 @pytest.mark.parametrize("cls_name,base,passed_on_by_the_class", [
     ("SLURMCluster", "JobQueueCluster", set()), ("PBSCluster", "JobQueueCluster", set()),
-    ("SGECluster", "JobQueueCluster", set()), ("LocalCluster", "Cluster", set()),
-    ("SSHCluster", "Cluster", {"host", "scheduler_port"})])
+    ("SGECluster", "JobQueueCluster", set()), ("LocalCluster", "Cluster", {"temp_directory"}),
+    # SSHCluster: where its scheduler listens comes from hosts[0] and scheduler_options
+    ("SSHCluster", "Cluster", {"host", "scheduler_port", "interface", "temp_directory"})])
 def test_base_class_arguments_are_explicit_in_the_public_class(cls_name, base,
                                                                passed_on_by_the_class):
     """An argument a base constructor gains (n_workers=, scheduler_file=...) is a keyword

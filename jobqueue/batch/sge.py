@@ -113,9 +113,13 @@ class SGECluster(JobQueueCluster):
                  job_array: bool | None = None,
                  poll_interval: float | str | None = None,
                  max_jobs: int | None = None,
+                 scheduler_options: dict | None = None,
+                 shared_temp_directory: str | None = None,
                  n_workers: int | None = None,
                  name: str | None = None,
                  profile: str | None = None,
                  config_name: str | None = None,
+                 scheduler_file: str | None = None,
+                 asynchronous: bool = False,
                  **kwargs):
         super().__init__(**params.given(locals()))

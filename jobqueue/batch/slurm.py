@@ -1,7 +1,8 @@
 """SLURM: sbatch, squeue, scancel."""
 from .. import params
 from .job import JobQueueCluster
-from .status import SQUEUE_FORMAT, parse_sbatch, parse_squeue, slurm_pending
+from .status import (SACCT_FORMAT, SQUEUE_FORMAT, parse_sacct, parse_sbatch, parse_squeue,
+                     sacct_unavailable, slurm_pending)
 from .system import BatchSystem
 
 
@@ -38,6 +39,17 @@ class Slurm(BatchSystem):
 
     def parse_status(self, stdout):
         return parse_squeue(stdout)
+
+    def accounting_argv(self, job_id):
+        # A job leaves squeue MinJobAge after it ends; sacct (where accounting is enabled)
+        # keeps how it ended. -X: the job, not its steps; -P: '|'-separated, -n: no header.
+        return ["sacct", "-n", "-P", "-X", "-j", self.submission_id(job_id), "-o", SACCT_FORMAT]
+
+    def parse_accounting(self, stdout):
+        return parse_sacct(stdout)
+
+    def accounting_unavailable(self, returncode, stderr):
+        return sacct_unavailable(returncode, stderr)
 
     def pending(self, reason):
         return slurm_pending(reason)
@@ -97,9 +109,13 @@ class SLURMCluster(JobQueueCluster):
                  job_array: bool | None = None,
                  poll_interval: float | str | None = None,
                  max_jobs: int | None = None,
+                 scheduler_options: dict | None = None,
+                 shared_temp_directory: str | None = None,
                  n_workers: int | None = None,
                  name: str | None = None,
                  profile: str | None = None,
                  config_name: str | None = None,
+                 scheduler_file: str | None = None,
+                 asynchronous: bool = False,
                  **kwargs):
         super().__init__(**params.given(locals()))

@@ -182,6 +182,8 @@ class DaskMixin:
     def shutdown(self):
         """Close the cluster (scheduler and workers) and this client. A client connected to a
         scheduler by address asks the scheduler to close its workers and itself."""
+        if self.asynchronous:
+            return self._shutdown_async()
         if self.cluster is not None:
             cluster = self.cluster
             self.close()
@@ -193,6 +195,18 @@ class DaskMixin:
             except Exception as e:  # the connection closes as the scheduler does
                 logger.info("scheduler at %s: %s", self.address, e)
         self.close()
+
+    async def _shutdown_async(self):
+        if self.cluster is not None:
+            await self.close()
+            await self.cluster.close()
+            return
+        if self.status == "running":
+            try:
+                await self._sync(self._request({"op": "terminate"}), 30)
+            except Exception as e:  # the connection closes as the scheduler does
+                logger.info("scheduler at %s: %s", self.address, e)
+        await self.close()
 
     @contextlib.contextmanager
     def as_current(self):

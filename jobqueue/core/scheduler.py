@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
-import os
 import secrets
 import shutil
 import tempfile
@@ -181,14 +179,20 @@ class Scheduler:
     def __init__(self, token=None, host: str = "127.0.0.1", port: int = 0,
                  allowed_failures: int = 3, worker_ttl: float | None = 300.0,
                  scheduler_file: str | None = None, dashboard_address=None,
-                 idle_timeout: float | None = None, security: Security | None = None):
+                 idle_timeout: float | None = None, security: Security | None = None,
+                 temp_directory: str | None = None, idle_from_start: bool = True):
         self.token = token or secrets.token_urlsafe(32)
         self.security = security  # None: from the config, at start
+        self.temp_directory = temp_directory  # temporary certificates (None: ~/.jobqueue)
         self._tls_dir = None
         self.host = host
         self.port = port
         self.worker_ttl = worker_ttl
         self.idle_timeout = idle_timeout     # None: never close for lack of work
+        # False: the idle clock waits for start_idle_clock() (a cluster still starting its
+        # first workers, which may take longer than idle_timeout, is not idle)
+        self.idle_from_start = idle_from_start
+        self._idle_clock: asyncio.Task | None = None
         self.scheduler_file = scheduler_file
         self.dashboard_address = dashboard_address  # None: no dashboard
         self.dashboard = None
@@ -238,7 +242,8 @@ class Scheduler:
             root.setLevel(logging.INFO)
         security = self.security or Security.from_config()
         if security.tls and not security.complete:
-            self._tls_dir = tempfile.mkdtemp(prefix="tls-", dir=node.private_directory())
+            self._tls_dir = tempfile.mkdtemp(prefix="tls-",
+                                             dir=self.temp_directory or node.private_directory())
             security = security.ready(self._tls_dir)
         self.security = security
         self.listener = Listener(self.token, self._handle, security=security)
@@ -250,8 +255,8 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         if self.worker_ttl is not None:  # None: never remove a silent worker
             self._tasks.append(loop.create_task(self._check_workers()))
-        if self.idle_timeout is not None:
-            self._tasks.append(loop.create_task(self._check_idle()))
+        if self.idle_from_start:
+            self.start_idle_clock()
         if self.scheduler_file:
             try:
                 write_scheduler_file(self.scheduler_file, self.address, self.token,
@@ -298,6 +303,13 @@ class Scheduler:
         logging.getLogger("jobqueue").removeHandler(self.log)
         self._worker_change()
         self.closed.set()
+
+    def start_idle_clock(self) -> None:
+        """Close after ``idle_timeout`` without a client and without a task, counted from now."""
+        if self.idle_timeout is not None and self._idle_clock is None and \
+                self.status == "running":
+            self._idle_clock = asyncio.get_running_loop().create_task(self._check_idle())
+            self._tasks.append(self._idle_clock)
 
     async def _check_idle(self):
         """Close after ``idle_timeout`` without a client and without a task."""
@@ -742,14 +754,3 @@ class Scheduler:
                 "dashboard_link": self.dashboard_link,
                 "settings": {"allowed_failures": self.state.allowed_failures,
                              "worker_ttl": self.worker_ttl, "idle_timeout": self.idle_timeout}}
-
-
-
-def scheduler_file_security(path: str) -> Security | None:
-    """The TLS settings a scheduler file names, if any."""
-    with open(os.path.expanduser(path)) as f:
-        env = json.load(f).get("env") or {}
-    if env.get("JOBQUEUE_SECURITY__PROTOCOL") != "tls":
-        return None
-    return Security("tls", env["JOBQUEUE_SECURITY__TLS_CA_FILE"],
-                    env["JOBQUEUE_SECURITY__TLS_CERT"], env["JOBQUEUE_SECURITY__TLS_KEY"])

@@ -25,7 +25,7 @@ from .. import config, params
 from ..core import notice
 from ..node import parse_worker_options
 from . import keep as keep_mod
-from .cluster import Cluster, Job, _clusters
+from .cluster import Cluster, Job
 from .pods import (LABEL_CLUSTER, LABEL_WORKER, MANAGED_BY, NAME, PodStatus,
                    containers_stopped, pod_context, pod_resources, pod_status, render_pod,
                    resolve_settings, secret_manifest, selector, worker_threads)
@@ -278,9 +278,11 @@ class KubeCluster(Watched, Cluster):  # type: ignore[misc]  # adapt: Cluster.ada
                  max_pods: int | None = None,
                  n_workers: int | None = None,
                  name: str | None = None,
-                 profile: str | None = None):
+                 profile: str | None = None,
+                 asynchronous: bool = False,
+                 scheduler_options: dict | None = None):
         settings = params.given(locals())
-        for key in ("n_workers", "name", "profile"):
+        for key in ("n_workers", "name", "profile", "asynchronous", "scheduler_options"):
             del settings[key]
         self.settings = s = resolve_settings(settings, profile)
         if name is not None and not (re.fullmatch(NAME, name) and len(name) <= 50):
@@ -297,17 +299,20 @@ class KubeCluster(Watched, Cluster):  # type: ignore[misc]  # adapt: Cluster.ada
         self.namespace: str = s.get("namespace")  # type: ignore[assignment]  # set by _setup()
         self.pods_created = 0
         self._init_watched()
+        self._n_workers = n_workers
+        self.labels: dict = {}
+        self.secret_name = ""
         super().__init__(host=self._scheduler_host(), name=name,
-                         scheduler_port=config.get("scheduler.port", 0))
+                         scheduler_port=config.get("scheduler.port", 0),
+                         asynchronous=asynchronous, scheduler_options=scheduler_options)
+
+    async def _start(self) -> None:
         self.labels = {LABEL_CLUSTER: self.name, **MANAGED_BY}
         self.secret_name = f"{self.name}-token"
-        try:
-            self._sync(self._setup())
-            if n_workers:
-                self.scale(n_workers)
-        except BaseException:
-            self.close()
-            raise
+        await super()._start()
+        await self._setup()
+        if self._n_workers:
+            await self._scale_to(self._jobs_for(self._n_workers))
 
     def _scheduler_host(self) -> str:
         # Pods connect to the address of this host's default route (or of kubernetes.interface).
@@ -359,9 +364,12 @@ class KubeCluster(Watched, Cluster):  # type: ignore[misc]  # adapt: Cluster.ada
         ``wait=True`` then waits for their workers (see wait_for_workers). Turns adaptive off."""
         self._stop_adaptive("scale() was called")
         target = self._jobs_for(n, jobs)
-        self._sync(self._scale_to(target))
+        return self._sync(self._scale_and_wait(target, wait))
+
+    async def _scale_and_wait(self, target: int, wait: bool):
+        await self._scale_to(target)
         if wait:
-            self.wait_for_workers(target)
+            await self._wait_for_workers(target, None)
 
     def _removal_order(self, jobs) -> list:
         """Pods without workers first (pending before running), newest first."""
@@ -561,7 +569,7 @@ class KubeCluster(Watched, Cluster):  # type: ignore[misc]  # adapt: Cluster.ada
             await asyncio.gather(*(self._fetch_log(j) for j in list(self.jobs.values())
                                    if j.created_at and not j.delete_requested and not j.gone))
         if self.status == "running":
-            self._sync(fetch())
+            self._block(fetch())
         return super().get_logs()
 
     def __repr__(self):
@@ -576,21 +584,11 @@ class KubeCluster(Watched, Cluster):  # type: ignore[misc]  # adapt: Cluster.ada
 
     # -- closing --------------------------------------------------------------------------------
 
-    def close(self, timeout=10.0):
+    _close_margin = DELETE_WAIT + 10
+
+    async def _stop(self, timeout):
         """Delete every pod of this cluster (by its labels: also pods it lost track of), wait
         until they are gone, delete its Secret, then stop the scheduler."""
-        if self.status in ("closing", "closed"):
-            return
-        self.status = "closing"
-        self._stop_adaptive("the cluster is closing")
-        try:
-            self._sync(self._close(), timeout + DELETE_WAIT + 10)
-        finally:
-            self.status = "closed"
-            _clusters.discard(self)
-            self._remove_temporary()
-
-    async def _close(self):
         self._stop_poller()
         if self.kube is not None:
             sel = selector(self.labels)

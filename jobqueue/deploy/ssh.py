@@ -37,6 +37,7 @@ import time
 from .. import node, params
 from ..core.errors import CommClosedError
 from ..core.scheduler_api import Remote
+from . import scheduler_options as scheduler_options_mod
 from .cluster import _FROM_CONFIG, Cluster, Job, remove_tree
 
 logger = logging.getLogger("jobqueue.ssh")
@@ -53,7 +54,6 @@ CONNECT_ALIASES = {"user": "username", "client_keys": "identity_file"}
 WORKER_DEFAULTS = {"nthreads": "auto", "nworkers": 1, "memory_limit": "auto",
                    "death_timeout": 30.0, "interface": None, "host": None, "resources": None}
 WORKER_ALIASES = {"n_workers": "nworkers", "processes": "nworkers", "threads": "nthreads"}
-SCHEDULER_KEYS = ("host", "port", "interface")
 SCHEDULER_ADDRESS = re.compile(r"scheduler at (tcp://[^\s;]+)")
 STOP_GRACE = 8.0     # after a hang-up, how long the remote side gets before ssh is killed
 
@@ -188,14 +188,13 @@ def is_this_machine(host: str) -> bool:
                for addresses in psutil.net_if_addrs().values() for a in addresses)
 
 
-def local_scheduler_host(first: str, worker_hosts, options: dict) -> str:
+def local_scheduler_host(first: str, worker_hosts,
+                         options: scheduler_options_mod.SchedulerOptions) -> str:
     """The address an in-process scheduler listens on: given, an interface's, the first host's
     own address, loopback when every worker is here, else the one that routes to the workers."""
-    if options.get("host") or options.get("interface"):
-        try:
-            return node.choose_address(options.get("host"), options.get("interface"))
-        except ValueError as e:
-            raise ValueError(f"SSHCluster scheduler_options interface: {e}") from None
+    if options.host or options.interface:
+        return scheduler_options_mod.listen_host(options, None, None, "SSHCluster",
+                                                 node.interface_address) or ""
     if not _is_loopback(first) and _bare(first) not in (socket.gethostname(),
                                                       socket.gethostname().split(".")[0]):
         return _bare(first)        # the user named one of this machine's addresses
@@ -341,8 +340,8 @@ class RemoteScheduler(Remote):
         self.scheduler_file = scheduler_file
         args = ["scheduler", "--port", port]
         for key in ("host", "interface"):
-            if cluster.scheduler_options.get(key):
-                args += [f"--{key}", cluster.scheduler_options[key]]
+            if getattr(cluster.ssh_scheduler_options, key):
+                args += [f"--{key}", getattr(cluster.ssh_scheduler_options, key)]
         self.session = cluster.session(0, args,
                                        os.path.join(cluster.log_directory, "scheduler.log"))
 
@@ -429,7 +428,8 @@ class SSHCluster(Cluster):
                  log_directory: str | None = None, name: str | None = None,
                  token: str | None = None, allowed_failures: int | None = None,
                  worker_ttl: float | None = None, idle_timeout: float | None = None,
-                 dashboard_address=_FROM_CONFIG, scheduler_file: str | None = None):
+                 dashboard_address=_FROM_CONFIG, scheduler_file: str | None = None,
+                 asynchronous: bool = False):
         from .. import config
 
         if isinstance(hosts, str) or len(hosts) < 2:
@@ -449,8 +449,8 @@ class SSHCluster(Cluster):
         self.remote_python = self._per_host_python(
             remote_python if per_host[1] else None, settings["remote_python"])
         self.worker_options = worker_settings(settings["worker_options"])
-        self.scheduler_options = _options(settings["scheduler_options"], SCHEDULER_KEYS,
-                                          "scheduler_options")
+        self.ssh_scheduler_options = scheduler_options_mod.check(
+            settings["scheduler_options"], "SSHCluster scheduler_options")
         self.workers_per_job = self.worker_options["nworkers"]
         self.worker_resources = self.worker_options["resources"] or {}
         self._temporary = None if log_directory else tempfile.mkdtemp(prefix="jobqueue-ssh-")
@@ -458,18 +458,29 @@ class SSHCluster(Cluster):
         os.makedirs(self.log_directory, exist_ok=True)
         self._closed_jobs: list = []
         self.local_scheduler = is_this_machine(self.scheduler_host)
-        host = (local_scheduler_host(self.scheduler_host, self.worker_hosts,
-                                     self.scheduler_options)
-                if self.local_scheduler else self.scheduler_host)
-        super().__init__(host=host, scheduler_port=int(self.scheduler_options.get("port") or 0),
-                         name=name, token=token, allowed_failures=allowed_failures,
-                         worker_ttl=worker_ttl, idle_timeout=idle_timeout,
-                         dashboard_address=dashboard_address, scheduler_file=scheduler_file)
+        options = self.ssh_scheduler_options
+        remote_only = sorted(options.given & {"dashboard_address", "protocol", "security"})
+        if remote_only and not self.local_scheduler:
+            raise ValueError(f"SSHCluster scheduler_options: {', '.join(remote_only)} cannot be "
+                             f"set for a scheduler on another host ({self.scheduler_host!r}); "
+                             f"use the config of that host")
+        if self.local_scheduler:
+            host = local_scheduler_host(self.scheduler_host, self.worker_hosts, options)
+            given = {k: getattr(options, k) for k in sorted(options.given - {"host", "interface"})}
+        else:
+            host, given = self.scheduler_host, {}
         try:
-            self.scale(jobs=len(self.worker_hosts))
+            super().__init__(host=host, scheduler_options=given, name=name, token=token,
+                             allowed_failures=allowed_failures, worker_ttl=worker_ttl,
+                             idle_timeout=idle_timeout, dashboard_address=dashboard_address,
+                             scheduler_file=scheduler_file, asynchronous=asynchronous)
         except BaseException:
-            self.close()
+            remove_tree(self._temporary)
             raise
+
+    async def _start(self) -> None:
+        await super()._start()
+        await self._scale_to(len(self.worker_hosts))
 
     def _per_host(self, given, configured) -> list:
         base = {**CONNECT_DEFAULTS,

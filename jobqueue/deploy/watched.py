@@ -145,7 +145,8 @@ class Watched(Polling):
         """Wait until n workers are connected.
 
         Raises RuntimeError (with each ended or stuck job's id, state, reason and log tail) as
-        soon as the jobs left cannot bring n workers, and TimeoutError after ``timeout``.
+        soon as the jobs left cannot bring n workers, and TimeoutError after ``timeout``
+        (``asynchronous=True``: await it).
 
         Parameters
         ----------
@@ -154,7 +155,7 @@ class Watched(Polling):
         timeout : float, optional
             Seconds to wait (None: no limit: a job may pend for hours).
         """
-        self._sync(self._wait_for_workers(n, timeout))
+        return self._sync(self._wait_for_workers(n, timeout))
 
     async def _wait_for_workers(self, n, timeout):
         deadline = None if timeout is None else time.monotonic() + timeout
