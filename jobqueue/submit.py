@@ -438,11 +438,11 @@ class Driver:
     def _watch(self, c: Cluster) -> None:
         """Say when the workers are there; stop the script once the cluster gives up on its
         jobs (they keep failing, or can never start as submitted)."""
-        from .batch.job import JobQueueCluster
+        from .deploy.watched import Watched
 
-        if not isinstance(c, JobQueueCluster) or self.failed:
+        if self.failed or not isinstance(c, Watched):    # batch and Kubernetes clusters
             return
-        expected = (c._target or 0) * c.processes
+        expected = (c._target or 0) * c.workers_per_job
         if not self.announced_workers and expected and len(c.scheduler.workers()) >= expected:
             self.announced_workers = True
             say(f"{_plural(expected, 'worker')} connected")
@@ -479,6 +479,7 @@ class Driver:
     def _announce_jobs(self, c: Cluster) -> None:
         from .batch.job import JobQueueCluster
         from .config import format_bytes, format_walltime
+        from .deploy.kubernetes import KubeCluster
         from .deploy.local import LocalCluster
 
         if self.args.adapt_range:
@@ -493,6 +494,10 @@ class Driver:
             say(f"each job: {_plural(s['cores'], 'core')}, {format_bytes(s['memory'])}{walltime}, "
                 f"{_plural(c.processes, 'worker process', 'worker processes')}; "
                 f"output in {c.log_directory}")
+        elif isinstance(c, KubeCluster):
+            if c.jobs:
+                say(f"created {_plural(len(c.jobs), 'pod')} in namespace {c.namespace} "
+                    f"({' '.join(c.jobs)}), image {c.settings['image']}")
         elif isinstance(c, LocalCluster):
             say(f"{_plural(len(c.jobs), 'worker process', 'worker processes')} on this machine, "
                 f"{_plural(c.threads_per_worker, 'thread')} each")
