@@ -62,7 +62,7 @@ SCHEMA: dict[str, Any] = {
                   "idle-timeout": "time?"},
     "worker": {"death-timeout": "time", "heartbeat-interval": "time",
                "memory": {"pause": "float", "terminate": "float"},
-               "lifetime": "time?", "lifetime-stagger": "time"},
+               "lifetime": "time?", "lifetime-stagger": "time", "same-machine-transfers": "bool"},
     "local": {"n-workers": "int?", "threads-per-worker": "int?", "processes": "bool",
               "memory-limit": "size|auto"},
     "slurm": {**_BATCH, "walltime": "minutes?", "job-cpu": "int?", "job-mem": "size?"},

@@ -49,6 +49,10 @@ def _probe() -> bool:
 
 
 WRITABLE_BYTES = _probe()
+# glibc serves a calloc() this large (its highest mmap threshold) with fresh pages of an mmap:
+# memory committed as it is written, never from the size asked for. Smaller ones may come from
+# the heap and be zeroed at once.
+LAZY_BYTES = 32 << 20
 
 try:
     _libc = ctypes.CDLL(None, use_errno=True)

@@ -47,9 +47,14 @@ _cross = [memory.CAN_READ_PROCESSES]  # until the kernel refuses once
 
 
 def namespace() -> str | None:
-    """Who sees the same /dev/shm files as this process: machine boot, mount, user. None where
-    there is no /dev/shm."""
+    """Who sees the same /dev/shm files and processes as this process: machine boot, mount,
+    user. None where there is no /dev/shm, or where ``worker.same-machine-transfers`` is off."""
     if not _namespace:
+        from .. import config
+
+        if not config.get("worker.same-machine-transfers", True):
+            _namespace.append(None)
+            return None
         try:
             st = os.stat(SHM_DIR)
             with open("/proc/sys/kernel/random/boot_id") as f:

@@ -165,3 +165,28 @@ def test_memory_of_another_process_is_read_only_while_it_answers():
         shm.load(out, None)
     shm.discard(created)
     assert created == [] and memory.bytes_behind(memoryview(data)) is None
+
+
+def test_same_machine_transfers_can_be_turned_off(monkeypatch):
+    """``worker.same-machine-transfers: false``: a worker answers a peer on its own machine as
+    it would one on another node, over the connection (how the TCP path is tested and
+    benchmarked on one machine)."""
+    monkeypatch.setenv("JOBQUEUE_WORKER__SAME_MACHINE_TRANSFERS", "false")
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as c:
+        (a,) = c.scheduler_info()["workers"]
+        raw = c.submit(os.urandom, 2 << 20, workers=[a], pure=False)
+        value = raw.result(timeout=60)
+
+        async def ask():
+            comm = await connect(a, cluster.token, role="peer", expect="worker")
+            reply = await comm.request({"op": "get-data", "keys": [raw.key],
+                                        "shm": shm.namespace(), "cross": True})
+            comm.abort()
+            return reply
+
+        reply = asyncio.run(ask())
+    assert "holder" not in reply
+    frames = reply["data"][raw.key]
+    assert not any(isinstance(f, dict) for f in frames)
+    assert protocol.deserialize(frames) == value
