@@ -339,9 +339,12 @@ class Comm:
             raise CommClosedError(f"connection to {self.peer} closed")
         small = []
         self._slicing = True
+        buffers = protocol.dumps(messages)
         running = self.mac_out.start() if self.mac_out is not None else None
+        if running is not None and sum(memoryview(b).nbytes for b in buffers) >= LARGE_WRITE:
+            running = protocol.BackgroundMac(running)  # hashed while the socket sends
         try:
-            for buf in protocol.dumps(messages):
+            for buf in buffers:
                 view = memoryview(buf).cast("B")
                 if view.nbytes < LARGE_WRITE:
                     small.append(buf)
@@ -353,11 +356,13 @@ class Comm:
                     small = []
                 for i in range(0, view.nbytes, WRITE_SLICE):
                     piece = view[i:i + WRITE_SLICE]
-                    if running is not None:  # while the socket sends the slice before
+                    if running is not None:
                         running.update(piece)
                     self.transport.write(piece)
                     await self.drain()
-            if running is not None:
+            if isinstance(running, protocol.BackgroundMac):
+                small.append(await asyncio.wrap_future(running.digest()))
+            elif running is not None:
                 small.append(running.digest())
             if small:
                 self.transport.writelines(small)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import mmap
+import os
 import pickle
 import struct
 
@@ -72,6 +72,43 @@ class FrameMac:
         return h.digest()
 
 
+class BackgroundMac:
+    """A running MAC fed from a thread: hashlib releases the GIL on large updates, so a large
+    batch is hashed while the event loop goes on moving its bytes through the socket (the two
+    run on different cores). Updates of one MAC are applied in order: one thread per process
+    does them all, so a large transfer never waits for more than the pieces before it."""
+
+    STEP = 1 << 20  # hash in pieces of about this much: fewer hand-overs, still overlapped
+
+    _executor = None
+
+    def __init__(self, running):
+        self.running = running
+        self.last = None
+
+    @classmethod
+    def _pool(cls):
+        if cls._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            cls._executor = ThreadPoolExecutor(1, thread_name_prefix="jobqueue-mac")
+        return cls._executor
+
+    def update(self, view) -> None:
+        self.last = self._pool().submit(self.running.update, view)
+
+    def digest(self):
+        """A concurrent.futures.Future of the digest, after every update so far."""
+        return self._pool().submit(self.running.digest)
+
+
+def _forget_pool():  # a forked child has no thread behind the parent's executor
+    BackgroundMac._executor = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 class ReceiveBudget:
     """Bytes that large batches being received may hold, across every connection of a process:
     a peer that announces more than is left is refused instead of making us allocate it."""
@@ -93,8 +130,6 @@ class ReceiveBudget:
 
 def _total_memory() -> int:
     try:
-        import os
-
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 8 << 30
@@ -107,7 +142,7 @@ RECEIVE_BUDGET = ReceiveBudget(max(1 << 30, _total_memory() // 2))
 def _receive_buffer(n: int):
     """A buffer for *n* bytes that costs memory only as bytes arrive: an mmap's pages are
     committed by the kernel when written, while bytearray(n) zero-fills all of it at once."""
-    return mmap.mmap(-1, n) if n >= MMAP_FROM else bytearray(n)
+    return memory.new_mapping(n) if n >= MMAP_FROM else bytearray(n)
 
 
 class Raw:
@@ -329,8 +364,9 @@ class _Large:
         self.index = self.filled = self.hashed = 0
         self.running = None
         if mac is not None:
-            self.running = mac.start()
-            self.running.update(prefix)
+            running = mac.start()
+            running.update(prefix)
+            self.running = BackgroundMac(running)
         while head.nbytes:  # what came with the prefix
             target = self.get_buffer()
             n = min(target.nbytes, head.nbytes)
@@ -352,7 +388,8 @@ class _Large:
             return [_receive_buffer(size)]
         if max(lengths) < memory.LAZY_BYTES:
             return [_receive_buffer(size)]
-        parts, where, run = [], [], table
+        parts: list = []
+        where, run = [], table
         for n in lengths:
             if n < memory.LAZY_BYTES:
                 where.append((len(parts), run))
@@ -374,9 +411,9 @@ class _Large:
     def received(self, nbytes: int) -> None:
         part = self.parts[self.index]
         self.filled += nbytes
-        if self.running is not None and self.index < len(self.parts) - 1:
-            with memoryview(part) as mv:
-                self.running.update(mv[self.hashed:self.filled])
+        if self.running is not None and self.index < len(self.parts) - 1 and (
+                self.filled - self.hashed >= BackgroundMac.STEP or self.filled == len(part)):
+            self.running.update(memoryview(part)[self.hashed:self.filled])
             self.hashed = self.filled
         if self.filled == len(part):
             self.index += 1
@@ -390,7 +427,7 @@ class _Large:
         parts = self.parts
         if self.running is not None:
             tag = bytes(parts.pop())
-            if not hmac.compare_digest(self.running.digest(), tag):
+            if not hmac.compare_digest(self.running.digest().result(), tag):
                 raise ProtocolError(f"batch {self.mac.seq - 1} failed authentication (forged, "
                                     f"replayed, reordered or corrupted)")
         if self.where is None:
