@@ -18,7 +18,7 @@ fi
 bash ci/all.sh
 # Headless Chromium for the dashboard test (idempotent).
 bash ci/browser/install.sh
-for f in ci/state/slurm/env.sh ci/state/sge/env.sh ci/state/kubernetes/env.sh; do
+for f in ci/state/slurm/env.sh ci/state/sge/env.sh ci/state/kubernetes/env.sh ci/state/slurm-multinode/env.sh; do
   if [ -f "$f" ]; then . "$f"; fi
 done
 

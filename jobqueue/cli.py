@@ -310,6 +310,9 @@ def format_info(info: dict) -> str:
     tasks = info.get("tasks") or {}
     lines.append("tasks      " + (", ".join(f"{n} {state}" for state, n in sorted(tasks.items()))
                                   or "none"))
+    for what, n in sorted((info.get("no_worker") or {}).items()):
+        lines.append(f"no worker  {n} {'task needs' if n == 1 else 'tasks need'} {what}, which "
+                     "no connected worker offers")
     jobs = info.get("jobs")
     if jobs is None:
         lines.append("jobs       (not a cluster's scheduler)")

@@ -50,10 +50,11 @@ _BATCH: dict[str, str] = {
     "job-name": "str", "cores": "int?", "memory": "size?", "processes": "int?", "queue": "str?",
     "account": "str?", "walltime": "time?", "job-extra-directives": "list",
     "job-directives-skip": "list", "job-script-prologue": "list", "worker-extra-args": "list",
+    "worker-command": "str?",
     "interface": "str?", "local-directory": "path?", "log-directory": "path?", "python": "str?",
     "shebang": "str", "death-timeout": "time?", "submit-command-extra": "list",
     "cancel-command-extra": "list", "template": "path?", "job-array": "bool", "poll-interval": "time",
-    "max-jobs": "int?",
+    "max-jobs": "int?", "scheduler-options": "mapping", "shared-temp-directory": "path?",
 }
 SCHEMA: dict[str, Any] = {
     "scheduler-address": "str?",
@@ -64,7 +65,8 @@ SCHEMA: dict[str, Any] = {
                "memory": {"pause": "float", "terminate": "float"},
                "lifetime": "time?", "lifetime-stagger": "time", "same-machine-transfers": "bool"},
     "local": {"n-workers": "int?", "threads-per-worker": "int?", "processes": "bool",
-              "memory-limit": "size|auto"},
+              "memory-limit": "size|auto", "resources": "mapping", "interface": "str?",
+              "scheduler-options": "mapping"},
     "slurm": {**_BATCH, "walltime": "minutes?", "job-cpu": "int?", "job-mem": "size?"},
     "pbs": {**_BATCH, "resource-spec": "str?"},
     "sge": {**_BATCH, "resource-spec": "str?"},
@@ -79,7 +81,9 @@ SCHEMA: dict[str, Any] = {
                  "tls-key": "path?"},
     "profiles": "mapping",   # checked by _check_profiles against the section each profile names
 }
-PROFILE_KINDS = ("local", "ssh", "slurm", "pbs", "sge", "kubernetes")
+# A profile of kind "batch" serves any batch cluster (dask-jobqueue's config_name= sections are
+# read as such): its keys are checked against all three sections, its values by the one in use.
+PROFILE_KINDS = ("local", "ssh", "slurm", "pbs", "sge", "kubernetes", "batch")
 BATCH_SECTIONS = ("slurm", "pbs", "sge")
 # dask-jobqueue's old names of batch settings (it still accepts them, with a warning): accepted
 # as arguments and in its config files, with a FutureWarning naming the new name.
@@ -336,8 +340,14 @@ def _check_profiles(profiles, where) -> list:
                             f"not {body.get('kind')!r}")
         else:
             rest = {k: v for k, v in body.items() if k != "kind"}
-            _walk(rest, SCHEMA[body["kind"]], p, where, problems)
+            _walk(rest, _profile_schema(body["kind"]), p, where, problems)
     return problems
+
+
+def _profile_schema(kind: str) -> dict:
+    if kind == "batch":
+        return {k: v for section in reversed(BATCH_SECTIONS) for k, v in SCHEMA[section].items()}
+    return SCHEMA[kind]
 
 
 def _check(tree: dict, sources: dict) -> list:
@@ -629,7 +639,7 @@ def _profile(state: _State, section: str, name: str) -> dict:
                 else "; none are defined (see profiles: in jobqueue.yaml)")
         raise ConfigError(f"no profile {name!r}{hint}")
     kind = profiles[name]["kind"]
-    if kind != section:
+    if kind != section and not (kind == "batch" and section in BATCH_SECTIONS):
         at = state.sources.get(("profiles", name, "kind"), "default")
         raise ConfigError(f"{at}: profile {name!r} is for {kind}, it cannot configure {section}; "
                           f"pick a profile of kind {section}")
@@ -678,10 +688,20 @@ def _arguments(arguments: dict, schema: dict, section: str, problems: list) -> d
             continue
         if key in schema:
             out[key] = value
+        elif section in BATCH_SECTIONS and _underscore(name) in _compat().ARGUMENTS:
+            hint = (f": dask-jobqueue's {_underscore(name)}= has no equivalent here: "
+                    f"{_compat().ARGUMENTS[_underscore(name)]}")
+            problems.append(f"argument: {section}.{name}: unknown setting{hint}")
         else:
             hint = _did_you_mean(name, [_underscore(k) for k in schema])
             problems.append(f"argument: {section}.{name}: unknown setting{hint}")
     return out
+
+
+def _compat():
+    from . import compat
+
+    return compat
 
 
 def resolve(section: str, arguments: dict | None = None, profile: str | None = None) -> dict:

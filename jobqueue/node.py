@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import stat
 import sys
@@ -114,6 +115,22 @@ def private_directory(path: str | None = None) -> str:
     return path
 
 
+def private_temp_directory(base: str) -> str:
+    """A new directory of this user's alone (0700) inside ``base`` (created 0700 if missing), for
+    temporary files that a cluster's workers read from a filesystem they share
+    (``shared_temp_directory``); the caller removes it."""
+    import tempfile
+
+    base = os.path.abspath(os.path.expanduser(base))
+    try:
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        return tempfile.mkdtemp(prefix="jobqueue-", dir=base)
+    except OSError as e:
+        raise PrivateFileError(f"shared_temp_directory {base}: cannot create a private directory "
+                               f"in it ({e.strerror or e}); give a writable directory that the "
+                               f"compute nodes share") from None
+
+
 def private_path(name: str) -> str:
     """``~/.jobqueue/NAME`` (the directory made safe first)."""
     if not name or "/" in name or name in (".", ".."):
@@ -124,10 +141,11 @@ def private_path(name: str) -> str:
 def write_private(path: str, text: str) -> str:
     """Write ``text`` to a new file at ``path`` that only this user can read (0600).
 
-    The file is created with ``O_CREAT|O_EXCL|O_NOFOLLOW``: nothing that exists at ``path`` is
-    ever written through. A regular file of ours that is there (left by an earlier run) is
-    replaced; anything else (another user's file, a symlink, a directory) is refused with
-    :class:`PrivateFileError`."""
+    The text goes into a fresh file beside ``path`` (``O_CREAT|O_EXCL|O_NOFOLLOW``: nothing that
+    exists is ever written through), which is then renamed over ``path``: a reader (a client
+    waiting for a scheduler file) sees the whole file or none. A regular file of ours that is
+    there (left by an earlier run) is replaced; anything else (another user's file, a symlink, a
+    directory) is refused with :class:`PrivateFileError`."""
     path = os.path.abspath(os.path.expanduser(path))
     try:
         info = os.lstat(path)
@@ -142,18 +160,20 @@ def write_private(path: str, text: str) -> str:
             raise PrivateFileError(f"{path} exists and belongs to uid {info.st_uid}, not to you "
                                    f"(uid {os.getuid()}): refusing to write the token into "
                                    f"another user's file; choose another path")
-        os.unlink(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    partial = f"{path}.{secrets.token_hex(6)}.partial"
     try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        raise PrivateFileError(f"{path} was created by someone else while jobqueue was "
-                               f"writing it: refusing to use it; choose another path") from None
+        fd = os.open(partial, flags, 0o600)
     except OSError as e:
         raise PrivateFileError(f"cannot create {path}: {e.strerror}") from None
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)      # whatever the umask said
-        f.write(text)
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)      # whatever the umask said
+            f.write(text)
+        os.rename(partial, path)
+    except BaseException:
+        remove_private(partial)
+        raise
     return path
 
 
@@ -180,6 +200,19 @@ def read_scheduler_file(path: str) -> tuple[str, str]:
     with open(os.path.expanduser(path)) as f:
         info = json.load(f)
     return info["address"], info["token"]
+
+
+def scheduler_file_security(path: str):
+    """The TLS settings (a :class:`~jobqueue.core.security.Security`) a scheduler file names, if
+    any (None)."""
+    from .core.security import Security
+
+    with open(os.path.expanduser(path)) as f:
+        env = json.load(f).get("env") or {}
+    if env.get("JOBQUEUE_SECURITY__PROTOCOL") != "tls":
+        return None
+    return Security("tls", env["JOBQUEUE_SECURITY__TLS_CA_FILE"],
+                    env["JOBQUEUE_SECURITY__TLS_CERT"], env["JOBQUEUE_SECURITY__TLS_KEY"])
 
 
 def environment_without_secrets(env=None) -> dict:
@@ -230,6 +263,18 @@ def _duration(text: str) -> float:
     return parse_timedelta(text)
 
 
+def _resources(text: str) -> dict:
+    from .core.placement import parse_resources
+
+    return parse_resources(text)
+
+
+def _module(text: str) -> str:
+    if not text or any(c.isspace() for c in text):
+        raise ValueError(f"{text!r} is not a module name or a .py file")
+    return text
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
@@ -263,7 +308,14 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, bool], ...] = (
      "(instead of --host)", True),
     ("local-directory", str, "scratch directory, created if missing and given to the worker "
      "processes as TMPDIR (results stay in memory: nothing spills there)", True),
+    ("resources", _resources, "abstract resources of each worker process, e.g. 'GPU=2,FOO=1': "
+     "tasks submitted with resources={'GPU': 1} run only on workers that declare them, as "
+     "many at once as the amounts allow", False),
+    ("preload", _module, "a module (or .py file) each worker process imports at start; its "
+     "dask_setup(worker) runs before the worker joins (repeat for several)", False),
 )
+# Options that may be given more than once (a list of values).
+_REPEATED = {"preload"}
 # Other names of options, as dask-worker spells them.
 _ALIASES = {"nworkers": ("--nprocs",)}
 _CONFIG_DEFAULTS = {"death_timeout": "worker.death-timeout",
@@ -297,7 +349,8 @@ def add_worker_arguments(parser, nanny: bool = True) -> None:
             strict: dict[Callable, Callable] = {_count_or_auto: _count, _size_or_auto: _size}
             convert = strict.get(convert, convert)
         aliases = _ALIASES.get(option, ()) if nanny else ()
-        parser.add_argument(f"--{option}", *aliases, type=_argparse_type(convert), help=help)
+        parser.add_argument(f"--{option}", *aliases, type=_argparse_type(convert), help=help,
+                            action="append" if option in _REPEATED else "store")
 
 
 class _Refused(Exception):
@@ -306,10 +359,17 @@ class _Refused(Exception):
 
 # dask-worker options that jobqueue worker does not have, and why.
 _NOT_HERE = {
-    "--resources": "abstract resources (tasks that need GPU=1 only on workers that have it) are "
-                   "not supported yet",
-    "--preload": "preload modules are not supported; import them in the tasks or in "
-                 "job_script_prologue",
+    "--preload-nanny": "the nanny runs no user code; --preload runs in each worker process",
+    "--preload-argv": "preload modules get no arguments of their own; read the environment",
+    "--lifetime-restart": "a worker that reaches its lifetime retires and its job ends; "
+                          "adaptive scaling (or scale()) starts a replacement job",
+    "--worker-class": "jobqueue runs its own worker; use --preload to set it up",
+    "--nanny-port": "the nanny does not listen: the worker processes connect out",
+    "--contact-address": "workers advertise the address they listen on (--host or --interface)",
+    "--listen-address": "workers listen on --host or the address of --interface",
+    "--tls-ca-file": "TLS comes from the cluster's security settings (config security.*)",
+    "--tls-cert": "TLS comes from the cluster's security settings (config security.*)",
+    "--tls-key": "TLS comes from the cluster's security settings (config security.*)",
     "--no-nanny": "jobqueue worker always supervises its processes",
     "--nanny": "jobqueue worker always supervises its processes",
     "--dashboard-address": "workers serve no dashboard: the scheduler's shows them",
@@ -367,11 +427,15 @@ class WorkerCommand:
     host: str | None = None
     interface: str | None = None
     local_directory: str | None = None
+    resources: dict | None = None      # {name: amount}
+    preload: tuple | None = None       # modules or .py files
 
     @classmethod
     def from_args(cls, args) -> WorkerCommand:
         """From parsed arguments (``add_worker_arguments``)."""
         values: dict[str, Any] = {f.name: getattr(args, f.name, None) for f in fields(cls)}
+        if values["preload"] is not None:
+            values["preload"] = tuple(values["preload"])
         return cls(**values)
 
     def resolved(self) -> WorkerCommand:
@@ -409,14 +473,61 @@ class WorkerCommand:
         return [python or sys.executable, "-m", "jobqueue.core.worker",
                 *self._options(nanny=False)]
 
+    def shell(self, python: str | None = None, module: str | None = None, extra=(),
+              expand=("name",)) -> str:
+        """The command as shell text, for job scripts: ``PYTHON -m jobqueue worker ...`` (or
+        ``PYTHON -m MODULE ...``: a cluster's ``worker_command``, given the same arguments),
+        then *extra* arguments (worker_extra_args). Every value is shell-quoted, except those
+        of the options in *expand*, which go in double quotes so that the shell expands the
+        variables in them (``--name "job-${JOBQUEUE_JOB_ID}"``; the caller vouches that they
+        hold nothing else that the shell would read). The command on the first line, its
+        options wrapped at about 90 characters."""
+        import shlex
+
+        head = [python or sys.executable, "-m", *(module.split() if module else ["jobqueue",
+                                                                                    "worker"])]
+        options = self._options(nanny=True)
+        words = [" ".join(shlex.quote(w) for w in head + options[:1])]
+        for i in range(1, len(options), 2):
+            option, value = options[i], options[i + 1]
+            text = f'"{value}"' if option[2:].replace("-", "_") in expand else shlex.quote(value)
+            words.append(f"{option} {text}")
+        for a in map(str, extra):           # an option and its value stay on one line
+            if words[1:] and not a.startswith("-") and words[-1].startswith("-") \
+                    and " " not in words[-1]:
+                words[-1] += " " + shlex.quote(a)
+            else:
+                words.append(shlex.quote(a))
+        if len(words) == 1:
+            return words[0]
+        lines, line = [words[0]], "    " + words[1]        # the command, then its options
+        for word in words[2:]:
+            if len(line) + 1 + len(word) > 90:
+                lines.append(line)
+                line = "    " + word
+            else:
+                line += " " + word
+        return " \\\n".join(lines + [line])
+
     def _options(self, nanny: bool) -> list:
         out = [self.scheduler]
         for option, _, _, nanny_only in _OPTIONS:
             value = getattr(self, option.replace("-", "_"))
             if value is None or nanny_only and not nanny:
                 continue
-            out += [f"--{option}", f"{value:g}" if isinstance(value, float) else str(value)]
+            for item in (value if option in _REPEATED else [value]):
+                out += [f"--{option}", _text(item)]
         return out
+
+
+def _text(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):                  # --resources
+        from .core.placement import format_resources
+
+        return format_resources(value)
+    return str(value)
 
 
 def cpu_count() -> int:

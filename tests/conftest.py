@@ -1,10 +1,22 @@
 import os
+import signal
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from jobqueue import config
+
+
+def pytest_configure(config):
+    """The tests stand in for a user at a terminal: the scripts they start and then interrupt
+    (SIGINT) or hang up on (SIGHUP) must not inherit those signals ignored from the shell that
+    started pytest (``nohup``, ``cmd &`` without job control). Ignored signals stay ignored in a
+    child, caught ones are reset to the default: so catch them here."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, lambda signum, frame: None)
 
 
 @pytest.fixture(scope="module")

@@ -164,7 +164,7 @@ def test_config_validate(env, capsys):
     assert f"{bad}: 3 problems:" in err
     assert f"{bad}:2: slurm.walltme: unknown key; did you mean 'walltime'?" in err
     assert f"{bad}:3: slurm.memory: cannot read 'lots' as a size" in err
-    assert "kind must be one of local, ssh, slurm, pbs, sge, kubernetes, not 'lsf'" in err
+    assert "kind must be one of local, ssh, slurm, pbs, sge, kubernetes, batch, not 'lsf'" in err
     assert f"{broken}: 1 problem:" in err and f"{broken}:3: invalid YAML" in err
 
 
@@ -282,6 +282,15 @@ def test_info_from_scheduler_file(env, capsys, cluster):
     write_scheduler_file(str(path), cluster.scheduler_address, cluster.token)
     code, out, _ = run(capsys, "info", "--scheduler-file", str(path))
     assert code == 0 and "workers    2" in out
+
+
+def test_info_says_what_tasks_in_no_worker_need():
+    from jobqueue.cli import format_info
+
+    text = format_info({"address": "tcp://h:1", "workers": {}, "tasks": {"no-worker": 7},
+                        "no_worker": {"resources GPU=1": 6, "workers gpu-node": 1}})
+    assert "no worker  6 tasks need resources GPU=1, which no connected worker offers" in text
+    assert "no worker  1 task needs workers gpu-node" in text
 
 
 def test_info_errors(env, capsys, monkeypatch):

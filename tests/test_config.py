@@ -240,6 +240,34 @@ def test_profile_unknown_key_and_missing_kind(env):
     assert any(f"{path}:5: profiles.nokind: kind must be one of" in p for p in problems)
 
 
+def test_profile_of_kind_batch_serves_every_batch_system_and_no_other(env):
+    path = write(user_file(env), """\
+        profiles:
+          big:
+            kind: batch
+            cores: 16
+            job-cpu: 32
+            resource-spec: select=1:ncpus=16
+          bad:
+            kind: batch
+            cors: 16
+        """)
+    with pytest.raises(ConfigError) as info:       # keys are checked against all three
+        config.get("profiles")
+    assert info.value.problems == [f"{path}:9: profiles.bad.cors: unknown key; did you mean "
+                                   f"'cores'?"]
+    write(user_file(env), "profiles:\n  big:\n    kind: batch\n    cores: 16\n"
+                          "    walltime: 90\n")
+    config.refresh()
+    # each system reads the values as its own (a bare walltime: SLURM minutes, PBS seconds)
+    assert config.resolve("slurm", {}, profile="big")["walltime"] == 5400
+    assert config.resolve("pbs", {}, profile="big")["walltime"] == 90
+    assert config.resolve("sge", {}, profile="big")["cores"] == 16
+    with pytest.raises(ConfigError, match="profile 'big' is for batch, it cannot configure "
+                                          "local"):
+        config.resolve("local", {}, profile="big")
+
+
 # ------------------------------------------------------------------------------------- file errors
 
 def test_unknown_key_names_file_line_key_and_suggestion(env):
@@ -528,8 +556,9 @@ jobqueue:
     job-extra-directives: []
     job-directives-skip: []
     log-directory: null
-    scheduler-options: {}
+    scheduler-options: {interface: ib1, dashboard_address: ":8788"}
     shared-temp-directory: /shared/tmp
+    nanny: false
   pbs:
     name: dask-worker
     cores: null
@@ -569,12 +598,15 @@ def test_dask_jobqueue_file_is_read_with_its_keys_translated(env):
     env_extra = line_of(path, "env-extra")
     assert (FutureWarning, f"{path}:{env_extra}: jobqueue.slurm.env-extra is dask-jobqueue's "
             "old name for job-script-prologue; read as slurm.job-script-prologue") in messages
-    shared = line_of(path, "shared-temp-directory")
-    assert (UserWarning, f"{path}:{shared}: jobqueue.slurm.shared-temp-directory: jobqueue has "
-            "no such setting; ignored (value '/shared/tmp')") in messages
+    # scheduler-options and shared-temp-directory are carried as they are
+    assert slurm["scheduler_options"] == {"interface": "ib1", "dashboard_address": ":8788"}
+    assert slurm["shared_temp_directory"] == "/shared/tmp"
+    nanny = line_of(path, "nanny")
+    assert (UserWarning, f"{path}:{nanny}: jobqueue.slurm.nanny: jobqueue has "
+            "no such setting; ignored (value False)") in messages
     # its defaults for settings we do not have, its nulls, and lsf's empty section: no warning
     assert not [m for _, m in messages if "worker-command" in m or "scheduler-options" in m
-                or "lsf" in m or "job-cpu" in m]
+                or "shared-temp" in m or "lsf" in m or "job-cpu" in m]
     assert all(w.filename == __file__ for w in caught)
 
 

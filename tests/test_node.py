@@ -2,6 +2,7 @@
 import argparse
 import json
 import os
+import shlex
 import stat
 import subprocess
 import sys
@@ -36,6 +37,23 @@ def test_private_directory_and_file_are_ours_alone(env):
     node.remove_private(path)
     node.remove_private(path)              # gone already: fine
     assert not os.path.exists(path)
+
+
+def test_a_reader_sees_the_whole_file_or_none(tmp_path):
+    """The text is renamed into place: the path never names an empty or half-written file (a
+    client polling for a scheduler file read one as invalid JSON), and nothing else is left."""
+    path = str(tmp_path / "scheduler.json")
+    seen = []
+
+    def spy_rename(src, dst, _rename=os.rename):
+        seen.append((os.path.exists(dst), os.path.getsize(src)))   # just before the rename
+        _rename(src, dst)
+
+    import unittest.mock
+    with unittest.mock.patch.object(node.os, "rename", spy_rename):
+        node.write_private(path, "x" * 100_000)
+    assert seen == [(False, 100_000)] and os.listdir(tmp_path) == ["scheduler.json"]
+    assert open(path).read() == "x" * 100_000
 
 
 def test_planted_symlink_is_refused_and_its_target_untouched(tmp_path):
@@ -167,3 +185,27 @@ def test_bad_worker_options_are_refused_with_the_reason(capsys):
     with pytest.raises(SystemExit):
         parse(["tcp://h:1", "--memory-pause", "2"])
     assert "between 0 and 1" in capsys.readouterr().err
+
+
+def test_resources_and_preload_round_trip_through_both_parsers():
+    cmd = node.WorkerCommand("tcp://h:1", name="w", resources={"GPU": 2, "MEM": 0.5},
+                             preload=("site_setup", "/opt/setup.py"))
+    args = cmd.args()
+    assert args[args.index("--resources") + 1] == "GPU=2,MEM=0.5"
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--preload"] == [
+        "site_setup", "/opt/setup.py"]
+    assert node.WorkerCommand.from_args(parse(args[1:])) == cmd
+    process = cmd.process_argv("python")            # each worker process gets both
+    assert node.WorkerCommand.from_args(parse(process[3:], nanny=False)) == cmd
+
+
+def test_shell_line_quotes_every_value_but_expands_the_name():
+    cmd = node.WorkerCommand("tcp://h:1", nthreads=2, name="job-${JOBQUEUE_JOB_ID}",
+                             interface="ib0")
+    line = cmd.shell("/opt/my python", extra=["--preload", "a b"])
+    assert line == ("'/opt/my python' -m jobqueue worker tcp://h:1 \\\n"
+                    "    --nthreads 2 --name \"job-${JOBQUEUE_JOB_ID}\" --interface ib0 "
+                    "--preload 'a b'")
+    words = shlex.split(line.replace("\\\n", " ").replace("${JOBQUEUE_JOB_ID}", "7"))
+    assert words[words.index("--name") + 1] == "job-7"
+    assert cmd.shell("py", "site.worker").startswith("py -m site.worker tcp://h:1 \\\n")

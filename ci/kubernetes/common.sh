@@ -2,16 +2,15 @@
 # Shared by ci/kubernetes/*.sh (after ../lib.sh): paths, ports and the steps of start.sh.
 
 K8S_VERSION=1.20.2
-CACHE=${JOBQUEUE_CI_CACHE:-/var/cache/jobqueue-ci}/kubernetes/$K8S_VERSION
-BIN=$CACHE/bin
-MACHINE_DIR=/var/lib/jobqueue-ci            # outside any checkout: what outlives one
-OWNER=$MACHINE_DIR/kubernetes.owner         # the state directory of the running Kubernetes
-KUBELET_ROOT=$MACHINE_DIR/kubelet
-CLAMP=$MACHINE_DIR/runc-clamp
-DOCKER=/usr/bin/docker                      # Debian's client (another may come first on PATH)
 STATE=$(cd "$STATE" && pwd -P)
 RUN=$STATE/run
 LOGD=$STATE/log
+# shellcheck source=../docker.sh
+. "$CI_DIR/docker.sh"
+CACHE=$CI_CACHE/kubernetes/$K8S_VERSION
+BIN=$CACHE/bin
+OWNER=$MACHINE_DIR/kubernetes.owner         # the state directory of the running Kubernetes
+KUBELET_ROOT=$MACHINE_DIR/kubelet
 PKI=$STATE/pki
 KUBECONFIG_FILE=$STATE/admin.kubeconfig
 ETCD_PORT=12379
@@ -24,15 +23,6 @@ NODE_IP=$(ip -4 route get 203.0.113.1 2>/dev/null | awk '{for (i = 1; i < NF; i+
 WORKER_REPO=local/jobqueue-worker
 
 kc() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
-
-# The Debian mirror apt already uses.
-debian_mirror() {
-    local m
-    m=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)
-    [ -n "$m" ] || m=$(awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
-    [ -n "$m" ] || die "no Debian mirror in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list"
-    echo "$m"
-}
 
 # daemon NAME COMMAND...: start COMMAND in its own session, log to log/NAME.log, pid in run/NAME.pid.
 daemon() {
@@ -47,46 +37,11 @@ node_ready() {
     [ "$(kc get node "$NODE" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
 }
 
-# ---------------------------------------------------------------- docker
-docker_ok() {
-    [ "$("$DOCKER" info --format '{{.DefaultRuntime}}' 2>/dev/null)" = clamp ]
-}
-
-start_docker() {
-    if docker_ok; then
-        return 0
-    fi
-    if "$DOCKER" info >/dev/null 2>&1; then
-        log "a dockerd without the clamp runtime is running; restarting it with that runtime"
-        stop_pidfile /var/run/docker.pid dockerd 30
-    fi
-    mkdir -p "$MACHINE_DIR"
-    cp "$HERE/runc-clamp" "$CLAMP.tmp" && chmod 755 "$CLAMP.tmp" && mv "$CLAMP.tmp" "$CLAMP"
-    local dev mtu
-    dev=$(ip route show default 2>/dev/null | awk '{print $5; exit}')
-    mtu=$(cat "/sys/class/net/${dev:-lo}/mtu" 2>/dev/null || echo 1500)
-    [ "$mtu" -le 1500 ] || mtu=1500
-    log "starting dockerd (default runtime: $CLAMP, mtu $mtu)"
-    setsid nohup /usr/sbin/dockerd --add-runtime "clamp=$CLAMP" --default-runtime clamp --mtu "$mtu" \
-        --pidfile /var/run/docker.pid >"$LOGD/dockerd.log" 2>&1 </dev/null &
-    wait_until 30 docker_ok || { tail_logs "$LOGD/dockerd.log"; die "dockerd did not start within 30 s"; }
-}
-
-# local/debian:12 (debootstrap minbase, the tarball cached) and local/pause:3.2.
+# ---------------------------------------------------------------- images
+# local/debian:12 (ci/docker.sh) and local/pause:3.2.
 base_images() {
-    local tarball=$CACHE/debian-12-minbase.tar dir
-    if ! "$DOCKER" image inspect local/debian:12 >/dev/null 2>&1; then
-        if [ ! -s "$tarball" ]; then
-            dir=$CACHE/rootfs
-            rm -rf "$dir"
-            log "debootstrap --variant=minbase bookworm (about 45 s)"
-            debootstrap --variant=minbase bookworm "$dir" "$(debian_mirror)" >"$LOGD/debootstrap.log" 2>&1 ||
-                { tail_logs "$LOGD/debootstrap.log"; die "debootstrap failed"; }
-            tar -C "$dir" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
-            rm -rf "$dir"
-        fi
-        "$DOCKER" import "$tarball" local/debian:12 >/dev/null || die "docker import $tarball failed"
-    fi
+    local dir
+    debian_image
     if ! "$DOCKER" image inspect local/pause:3.2 >/dev/null 2>&1; then
         dir=$(mktemp -d)
         cp "$BIN/pause" "$dir/pause"

@@ -26,7 +26,7 @@ ROOT=$(cd "$CI_DIR/.." && pwd)
 # shellcheck source=common.sh
 . "$HERE/common.sh"
 
-STAMP="$(script_stamp "$0" "$HERE/common.sh" "$HERE/runc-clamp")-$NODE"
+STAMP="$(script_stamp "$0" "$HERE/common.sh" "$HERE/runc-clamp" "$CI_DIR/docker.sh")-$NODE"
 
 # ---------------------------------------------------------------- fast path
 running() {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install (if missing) and start a single-node SLURM cluster: munged, slurmctld, slurmd.
+# Install (if missing) and start a single-node SLURM cluster: munged, slurmctld, slurmd, and
+# job accounting (MariaDB and slurmdbd, see accounting.sh) so that sacct answers.
 # Idempotent: if everything is already running with the same setup, exits 0 at once.
 #
 #   ci/slurm/start.sh                 install + start + smoke test (sbatch --wrap true)
@@ -7,20 +8,27 @@
 #
 # The config is written to ci/state/slurm/etc/ and copied to /etc/slurm/ (the default
 # path), so plain sbatch/squeue/... and the PBS wrappers work for every process without
-# SLURM_CONF. Spool, logs and pid files: ci/state/slurm/{ctld,spool,log,run,munge}.
+# SLURM_CONF. Spool, logs and pid files: ci/state/slurm/{ctld,spool,log,run,munge}; the
+# accounting database and its daemons' files: ci/state/slurm/acct.
 set -euo pipefail
 CI_SYSTEM=slurm
 # shellcheck source-path=SCRIPTDIR source=../lib.sh
 . "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
+# shellcheck source=accounting.sh
+. "$(cd "$(dirname "$0")" && pwd)/accounting.sh"
 
-apt_install slurm-wlm munge
+# shellcheck disable=SC2086
+apt_install slurm-wlm munge $ACCOUNTING_PACKAGES
 [ "${1:-}" = --install-only ] && exit 0
 
 HOST=$(hostname -s)
 RUN=$STATE/run
 LOGD=$STATE/log
 MUNGE_STATE=$STATE/munge
-STAMP="$(script_stamp "$0")-$HOST"
+ACCT=$STATE/acct
+DB_PORT=3307      # not MariaDB's default 3306: a system database may own that
+DBD_PORT=6819
+STAMP="$(script_stamp "$0" "$(dirname "$0")/accounting.sh")-$HOST"
 
 slurmctld_pid=$RUN/slurmctld.pid
 slurmd_pid=$RUN/slurmd.pid
@@ -28,6 +36,7 @@ munged_pid=$MUNGE_STATE/munged.pid
 
 # ---------------------------------------------------------------- fast path
 if pid_alive "$munged_pid" munged && pid_alive "$slurmctld_pid" slurmctld && pid_alive "$slurmd_pid" slurmd &&
+    accounting_alive "$ACCT" &&
     [ "$(cat "$STATE/stamp" 2>/dev/null)" = "$STAMP" ] &&
     cmp -s "$STATE/etc/slurm.conf" /etc/slurm/slurm.conf &&
     scontrol ping 2>/dev/null | grep -q 'is UP'; then
@@ -47,6 +56,13 @@ for daemon in slurmd slurmctld; do
 done
 stop_pidfile "$slurmd_pid" slurmd
 stop_pidfile "$slurmctld_pid" slurmctld
+# The accounting daemons of another checkout hold ports 3307/6819: their slurmdbd's pid file is
+# named in /etc/slurm/slurmdbd.conf, their mariadbd's is next to it.
+f=$(sed -n 's/^PidFile=//p' /etc/slurm/slurmdbd.conf 2>/dev/null | head -n1 || true)
+if [ -n "$f" ] && [ "$f" != "$ACCT/run/slurmdbd.pid" ]; then
+    stop_pidfile "$f" slurmdbd 15 "slurmdbd (old, $f)"
+    stop_pidfile "$(dirname "$f")/mariadbd.pid" mariadbd 60 "mariadbd (old)"
+fi
 rm -f "$STATE/stamp"
 
 # ---------------------------------------------------------------- config
@@ -84,10 +100,14 @@ DefMemPerCPU=256
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=task=1
 JobAcctGatherParams=OverMemoryKill
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=$DBD_PORT
 JobCompType=jobcomp/filetxt
 JobCompLoc=$LOGD/jobcomp.log
-MinJobAge=600
+# Ended jobs leave squeue after 10 s (sites: 300-600 s), so that tests see what a long-running
+# cluster sees: jobs that ended a while ago are known only to accounting (sacct).
+MinJobAge=10
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,sched_interval=2,bf_interval=1,sched_min_interval=0
 KillWait=5
@@ -139,6 +159,10 @@ fi
 wait_until 10 sh -c 'munge -n | unmunge' ||
     { tail_logs "$MUNGE_STATE/munged.log"; die "munge does not work (munge -n | unmunge)"; }
 
+# ---------------------------------------------------------------- accounting
+start_accounting "$ACCT" "$STATE/etc" "$DB_PORT" "$DBD_PORT"
+install -m 600 "$STATE/etc/slurmdbd.conf" /etc/slurm/slurmdbd.conf
+
 # ---------------------------------------------------------------- slurmctld, slurmd
 log "starting slurmctld"
 /usr/sbin/slurmctld || { tail_logs "$LOGD/slurmctld.log"; die "slurmctld failed to start"; }
@@ -180,4 +204,9 @@ cat >"$STATE/env.sh" <<EOF
 # Nothing to set: the config is at the default path /etc/slurm/slurm.conf.
 EOF
 echo "$STAMP" >"$STATE/stamp"
-log "running: node $HOST idle, smoke job $jobid COMPLETED (partitions: debug (default), normal)"
+if ! wait_until 30 sh -c "sacct -n -P -X -j $jobid -o State | grep -qx COMPLETED"; then
+    sacct -j "$jobid" >&2 || true
+    tail_logs "$ACCT/log/slurmdbd.log" "$LOGD/slurmctld.log"
+    die "sacct does not know smoke job $jobid within 30 s: accounting does not work"
+fi
+log "running: node $HOST idle, smoke job $jobid COMPLETED, sacct knows it (partitions: debug (default), normal)"

@@ -12,15 +12,17 @@ the jobs that are left cannot bring n workers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
+import secrets
 import tempfile
 import time
 
-from .. import config, node
+from .. import config, node, params
 from ..core import notice
-from ..deploy.cluster import Cluster, _clusters
+from ..deploy.cluster import Cluster, remove_tree
 from . import keep as keep_mod
 from . import owned
 from . import script as script_mod
@@ -44,12 +46,17 @@ def poll_delay(interval: float, failures: int) -> float:
 
 def scheduler_host(system_name: str, settings: dict) -> str:
     """The address the scheduler listens on and tells workers and clients to connect to: the one
-    the compute nodes reach this host by, i.e. the interface's (interface=ib0) or that of the
-    default route."""
+    the compute nodes reach this host by, i.e. scheduler_options' host or interface, else the
+    cluster's interface's (interface=ib0), else that of the default route."""
+    from ..deploy import scheduler_options as options_mod
+
+    what = f"{system_name}.scheduler-options"
     try:
-        return node.choose_address(interface=settings.get("interface"))
+        options = options_mod.check(settings.get("scheduler_options"), what)
+        return options_mod.listen_host(options, settings.get("interface"), node.public_address(),
+                                       system_name, node.interface_address) or ""
     except ValueError as e:
-        raise config.ConfigError(f"{system_name}.interface: {e}") from None
+        raise config.ConfigError(str(e)) from None
 
 
 async def submit_script(runner, system: BatchSystem, text: str, settings: dict,
@@ -75,10 +82,10 @@ async def submit_script(runner, system: BatchSystem, text: str, settings: dict,
     return out
 
 
-def _write_token_file(name: str, token: str) -> str:
+def _write_token_file(name: str, token: str, temp_directory=None) -> str:
     """~/.jobqueue/NAME.HOST.PID.token, a private file (:func:`jobqueue.node.write_private`)
     named after its owner, so that the next cluster removes it if this process dies without
-    cleaning up (see owned.py).
+    cleaning up (see owned.py); with a shared_temp_directory, in a private directory there.
 
     Why a file: the token must reach the job without appearing on a command line (ps shows those
     to every user) or in the job script (batch systems keep scripts and show them, e.g. scontrol
@@ -87,30 +94,41 @@ def _write_token_file(name: str, token: str) -> str:
     directory is shared with the compute nodes on HPC systems; the script reads the file.
     """
     owned.remove_stale()
-    return node.write_private(node.private_path(owned.owned_name(name, ".token")), token)
+    file_name = owned.owned_name(name, ".token")
+    if temp_directory:
+        return node.write_private(os.path.join(temp_directory, file_name), token)
+    return node.write_private(node.private_path(file_name), token)
 
 
+@params.document()
 class JobQueueCluster(Cluster):
-    """A cluster whose workers run in batch jobs. Use SLURMCluster, PBSCluster or SGECluster.
+    """A cluster whose workers run in batch jobs: the base of SLURMCluster, PBSCluster and
+    SGECluster, which list its settings (the keys of their config section).
 
-    Settings come from the config section of the batch system (see ``jobqueue.yaml``) and are
-    overridden by keyword arguments: cores, memory, processes, queue, account (alias project),
-    walltime, job_name, job_extra_directives, job_directives_skip, job_script_prologue,
-    worker_extra_args, interface, local_directory, log_directory, python, shebang,
-    death_timeout, submit_command_extra, cancel_command_extra, template, job_array,
-    poll_interval, max_jobs. dask-jobqueue's old names (env_extra, job_extra, extra,
-    header_skip) are read with a FutureWarning. ``profile="name"`` (or ``config_name="name"``)
-    applies a named set of overrides first.
-    ``n_workers=N`` starts with enough jobs for N workers, as ``scale(N)`` would.
-    Everything is checked here: a wrong name or value raises ConfigError saying where it came
-    from and what is allowed.
+    Each job runs ``processes`` worker processes on one node, ``cores / processes`` threads
+    each, and shares ``memory`` among them. ``profile="name"`` (or ``config_name="name"``)
+    applies a named set of overrides first, and dask-jobqueue's old setting names are read with
+    a FutureWarning. Everything is checked here: a wrong name or value raises ConfigError
+    saying where it came from and what is allowed.
+
+    Parameters
+    ----------
+    scheduler_file : str, optional
+        The file (JSON with address and token, mode 0600) of a scheduler that runs elsewhere
+        (``jobqueue scheduler --scheduler-file``, ``jobqueue submit --detach``): the cluster
+        starts no scheduler of its own, its jobs' workers connect to that one, and ``scale``,
+        ``adapt`` and ``close`` act through it (close leaves it running). Note that a
+        LocalCluster's ``scheduler_file`` is where it writes its own.
+    **settings
+        Keys of the batch system's config section, with underscores (``cores=8``): see
+        SLURMCluster, PBSCluster and SGECluster.
     """
 
     system: BatchSystem = None
     command_timeout = 60.0
 
     def __init__(self, *, profile=None, name=None, config_name=None, n_workers=None,
-                 **settings):
+                 scheduler_file=None, asynchronous=False, **settings):
         if self.system is None:
             raise TypeError("JobQueueCluster is a base class: use SLURMCluster, PBSCluster or "
                             "SGECluster")
@@ -120,9 +138,23 @@ class JobQueueCluster(Cluster):
                                 "not both")
             profile = config_name
         self.kind = self.system.name
+        if name is not None and settings.get("job_name") is None and \
+                script_mod.is_job_name(name):
+            settings = {**settings, "job_name": name}    # as dask-jobqueue's name= does
+        for key in ("host", "dashboard_address"):     # as dask-jobqueue says
+            if settings.get(key) is not None:
+                raise ValueError(f"{type(self).__name__}: pass {key!r} through "
+                                 f"'scheduler_options': scheduler_options={{{key!r}: "
+                                 f"{settings[key]!r}}}")
         self.settings = script_mod.settings(self.system.name, settings, profile)
         s = self.settings
+        if settings.get("scheduler_options") is not None:   # replaces the config's, as in
+            s["scheduler_options"] = dict(settings["scheduler_options"])   # dask-jobqueue
         self.processes, self.threads = script_mod.split_job(s)
+        # what each worker declares (worker_extra_args --resources): adapt() adds jobs for
+        # tasks that request resources only if these cover them
+        self.worker_resources = node.parse_worker_options(
+            s.get("worker_extra_args") or ()).get("resources") or {}
         self.workers_per_job = self.processes
         self.threads_per_job = self.processes * self.threads
         self.memory_per_job = s["memory"]
@@ -150,21 +182,45 @@ class JobQueueCluster(Cluster):
         self._retire_after = (float(lifetime["lifetime"]) - float(lifetime["lifetime_stagger"])
                               if lifetime["lifetime"] else None)
         self._said: set = set()              # pending reasons already reported
-        super().__init__(host=scheduler_host(self.system.name, s), name=name,
-                         scheduler_port=config.get("scheduler.port", 0))
-        defaults = script_mod.job_defaults(s, self.name)
+        self._n_workers = n_workers
+        name = name or f"{self.kind}-{secrets.token_hex(3)}"
+        defaults = script_mod.job_defaults(s, name)
         self.log_directory = defaults["log_directory"]
         self.python = defaults["python"]
         self.death_timeout = defaults["death_timeout"]
+        self._make_log_directory(settings, profile)
+        self.scheduler_file, token = _scheduler_file(scheduler_file, self.system.name)
+        shared = s.get("shared_temp_directory")
+        self.temp_directory = node.private_temp_directory(shared) if shared else None
         try:
-            self.token_file = _write_token_file(self.name, self.token)
-            self._make_log_directory(settings, profile)
-            self._sync(self._start_poller())
-            if n_workers:                          # dask-jobqueue's: workers to start with
-                self.scale(n_workers)
+            super().__init__(host=None, name=name, scheduler_port=config.get("scheduler.port", 0),
+                             token=token, scheduler_options=s.get("scheduler_options"),
+                             interface=s.get("interface"), asynchronous=asynchronous,
+                             temp_directory=self.temp_directory)
         except BaseException:
-            self.close()
+            remove_tree(self.temp_directory)
             raise
+
+    def _new_scheduler(self, **options):
+        """The cluster's own scheduler, or (``scheduler_file=``) one that runs elsewhere, reached
+        through the scheduler API as a client: this cluster only submits jobs for it."""
+        if self.scheduler_file is None:
+            return super()._new_scheduler(**options)
+        from ..core.scheduler_api import Remote
+
+        address, _ = node.read_scheduler_file(self.scheduler_file)
+        return Remote(self.token, address, name=self.name, expecting=self._expecting_workers,
+                      security=node.scheduler_file_security(self.scheduler_file))
+
+    def _expecting_workers(self) -> bool:
+        return any(len(j.workers) < self.processes for j in self.live_jobs())
+
+    async def _start(self):
+        await super()._start()
+        self.token_file = _write_token_file(self.name, self.token, self.temp_directory)
+        await self._start_poller()
+        if self._n_workers:                        # dask-jobqueue's: workers to start with
+            await self._scale_to(self._jobs_for(self._n_workers))
 
     # -- settings -------------------------------------------------------------------------------
 
@@ -231,9 +287,12 @@ class JobQueueCluster(Cluster):
         (scancel, qdel) is not replaced: the target goes down by one."""
         self._stop_adaptive("scale() was called")
         target = self._jobs_for(n, jobs, cores, memory)
-        self._sync(self._scale_to(target))
+        return self._sync(self._scale_and_wait(target, wait))
+
+    async def _scale_and_wait(self, target: int, wait: bool):
+        await self._scale_to(target)
         if wait:
-            self.wait_for_workers(target * self.processes)
+            await self._wait_for_workers(target * self.processes, None)
 
     def live_jobs(self) -> list:
         """Jobs queued or running that the cluster has not cancelled."""
@@ -254,6 +313,7 @@ class JobQueueCluster(Cluster):
             else:
                 await self._keep(replacing=False)
 
+    @functools.wraps(Cluster.adapt)
     def adapt(self, *args, **kwargs):
         self._target, self._epoch, self.failure = None, self._submissions, ""
         return super().adapt(*args, **kwargs)
@@ -419,25 +479,29 @@ class JobQueueCluster(Cluster):
 
     async def _resolve_gone(self, gone, now):
         """Jobs that left the status output: ask accounting how they ended, if it can say."""
-        records = {}
+        records: dict = {}
+        unavailable = ""
         queries = {tuple(argv) for argv in (self.system.accounting_argv(j.job_id) for j in gone)
                    if argv}
         for argv in sorted(queries):
             try:
                 result = await self.runner.run(argv, check=False)
                 records.update(self.system.parse_accounting(result.stdout))
+                unavailable = self.system.accounting_unavailable(
+                    result.returncode, result.stderr) or unavailable
             except BatchCommandError as e:
                 logger.debug("%s: %s", self.name, e)
         for job in gone:
             record = records.get(job.job_id)
-            if record is not None:
+            if record is not None and record.state.terminal:   # else: not written yet
                 job.update(record)
             elif job.cancel_requested:
                 job.update(JobStatus(JobState.CANCELLED, "cancelled by this cluster"))
-            elif (not self.system.accounting_argv(job.job_id)
+            elif (unavailable or not self.system.accounting_argv(job.job_id)
                   or now - job.missing_since > GONE_GRACE):
                 job.update(JobStatus(JobState.UNKNOWN, f"left the queue (no longer listed by "
-                                     f"{self.system.status_command})"))
+                                     f"{self.system.status_command}"
+                                     + (f"; {unavailable})" if unavailable else ")")))
                 job.gone = True
             else:
                 continue                      # the accounting record may not be written yet
@@ -567,10 +631,20 @@ class JobQueueCluster(Cluster):
     # -- waiting, reporting ---------------------------------------------------------------------
 
     def wait_for_workers(self, n: int, timeout: float | None = None):
-        """Wait until n workers are connected. Raises RuntimeError (with each ended job's id,
-        state, reason and log tail) as soon as the jobs left cannot bring n workers, and
-        TimeoutError after timeout seconds (None: no limit)."""
-        self._sync(self._wait_for_workers(n, timeout))
+        """Wait until n workers are connected.
+
+        Raises RuntimeError (with each ended job's id, state, reason and log tail) as soon as
+        the jobs left cannot bring n workers, and TimeoutError after ``timeout``
+        (``asynchronous=True``: await it).
+
+        Parameters
+        ----------
+        n : int
+            Number of workers.
+        timeout : float, optional
+            Seconds to wait (None: no limit: a job may pend for hours).
+        """
+        return self._sync(self._wait_for_workers(n, timeout))
 
     async def _wait_for_workers(self, n, timeout):
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -601,7 +675,11 @@ class JobQueueCluster(Cluster):
                 return (f"but the cluster keeps {self._target} jobs of {self.processes} "
                         f"workers, {most} at most: scale(jobs=...) up first")
             return ""
-        possible = have + sum(self.processes - len(j.workers) for j in self.live_jobs())
+        live = self.live_jobs()
+        possible = have + sum(self.processes - len(j.workers) for j in live)
+        if self._adaptive is not None:       # it may still submit up to its maximum
+            room = self._adaptive.policy.maximum_jobs - len(live)
+            possible += max(room, 0) * self.processes
         if possible < n and all(j.reported for j in ended):
             return (f"and the jobs left can bring at most {possible}: {len(ended)} jobs ended "
                     f"without workers.\n{details}")
@@ -638,34 +716,56 @@ class JobQueueCluster(Cluster):
 
     # -- closing --------------------------------------------------------------------------------
 
-    def close(self, timeout=10.0):
-        """Cancel every job of the cluster (one command), then stop the scheduler."""
-        if self.status in ("closing", "closed"):
-            return
-        self.status = "closing"
-        self._stop_adaptive("the cluster is closing")
+    @property
+    def _close_margin(self) -> float:          # type: ignore[override]
+        return self.command_timeout
 
-        async def close():
-            if self._poller is not None:
-                self._poller.cancel()
-            # again for jobs cancelled before, in case that was interrupted: cancelling twice
-            # is harmless, a job left in the queue is not
-            ours = [j for j in list(self.jobs.values()) if not j.done or j.stuck]
-            try:
-                await self._cancel(ours, ended_too=True)
-            except BatchCommandError as e:
-                notice.warn(logger, "%s: could not cancel its jobs %s; cancel them yourself: %s",
-                            self.name, " ".join(j.job_id for j in ours), e, level=logging.ERROR)
-            await self.scheduler.close()
-            self._scheduler_closed = True
-            for job in ours:
-                if job.cancel_requested:
-                    job.state, job.reason = JobState.CANCELLED, "cancelled by close()"
-
+    async def _stop(self, timeout):
+        """Cancel every job of the cluster (one command), then stop the scheduler (or, for a
+        scheduler elsewhere, leave it)."""
+        if self._poller is not None:
+            self._poller.cancel()
+        # again for jobs cancelled before, in case that was interrupted: cancelling twice
+        # is harmless, a job left in the queue is not
+        ours = [j for j in list(self.jobs.values()) if not j.done or j.stuck]
         try:
-            self._sync(close(), timeout + self.command_timeout)
-        finally:
-            node.remove_private(self.token_file)
-            self.status = "closed"
-            _clusters.discard(self)
+            await self._cancel(ours, ended_too=True)
+        except BatchCommandError as e:
+            notice.warn(logger, "%s: could not cancel its jobs %s; cancel them yourself: %s",
+                        self.name, " ".join(j.job_id for j in ours), e, level=logging.ERROR)
+        if self.scheduler_file is not None:      # not ours: its workers from our jobs leave
+            await self._close_workers_of(ours)
+        await self.scheduler.close()
+        self._scheduler_closed = True
+        for job in ours:
+            if job.cancel_requested:
+                job.state, job.reason = JobState.CANCELLED, "cancelled by close()"
 
+    async def _close_workers_of(self, jobs):
+        names = [n for j in jobs for n in j.worker_names() if n in self.scheduler.workers()]
+        if names:
+            try:
+                await self.scheduler.close_workers(names, f"{self.name} closed")
+            except (OSError, RuntimeError) as e:
+                logger.info("%s: could not ask the scheduler to close %s: %s", self.name,
+                            names, e)
+
+    def _remove_temporary(self) -> None:
+        node.remove_private(self.token_file)
+        remove_tree(self.temp_directory)
+
+
+def _scheduler_file(path, system_name: str) -> tuple:
+    """(path, token) of the scheduler file of a scheduler that runs elsewhere (``jobqueue
+    scheduler --scheduler-file``, ``jobqueue submit --detach``), or (None, None)."""
+    if path is None:
+        return None, None
+    path = os.path.abspath(os.path.expanduser(path))
+    try:
+        _, token = node.read_scheduler_file(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise config.ConfigError(
+            f"argument: {system_name} scheduler_file={path!r}: cannot read a scheduler's "
+            f"address and token from it ({type(e).__name__}: {e}); give the file a running "
+            f"scheduler wrote (jobqueue scheduler --scheduler-file PATH)") from None
+    return path, token

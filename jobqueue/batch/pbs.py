@@ -4,8 +4,7 @@ Tested against the Torque-compatible qsub/qstat/qdel that SLURM ships (slurm-wlm
 against OpenPBS. Job arrays are not used: through those commands an array's tasks appear in qstat
 under SLURM ids that cannot be mapped back to their task, so each job is submitted on its own.
 """
-from __future__ import annotations
-
+from .. import params
 from .job import JobQueueCluster
 from .status import Pending, Verdict, parse_pbs_qstat_f, parse_pbs_qsub
 from .system import BatchSystem
@@ -62,11 +61,57 @@ class PBS(BatchSystem):
                 self._join(log_directory, f"{job_name}.e{number}")]
 
 
+@params.document("pbs")
 class PBSCluster(JobQueueCluster):
-    """Workers in PBS jobs: ``PBSCluster(cores=8, memory="32GB", queue="workq")``.
+    """Workers in PBS jobs (PBS Pro, OpenPBS, Torque): each job runs ``processes`` workers.
 
-    ``resource_spec`` is the ``-l`` resource list; by default ``select=1:ncpus=CORES:mem=MEMmb``.
-    Output files go to ``log_directory`` (qsub runs there): ``NAME.oID``.
+    Every setting left at None comes from the ``pbs`` section of the configuration (see
+    ``jobqueue config show --sources``); the defaults below are the package's. The job's output
+    files go to ``log_directory`` (qsub runs there) as ``NAME.oID``. ``job_script()`` shows the
+    exact script the jobs are submitted with.
+
+    Examples
+    --------
+    >>> cluster = PBSCluster(cores=8, memory="32GB", queue="workq", walltime="02:00:00")
+    >>> cluster.scale(jobs=4)
+    >>> PBSCluster(cores=24, memory="100GB", resource_spec="select=1:ncpus=24:mem=100GB")
     """
 
     system = PBS()
+
+    def __init__(self, *,
+                 job_name: str | None = None,
+                 cores: int | None = None,
+                 memory: int | str | None = None,
+                 processes: int | None = None,
+                 queue: str | None = None,
+                 account: str | None = None,
+                 walltime: float | str | None = None,
+                 resource_spec: str | None = None,
+                 job_extra_directives: list[str] | None = None,
+                 job_directives_skip: list[str] | None = None,
+                 job_script_prologue: list[str] | None = None,
+                 worker_extra_args: list[str] | None = None,
+                 worker_command: str | None = None,
+                 interface: str | None = None,
+                 local_directory: str | None = None,
+                 log_directory: str | None = None,
+                 python: str | None = None,
+                 shebang: str | None = None,
+                 death_timeout: float | str | None = None,
+                 submit_command_extra: list[str] | None = None,
+                 cancel_command_extra: list[str] | None = None,
+                 template: str | None = None,
+                 job_array: bool | None = None,
+                 poll_interval: float | str | None = None,
+                 max_jobs: int | None = None,
+                 scheduler_options: dict | None = None,
+                 shared_temp_directory: str | None = None,
+                 n_workers: int | None = None,
+                 name: str | None = None,
+                 profile: str | None = None,
+                 config_name: str | None = None,
+                 scheduler_file: str | None = None,
+                 asynchronous: bool = False,
+                 **kwargs):
+        super().__init__(**params.given(locals()))

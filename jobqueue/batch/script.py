@@ -23,6 +23,8 @@ from pathlib import Path
 
 import jinja2
 
+from .. import node
+
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 CONTEXT_DOC = """\
@@ -51,11 +53,14 @@ lifetime              seconds before a worker retires itself (walltime less a ma
 lifetime_stagger      seconds of random spread on lifetime
 interface             network interface the workers listen on, or None
 worker_extra_args     list of extra arguments to `jobqueue worker`
+worker_command        the whole worker command line, quoted, from node.WorkerCommand (with the
+                      cluster's worker_command module, if any, and worker_extra_args):
+                      `exec {{ worker_command }}` starts the workers
 """
 
 _JOB_NAME = r"[A-Za-z_][A-Za-z0-9_.-]{0,63}"
 _TEXT_KEYS = ("queue", "account", "resource_spec", "python", "shebang", "log_directory",
-              "local_directory", "interface", "template", "job_name")
+              "local_directory", "interface", "template", "job_name", "worker_command")
 # Values that go into #SBATCH / #PBS / #$ lines: the batch systems split those lines themselves and
 # read '...' quoting, but not the shell's '"'"' trick, so a quote character cannot be expressed.
 _DIRECTIVE_KEYS = ("queue", "account", "resource_spec", "log_directory")
@@ -149,6 +154,11 @@ def source(section: str, key: str, arguments: dict, profile: str | None = None) 
     return "default"
 
 
+def is_job_name(name: str) -> bool:
+    """Whether every batch system takes ``name`` as a job name (-J, -N)."""
+    return re.fullmatch(_JOB_NAME, str(name)) is not None
+
+
 def check(settings: dict) -> list:
     """Problems with resolved settings as ``(key, message)``; [] if none."""
     s, problems = settings, []
@@ -168,7 +178,7 @@ def check(settings: dict) -> list:
     if processes is not None and (processes < 1 or (s.get("cores") or 0) >= 1
                                   and processes > s["cores"]):
         bad("processes", f"must be between 1 and cores ({s.get('cores')}), not {processes}")
-    if not re.fullmatch(_JOB_NAME, str(s.get("job_name", ""))):
+    if not is_job_name(s.get("job_name", "")):
         bad("job_name", f"{s.get('job_name')!r} is not a job name every batch system accepts: "
             "start with a letter or _, then letters, digits, _ . - (at most 64)")
     for key in ("walltime", "death_timeout", "poll_interval"):
@@ -194,6 +204,10 @@ def check(settings: dict) -> list:
                 bad(key, f"item {item!r} contains a newline or control character; give one "
                     "line per item")
     problems += _check_worker_args(s.get("worker_extra_args") or ())
+    try:
+        worker_module(s.get("worker_command"))
+    except ValueError as e:
+        bad("worker_command", str(e))
     if s.get("template") and not Path(s["template"]).is_file():
         bad("template", f"{s['template']}: no such file (a jinja2 job-script template)")
     return problems
@@ -208,6 +222,29 @@ def _check_worker_args(args) -> list:
         return [("worker_extra_args", f"{list(args)}: {e}")]
     return [("worker_extra_args", f"--{name.replace('_', '-')} cannot be set here: {why}")
             for name, why in _OWN_WORKER_OPTIONS.items() if name in options]
+
+
+# dask-jobqueue's worker_command default (and dask-worker's other names): jobqueue's own worker
+_DASK_WORKER = ("distributed.cli.dask_worker", "dask_worker", "dask-worker")
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def worker_module(value) -> str | None:
+    """The module a job runs with ``python -m`` to start its workers, or None for jobqueue's
+    own (``python -m jobqueue worker``). dask-jobqueue's default, distributed.cli.dask_worker,
+    means ours; another dask worker (dask-cuda's...) speaks dask's protocol and is refused."""
+    if value is None or value in _DASK_WORKER or value in ("jobqueue", "jobqueue worker"):
+        return None
+    value = str(value)
+    if not _MODULE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a Python module name: the workers start with "
+                         f"`python -m WORKER_COMMAND` and jobqueue worker's arguments")
+    if value.split(".")[0] in ("distributed", "dask_cuda", "dask"):
+        raise ValueError(f"{value!r} starts a dask.distributed worker, which cannot talk to a "
+                         "jobqueue scheduler; leave worker_command unset (jobqueue's worker) "
+                         "or name a module of yours that runs jobqueue.cli.main(['worker', "
+                         "*sys.argv[1:]]) after its own set-up (or use --preload)")
+    return value
 
 
 def _has_control(text: str) -> bool:
@@ -273,6 +310,13 @@ def context(settings: dict, *, scheduler_address: str, token_file: str, python: 
     s = settings
     processes, threads = split_job(s)
     walltime = s.get("walltime")
+    lifetime = worker_lifetime(walltime)
+    command = node.WorkerCommand(
+        scheduler_address, nthreads=threads, nworkers=processes,
+        memory_limit=s["memory"] // processes, name=f"{s['job_name']}-${{JOBQUEUE_JOB_ID}}",
+        death_timeout=float(death_timeout), interface=s.get("interface"),
+        lifetime=float(lifetime["lifetime"]) if lifetime["lifetime"] else None,
+        lifetime_stagger=float(lifetime["lifetime_stagger"]) if lifetime["lifetime"] else None)
     return {
         "shebang": s["shebang"], "job_name": s["job_name"], "queue": s.get("queue"),
         "account": s.get("account"), "cores": s["cores"], "memory": s["memory"],
@@ -288,8 +332,10 @@ def context(settings: dict, *, scheduler_address: str, token_file: str, python: 
         "log_directory": log_directory, "local_directory": s.get("local_directory"),
         "token_file": token_file, "scheduler_address": scheduler_address, "python": python,
         "death_timeout": f"{death_timeout:g}", "interface": s.get("interface"),
-        **worker_lifetime(walltime),
+        **lifetime,
         "worker_extra_args": list(s.get("worker_extra_args") or ()),
+        "worker_command": command.shell(python, worker_module(s.get("worker_command")),
+                                        s.get("worker_extra_args") or ()),
         "environment": dict(sorted((environment or {}).items())),
     }
 

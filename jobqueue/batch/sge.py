@@ -1,6 +1,5 @@
 """Grid Engine (SGE, Son of Grid Engine, Univa/Altair GE): qsub, qstat, qdel, qacct."""
-from __future__ import annotations
-
+from .. import params
 from .job import JobQueueCluster
 from .status import (Pending, Verdict, parse_qacct, parse_sge_errors, parse_sge_qsub,
                      parse_sge_verify, parse_sge_xml)
@@ -69,13 +68,58 @@ class GridEngine(BatchSystem):
         return [self._join(log_directory, f"{job_name}.o{job_id}")]
 
 
+@params.document("sge")
 class SGECluster(JobQueueCluster):
-    """Workers in Grid Engine jobs: ``SGECluster(cores=8, memory="32GB", queue="all.q")``.
+    """Workers in Grid Engine jobs (SGE, Son of Grid Engine, Altair GE).
 
-    ``account`` is the project (``-P``). Jobs with more than one core ask for the parallel
-    environment ``smp`` (``-pe smp CORES``); if a site names it differently, set
+    Every setting left at None comes from the ``sge`` section of the configuration (see
+    ``jobqueue config show --sources``); the defaults below are the package's. ``account`` is
+    the project (``-P``). Jobs with more than one core ask for the parallel environment
+    ``smp`` (``-pe smp CORES``); where a site names it differently, set
     ``job_directives_skip=["-pe smp"]`` and ``job_extra_directives=["-pe threaded 8"]``.
-    ``resource_spec`` is the ``-l`` list; by default ``mem_free=`` memory per slot.
+
+    Examples
+    --------
+    >>> cluster = SGECluster(cores=8, memory="32GB", queue="all.q", walltime="01:00:00")
+    >>> cluster.scale(jobs=4)
+    >>> SGECluster(cores=1, memory="4GB", resource_spec="h_vmem=4G,mem_free=4G")
     """
 
     system = GridEngine()
+
+    def __init__(self, *,
+                 job_name: str | None = None,
+                 cores: int | None = None,
+                 memory: int | str | None = None,
+                 processes: int | None = None,
+                 queue: str | None = None,
+                 account: str | None = None,
+                 walltime: float | str | None = None,
+                 resource_spec: str | None = None,
+                 job_extra_directives: list[str] | None = None,
+                 job_directives_skip: list[str] | None = None,
+                 job_script_prologue: list[str] | None = None,
+                 worker_extra_args: list[str] | None = None,
+                 worker_command: str | None = None,
+                 interface: str | None = None,
+                 local_directory: str | None = None,
+                 log_directory: str | None = None,
+                 python: str | None = None,
+                 shebang: str | None = None,
+                 death_timeout: float | str | None = None,
+                 submit_command_extra: list[str] | None = None,
+                 cancel_command_extra: list[str] | None = None,
+                 template: str | None = None,
+                 job_array: bool | None = None,
+                 poll_interval: float | str | None = None,
+                 max_jobs: int | None = None,
+                 scheduler_options: dict | None = None,
+                 shared_temp_directory: str | None = None,
+                 n_workers: int | None = None,
+                 name: str | None = None,
+                 profile: str | None = None,
+                 config_name: str | None = None,
+                 scheduler_file: str | None = None,
+                 asynchronous: bool = False,
+                 **kwargs):
+        super().__init__(**params.given(locals()))

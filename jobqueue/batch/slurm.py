@@ -1,8 +1,8 @@
 """SLURM: sbatch, squeue, scancel."""
-from __future__ import annotations
-
+from .. import params
 from .job import JobQueueCluster
-from .status import SQUEUE_FORMAT, parse_sbatch, parse_squeue, slurm_pending
+from .status import (SACCT_FORMAT, SQUEUE_FORMAT, parse_sacct, parse_sbatch, parse_squeue,
+                     sacct_unavailable, slurm_pending)
 from .system import BatchSystem
 
 
@@ -40,6 +40,17 @@ class Slurm(BatchSystem):
     def parse_status(self, stdout):
         return parse_squeue(stdout)
 
+    def accounting_argv(self, job_id):
+        # A job leaves squeue MinJobAge after it ends; sacct (where accounting is enabled)
+        # keeps how it ended. -X: the job, not its steps; -P: '|'-separated, -n: no header.
+        return ["sacct", "-n", "-P", "-X", "-j", self.submission_id(job_id), "-o", SACCT_FORMAT]
+
+    def parse_accounting(self, stdout):
+        return parse_sacct(stdout)
+
+    def accounting_unavailable(self, returncode, stderr):
+        return sacct_unavailable(returncode, stderr)
+
     def pending(self, reason):
         return slurm_pending(reason)
 
@@ -51,12 +62,60 @@ class Slurm(BatchSystem):
         return [self._join(log_directory, f"{job_name}-{job_id}.out")]
 
 
+@params.document("slurm")
 class SLURMCluster(JobQueueCluster):
-    """Workers in SLURM jobs: ``SLURMCluster(cores=8, memory="32GB", queue="normal")``.
+    """Workers in SLURM jobs: each job runs ``processes`` worker processes on one node.
 
-    Settings (arguments or the ``slurm:`` config section) are those of
-    :class:`~jobqueue.batch.job.JobQueueCluster`, plus ``job_cpu`` (``--cpus-per-task``, default:
-    cores) and ``job_mem`` (``--mem``, default: memory).
+    Every setting left at None comes from the ``slurm`` section of the configuration (see
+    ``jobqueue config show --sources``); the defaults below are the package's. Everything is
+    checked here: a wrong name or value raises ConfigError saying where it came from and what
+    is allowed. ``job_script()`` shows the exact script the jobs are submitted with.
+
+    Examples
+    --------
+    >>> cluster = SLURMCluster(cores=8, memory="32GB", walltime="01:00:00", queue="normal")
+    >>> print(cluster.job_script())
+    >>> cluster.scale(jobs=10)                        # or cluster.adapt(maximum_jobs=50)
+    >>> client = Client(cluster)
+    >>> SLURMCluster(cores=4, memory="16GB", job_extra_directives=["--gres=gpu:1"])
     """
 
     system = Slurm()
+
+    def __init__(self, *,
+                 job_name: str | None = None,
+                 cores: int | None = None,
+                 memory: int | str | None = None,
+                 processes: int | None = None,
+                 queue: str | None = None,
+                 account: str | None = None,
+                 walltime: float | str | None = None,
+                 job_cpu: int | None = None,
+                 job_mem: int | str | None = None,
+                 job_extra_directives: list[str] | None = None,
+                 job_directives_skip: list[str] | None = None,
+                 job_script_prologue: list[str] | None = None,
+                 worker_extra_args: list[str] | None = None,
+                 worker_command: str | None = None,
+                 interface: str | None = None,
+                 local_directory: str | None = None,
+                 log_directory: str | None = None,
+                 python: str | None = None,
+                 shebang: str | None = None,
+                 death_timeout: float | str | None = None,
+                 submit_command_extra: list[str] | None = None,
+                 cancel_command_extra: list[str] | None = None,
+                 template: str | None = None,
+                 job_array: bool | None = None,
+                 poll_interval: float | str | None = None,
+                 max_jobs: int | None = None,
+                 scheduler_options: dict | None = None,
+                 shared_temp_directory: str | None = None,
+                 n_workers: int | None = None,
+                 name: str | None = None,
+                 profile: str | None = None,
+                 config_name: str | None = None,
+                 scheduler_file: str | None = None,
+                 asynchronous: bool = False,
+                 **kwargs):
+        super().__init__(**params.given(locals()))

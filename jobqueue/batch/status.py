@@ -202,6 +202,59 @@ def slurm_pending(reason: str) -> Verdict:
     return Verdict(Pending.WAIT, reason)
 
 
+SACCT_FORMAT = "JobID,State,ExitCode"
+"""Columns of ``sacct -n -P -X -o``: id (43, 43_2), state (``CANCELLED by 1000``), exit code
+(``exit status:signal``)."""
+
+
+def _sacct_status(state_text: str, exit_code: str) -> JobStatus:
+    words = state_text.split()
+    native = words[0].upper() if words else ""
+    state = _SLURM.get(native, JobState.UNKNOWN)
+    status, _, signal = exit_code.partition(":")
+    ended = [f"exit code {status or '?'}"] + ([f"signal {signal}"] if signal not in ("", "0")
+                                               else [])
+    if state is JobState.UNKNOWN:
+        reason = f"unknown SLURM state {state_text}"
+    elif native == "CANCELLED" and len(words) == 3 and words[1] == "by":
+        reason = f"cancelled by uid {words[2]}"
+    else:
+        reason = _SLURM_REASON.get(native, "")
+    if state.terminal:
+        reason = ", ".join([reason] + ended if reason else ended)
+    return JobStatus(state, f"{reason} (sacct)" if reason else "(sacct)", native)
+
+
+def parse_sacct(text: str) -> dict:
+    """Lines of ``sacct -n -P -X -o JobID,State,ExitCode``: ``{job id: JobStatus}`` with the
+    job's end state and its exit code (``FAILED``, ``exit code 3``; ``TIMEOUT``, ``time limit
+    reached, exit code 0, signal 15``). Array tasks are ``43_2``; pending ones listed as a
+    range (``43_[4-9]``) are expanded."""
+    out = {}
+    for line in text.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) < 3 or not fields[0]:
+            continue
+        job_id, state_text, exit_code = (f.strip() for f in fields[:3])
+        status = _sacct_status(state_text, exit_code)
+        base, _, task = job_id.partition("_")
+        if task.startswith("["):
+            for index in expand_ranges(task.strip("[]")):
+                out[f"{base}_{index}"] = status
+        else:
+            out[job_id] = status
+    return out
+
+
+def sacct_unavailable(returncode: int, stderr: str) -> str | None:
+    """Why sacct can never say how jobs ended (accounting storage is disabled: rc 1, "Slurm
+    accounting storage is disabled"), or None (its output is the answer, or it may be later:
+    slurmdbd may be restarting)."""
+    if returncode != 0 and "accounting storage is disabled" in " ".join(stderr.split()).lower():
+        return "SLURM accounting storage is disabled, so sacct cannot say how it ended"
+    return None
+
+
 def parse_sbatch(text: str) -> str:
     """``sbatch --parsable`` prints ``43`` or ``43;cluster``."""
     first = text.strip().splitlines()[-1] if text.strip() else ""

@@ -70,6 +70,11 @@ class BatchSystem:
     def parse_accounting(self, stdout: str) -> dict:
         return {}
 
+    def accounting_unavailable(self, returncode: int, stderr: str) -> str | None:
+        """Why the accounting command cannot answer (e.g. accounting is disabled), or None:
+        its jobs are then reported as having left the queue at once, with that reason."""
+        return None
+
     def explain_argv(self, job_ids):
         """argv asking why jobs are stuck in an error state (None: nothing to ask)."""
         return None

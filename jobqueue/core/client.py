@@ -18,8 +18,10 @@ import weakref
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 
+from .. import params
 from . import loop as loop_mod
 from . import protocol
+from .asynchronous import AsyncClientMixin
 from .collections import DaskMixin, register_default, unregister_default
 from .comm import BatchedSend, CommClosedError, PeerPool, connect
 from .errors import CancelledError, SchedulerError
@@ -57,8 +59,28 @@ class FutureState:
         self.type = None
 
 
+@params.document()
 class Future:
-    """A task's eventual result."""
+    """A task's eventual result, as ``Client.submit`` and ``Client.map`` return it.
+
+    Futures are made by a client, not by hand. While one exists the scheduler keeps its result;
+    ``release()`` (or dropping the last reference) lets it go.
+
+    Parameters
+    ----------
+    key : str
+        The task's key.
+    client : Client
+        The client that holds the result.
+    state : optional
+        The shared state of the key's futures in this client (internal).
+
+    Examples
+    --------
+    >>> future = client.submit(pow, 2, 10)
+    >>> future.result()
+    1024
+    """
 
     __slots__ = ("key", "client", "_state", "__weakref__")
     __dask_future__ = True  # dask's graphs may hold it: it stands for the task's result
@@ -71,17 +93,35 @@ class Future:
 
     @property
     def status(self):
+        """pending, finished, error, cancelled or lost (the connection to the scheduler)."""
         return self._state.status
 
     def done(self) -> bool:
+        """Whether the task has finished, failed or been cancelled."""
         return self._state.status != PENDING
 
     def result(self, timeout=None):
+        """The task's result; raises the task's exception (with the worker's traceback as its
+        cause) if it failed, CancelledError if it was cancelled. With an asynchronous client,
+        an awaitable of it."""
+        if self.client.asynchronous:
+            return self.client._result_async(self, timeout)
         self.client._wait([self._state], timeout)
         return self.client._result_of(self)
 
+    def __await__(self):
+        """``await future``: its result, without blocking the caller's event loop."""
+        return self.client._result_async(self).__await__()
+
     def exception(self, timeout=None):
+        """The exception the task raised, or None once it has finished without one."""
+        if self.client.asynchronous:
+            return self.client._then(self.client._ready([self._state]),
+                                     lambda _: self._exception_now(), timeout)
         self.client._wait([self._state], timeout)
+        return self._exception_now()
+
+    def _exception_now(self):
         st = self._state
         if st.status == ERROR:
             return self.client._exception_of(st)
@@ -89,10 +129,19 @@ class Future:
             return CancelledError(self.key)
         return None
 
+    def _has_value(self) -> bool:
+        return self._state.value is not _NOTHING
+
+    def _set_value(self, value) -> None:
+        if self._state.value is _NOTHING:
+            self._state.value = value
+
     def traceback(self):
+        """The worker's traceback of a failed task, as text (None otherwise)."""
         return self._state.traceback
 
     def cancel(self):
+        """Cancel the task (and, on the scheduler, every task that depends on it)."""
         self.client.cancel([self])
 
     def retry(self):
@@ -103,12 +152,16 @@ class Future:
         return ("jobqueue.Future", self.key)
 
     def cancelled(self) -> bool:
+        """Whether the task was cancelled."""
         return self._state.status == CANCELLED
 
     def add_done_callback(self, fn):
+        """Call ``fn(future)`` in a thread of the client once the task is done (at once if it
+        is)."""
         self.client._add_callback(self, fn)
 
     def release(self):
+        """Let the scheduler forget this result, once no other Future holds it."""
         client, self.client = self.client, None
         if client is not None:
             client._decref(self.key)
@@ -169,7 +222,7 @@ def _find_address(address, scheduler_file, token):
         address = os.environ.get("JOBQUEUE_SCHEDULER_ADDRESS") or None
         scheduler_file = os.environ.get("JOBQUEUE_SCHEDULER_FILE") or None
     if scheduler_file is not None and address is None:
-        from .scheduler import read_scheduler_file
+        from ..node import read_scheduler_file
 
         address, file_token = read_scheduler_file(scheduler_file)
         token = token or file_token
@@ -192,26 +245,59 @@ def _security_for(cluster, scheduler_file):
         return scheduler.security
     scheduler_file = scheduler_file or os.environ.get("JOBQUEUE_SCHEDULER_FILE")
     if scheduler_file:
-        from .scheduler import scheduler_file_security
+        from ..node import scheduler_file_security
 
         return scheduler_file_security(scheduler_file)
     return None
 
 
-class Client(DaskMixin):
+@params.document()
+class Client(DaskMixin, AsyncClientMixin):
     """Connect to a scheduler (or start a LocalCluster) and submit work.
 
     ``Client()`` uses ``JOBQUEUE_SCHEDULER_ADDRESS``/``JOBQUEUE_TOKEN``, ``scheduler_file=``, or
     the config key ``scheduler-address``; with none of them it starts a ``LocalCluster`` with the
     keyword arguments the client does not use itself. While open, the client is dask's default
     scheduler (``set_as_default=False`` opts out); closing it restores the previous one.
+    ``asynchronous=True``: ``await Client(...)`` (or ``async with``) connects, and what waits
+    for an answer returns an awaitable (see :mod:`jobqueue.core.asynchronous`).
+
+    Parameters
+    ----------
+    address : str or Cluster, optional
+        A cluster object (the client takes its address and token), or the scheduler's address
+        ``tcp://host:port`` (or ``tls://``).
+    scheduler_file : str, optional
+        Read the scheduler's address and token from this file (as a cluster's
+        ``scheduler_file=`` or ``jobqueue scheduler --scheduler-file`` wrote it).
+    token : str, optional
+        The scheduler's token, with ``address`` (default: ``$JOBQUEUE_TOKEN``).
+    timeout : float, default 30.0
+        Seconds to wait for the connection to the scheduler.
+    name : str, optional
+        The client's id in the scheduler's logs and dashboard (default: client-RANDOM).
+    set_as_default : bool, default True
+        Make this client dask's scheduler while it is open.
+    **cluster_kwargs
+        Arguments of the LocalCluster started when there is no scheduler to connect to
+        (``Client(n_workers=2)``); an error when there is one.
+
+    Examples
+    --------
+    >>> client = Client(SLURMCluster(cores=8, memory="32GB"))
+    >>> client = Client(scheduler_file="~/scheduler.json")
+    >>> futures = client.map(lambda x: x + 1, range(10))
+    >>> client.gather(futures)
+    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
     """
 
     def __init__(self, address=None, *, scheduler_file=None, token=None, timeout=30.0,
-                 name=None, set_as_default=True, **cluster_kwargs):
+                 name=None, set_as_default=True, asynchronous=False, **cluster_kwargs):
         self.cluster = None
         self._owns_cluster = False
         self._default = False
+        self.asynchronous = bool(asynchronous)
+        self._waiters: list = []
         if address is not None and not isinstance(address, str):
             self.cluster = address
             address, token = address.scheduler_address, address.token
@@ -220,7 +306,7 @@ class Client(DaskMixin):
             if address is None:
                 from ..deploy.local import LocalCluster
 
-                self.cluster = LocalCluster(**cluster_kwargs)
+                self.cluster = LocalCluster(asynchronous=self.asynchronous, **cluster_kwargs)
                 self._owns_cluster = True
                 address, token = self.cluster.scheduler_address, self.cluster.token
             elif cluster_kwargs:
@@ -249,17 +335,32 @@ class Client(DaskMixin):
         self._callback_pool = None
         self.status = "connecting"
         self._loop = loop_mod.get_loop()
-        self._sync(self._start(timeout), timeout + 5)
+        self._timeout, self._set_as_default, self._scheduler_file = \
+            timeout, set_as_default, scheduler_file
+        if not self.asynchronous:
+            loop_mod.sync(self._start(timeout), timeout + 5)
+            self._running()
+
+    def _running(self):
         self.status = "running"
         _clients.add(self)
-        self._default = set_as_default
-        if set_as_default:
+        self._default = self._set_as_default
+        if self._set_as_default:
             register_default(self)
 
-    # -- connection ---------------------------------------------------------------------------
+    async def _start_async(self):
+        """Start the cluster (if it was made asynchronous and not awaited yet), then connect."""
+        cluster = self.cluster
+        if cluster is not None and getattr(cluster, "status", "") in ("created", "starting"):
+            await cluster
+            self.address = cluster.scheduler_address
+            self.security = _security_for(cluster, self._scheduler_file)
+            self._peers = PeerPool(self.token, self.security)
+        await loop_mod.run_async(self._start(self._timeout), self._timeout + 5)
+        self._running()
+        return self
 
-    def _sync(self, coro, timeout=None):
-        return loop_mod.sync(coro, timeout)
+    # -- connection ---------------------------------------------------------------------------
 
     async def _start(self, timeout):
         comm = await connect(self.address, self.token, timeout=timeout, security=self.security)
@@ -283,6 +384,7 @@ class Client(DaskMixin):
                     fire.append(st)
             with self._cond:
                 self._cond.notify_all()
+            self._wake()
             for st in fire:
                 self._fire_callbacks(st)
 
@@ -302,6 +404,7 @@ class Client(DaskMixin):
                     fut.set_exception(lost)
             with self._cond:
                 self._cond.notify_all()
+            self._wake()
 
     def _on_memory(self, msg):
         st = self._states.get(msg["key"])
@@ -496,8 +599,8 @@ class Client(DaskMixin):
                 if st.blob is not None:
                     st.value = pickle.loads(st.blob)
                     st.blob = None
-                else:
-                    st.value = self._sync(self._fetch([future.key]))[future.key]
+                else:       # gather() and await fetch first: only result() waits here
+                    st.value = loop_mod.sync(self._fetch([future.key]))[future.key]
             return st.value
         if st.status == ERROR:
             raise self._exception_of(st)
@@ -563,19 +666,28 @@ class Client(DaskMixin):
 
     # -- public API ---------------------------------------------------------------------------
 
-    def submit(self, func, *args, key=None, workers=None, retries=0, pure=True, **kwargs):
+    def submit(self, func, *args, key=None, workers=None, retries=0, pure=True, resources=None,
+               **kwargs):
         """Run ``func(*args, **kwargs)`` on a worker; returns a Future.
 
-        ``pure=True`` (as in dask): the key is a hash of the function and arguments, so the
-        same call, from any client, shares one task and result; ``pure=False`` for functions
-        whose every call differs (random numbers, clocks, side effects)."""
+        Parameters
+        ----------
+        **kwargs
+            Keyword arguments of ``func``; Futures stand for their results.
+
+        Examples
+        --------
+        >>> future = client.submit(pow, 2, 10)
+        >>> future.result()
+        1024
+        """
         if not callable(func):
             raise TypeError(f"submit expects a callable first, got {type(func).__name__}")
         self._check_open()
         args, kwargs = self._collections_to_futures(args, kwargs)
         fid = self._function_id(func, cache=_importable(func))
         group = _funcname(func)
-        restrictions = self._restrictions(workers)
+        restrictions = self._restrictions(workers, resources)
         if key is not None and key in self._states:
             return Future(key, self)
         task = self._pack(key, group, group, fid, args, kwargs, restrictions, retries, pure)
@@ -586,16 +698,30 @@ class Client(DaskMixin):
         self._send(tasks=[task])
         return future
 
-    def map(self, func, *iterables, key=None, workers=None, retries=0, pure=True, **kwargs):
+    def map(self, func, *iterables, key=None, workers=None, retries=0, pure=True,
+            resources=None, **kwargs):
         """``[submit(func, *args) for args in zip(*iterables)]``, with the function sent once.
-        *key*: a list of keys, or a prefix for them."""
+
+        Parameters
+        ----------
+        *iterables
+            One iterable per positional argument of ``func``, zipped.
+        **kwargs
+            Keyword arguments of ``func``, the same for every call.
+
+        Examples
+        --------
+        >>> futures = client.map(pow, [1, 2, 3], [2, 2, 2])
+        >>> client.gather(futures)
+        [1, 4, 9]
+        """
         if not callable(func):
             raise TypeError(f"map expects a callable first, got {type(func).__name__}")
         self._check_open()
         _, kwargs = self._collections_to_futures((), kwargs)
         fid = self._function_id(func, cache=True)
         group = _funcname(func)
-        restrictions = self._restrictions(workers)
+        restrictions = self._restrictions(workers, resources)
         futures, tasks = [], []
         items = list(zip(*iterables))
         keys = key if isinstance(key, (list, tuple)) else None
@@ -615,8 +741,17 @@ class Client(DaskMixin):
     def scatter(self, data, workers=None, broadcast=False):
         """Put local data on workers; returns Futures (same structure as *data*).
 
-        ``broadcast=True`` copies every piece to every worker (of ``workers``, if given), so
-        that tasks using it on any worker need not fetch it first."""
+        Parameters
+        ----------
+        data : object, list, tuple, set or dict
+            One value, or a collection of values that each become a Future (a dict's keys
+            become the Futures' keys).
+        broadcast : bool, default False
+            Copy every piece to every worker (of ``workers``, if given), so that tasks using
+            it on any worker need not fetch it first.
+        workers : str or list of str, optional
+            Put the data on these workers (addresses or names); by default, on any.
+        """
         self._check_open()
         restrictions = self._restrictions(workers)
 
@@ -636,31 +771,55 @@ class Client(DaskMixin):
             out = type(data)(one(v) for v in data)
         else:
             out = one(data)
+        if self.asynchronous:                 # as dask's: await client.scatter(...)
+            return self._then(self._replicate(out, workers) if broadcast else _nothing(),
+                              lambda _: out)
         if broadcast:
             self.replicate(out, workers=workers)
         return out
 
     def replicate(self, futures, workers=None) -> None:
-        """Copy the results of *futures* to every worker (of *workers*, if given); returns
-        once they are there."""
-        flat = []
+        """Copy the results of *futures* to every worker; returns once they are there.
+
+        Parameters
+        ----------
+        workers : str or list of str, optional
+            Copy to these workers only (addresses or names).
+        """
+        return self._sync(self._replicate(futures, workers))
+
+    async def _replicate(self, futures, workers):
+        flat: list = []
         _collect(futures, flat)
-        self._wait([f._state for f in flat])
-        self._sync(self._request({"op": "replicate", "keys": [f.key for f in flat],
-                                  "workers": self._restrictions(workers)}))
+        await self._ready([f._state for f in flat])
+        await self._request({"op": "replicate", "keys": [f.key for f in flat],
+                             "workers": self._restrictions(workers)})
 
     def gather(self, futures, errors="raise"):
-        """Results of *futures* (a Future, or lists/tuples/dicts of them), same structure."""
-        flat = []
+        """Results of *futures* (a Future, or lists/tuples/dicts of them), same structure.
+
+        Parameters
+        ----------
+        errors : {'raise', 'skip'}, default 'raise'
+            ``raise``: the first failed task's exception is raised; ``skip``: failed and
+            cancelled tasks are left out of the result.
+        With an asynchronous client, an awaitable of them.
+        """
+        flat: list = []
         _collect(futures, flat)
+        if self.asynchronous:
+            return self._gather_async(futures, flat, errors)
         self._wait([f._state for f in flat])
         fetch = [f.key for f in flat if f._state.status == FINISHED
                  and f._state.value is _NOTHING and f._state.blob is None]
         if fetch:
             values = self._sync(self._fetch(fetch))
             for f in flat:
-                if f.key in values and f._state.value is _NOTHING:
-                    f._state.value = values[f.key]
+                if f.key in values:
+                    f._set_value(values[f.key])
+        return self._build(futures, errors)
+
+    def _build(self, futures, errors):
         return _build(futures, errors == "skip")
 
     def cancel(self, futures):
@@ -678,31 +837,61 @@ class Client(DaskMixin):
                     fire.extend(st.callbacks or ())
                     st.callbacks = None
             self._cond.notify_all()
+        self._wake_soon()
         for future, fn in fire:
             self._call(fn, future)
         self._send({"op": "cancel", "keys": [f.key for f in futures]})
 
     def run(self, func, *args, workers=None, **kwargs):
-        """Run ``func(*args, **kwargs)`` once on every worker: ``{worker address: result}``."""
+        """Run ``func(*args, **kwargs)`` once on every worker: ``{worker address: result}``.
+
+        Parameters
+        ----------
+        workers : list of str, optional
+            Run on these workers only (addresses); by default, on all.
+        **kwargs
+            Keyword arguments of ``func``.
+        """
         import cloudpickle
         import functools
 
         blob = cloudpickle.dumps(functools.partial(func, *args, **kwargs), protocol=5)
-        results = self._sync(self._request({"op": "run", "func": protocol.wrap(blob),
-                                            "workers": workers}))
-        out = {}
-        for address, r in results.items():
-            if r["status"] != "ok":
-                if r.get("exception") is not None:
-                    exc = pickle.loads(r["exception"])
-                    exc.__cause__ = RemoteTraceback(r.get("traceback"))
-                    raise exc
-                raise RuntimeError(r.get("traceback"))
-            out[address] = pickle.loads(r["result"])
-        return out
+        return self._then(self._request({"op": "run", "func": protocol.wrap(blob),
+                                         "workers": workers}), _run_results)
 
     def scheduler_info(self) -> dict:
+        """The scheduler's address, id and ``workers`` (``{address: {name, nthreads,
+        memory_limit, ...}}``)."""
         return self._sync(self._request({"op": "scheduler-info"}))
+
+    def wait_for_workers(self, n_workers: int, timeout: float | None = None):
+        """Wait until ``n_workers`` workers are connected to the scheduler (with an
+        asynchronous client, an awaitable).
+
+        With a cluster object, its own ``wait_for_workers`` waits (batch clusters fail early,
+        with each job's state and log tail, once their jobs cannot bring the workers).
+
+        Parameters
+        ----------
+        n_workers : int
+            Number of workers.
+        """
+        if self.cluster is not None and not self.asynchronous:
+            if timeout is None:
+                return self.cluster.wait_for_workers(n_workers)
+            return self.cluster.wait_for_workers(n_workers, timeout=timeout)
+        return self._sync(self._wait_for_workers(n_workers, timeout))
+    async def _wait_for_workers(self, n: int, timeout: float | None):
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            have = len((await self._request({"op": "scheduler-info"}))["workers"])
+            if have >= n:
+                return
+            if deadline is not None and loop.time() > deadline:
+                raise TimeoutError(f"{have} of {n} workers connected to {self.address} within "
+                                   f"{timeout:g} s")
+            await asyncio.sleep(0.1)     # the scheduler does not tell clients of new workers
 
     @property
     def dashboard_link(self):
@@ -712,52 +901,89 @@ class Client(DaskMixin):
         return self.scheduler_info().get("dashboard_link")
 
     def retire_workers(self, workers):
-        """Close workers gracefully: results only they hold are copied to others first."""
+        """Close workers gracefully: results only they hold are copied to others first.
+
+        Parameters
+        ----------
+        workers : list of str
+            Addresses or names of the workers.
+        """
         return self._sync(self._request({"op": "retire-workers", "workers": list(workers)}))
 
     def close_workers(self, workers):
+        """Close workers at once; their results are recomputed if needed.
+
+        Parameters
+        ----------
+        workers : list of str
+            Addresses or names of the workers.
+        """
         return self._sync(self._request({"op": "close-workers", "workers": list(workers)}))
 
-    def _restrictions(self, workers):
-        if workers is None:
-            return None
-        if isinstance(workers, str):
-            return [workers]
-        return list(workers)
+    def _restrictions(self, workers, resources=None):
+        """The task row's restrictions: None, [worker...], or, with *resources*,
+        {"workers": [...] or None, "resources": {name: amount}} (placement.py)."""
+        if workers is not None:
+            workers = [workers] if isinstance(workers, str) else list(workers)
+        if resources:
+            from .placement import check_resources
+
+            return {"workers": workers, "resources": check_resources(resources)}
+        return workers
 
     def _check_open(self):
         if self.status != "running":
             raise RuntimeError(f"client is {self.status}")
 
     def close(self):
+        """Disconnect (the scheduler forgets this client's futures); a LocalCluster the
+        client started is closed too. With an asynchronous client, an awaitable."""
+        if self.asynchronous:
+            return self._close_async()
+        if self._begin_close():
+            try:
+                loop_mod.sync(self._shutdown(), 10)
+            except Exception as e:
+                logger.debug("error while closing client: %s", e)
+            self._closed()
+            if self._owns_cluster:
+                self.cluster.close()
+
+    async def _close_async(self):
+        if self._begin_close():
+            try:
+                await loop_mod.run_async(self._shutdown(), 10)
+            except Exception as e:
+                logger.debug("error while closing client: %s", e)
+            self._closed()
+            if self._owns_cluster:
+                await self.cluster.close()
+
+    def _begin_close(self) -> bool:
         if self.status in ("closing", "closed"):
-            return
+            return False
         self.status = "closing"
         if self._default:
             unregister_default(self)
+        return True
 
-        async def shutdown():
-            self._flush()
-            self._stream.send({"op": "close-client"})
-            await asyncio.sleep(0)
-            for _ in range(100):
-                if not self._stream.pending:
-                    break
-                await asyncio.sleep(0.01)
-            self._reader.cancel()
-            self._stream.close()
-            self._peers.close()
+    async def _shutdown(self):
+        self._flush()
+        self._stream.send({"op": "close-client"})
+        await asyncio.sleep(0)
+        for _ in range(100):
+            if not self._stream.pending:
+                break
+            await asyncio.sleep(0.01)
+        self._reader.cancel()
+        self._stream.close()
+        self._peers.close()
 
-        try:
-            self._sync(shutdown(), 10)
-        except Exception as e:
-            logger.debug("error while closing client: %s", e)
+    def _closed(self):
         self.status = "closed"
         if self._callback_pool is not None:
             self._callback_pool.shutdown(wait=False)
         _clients.discard(self)
-        if self._owns_cluster:
-            self.cluster.close()
 
     def __enter__(self):
         return self
@@ -777,6 +1003,24 @@ _clients: weakref.WeakSet = weakref.WeakSet()
 _SKIPPED = object()
 
 
+def _run_results(results: dict) -> dict:
+    """``{worker address: result}`` of Client.run; a worker's exception is raised here."""
+    out = {}
+    for address, r in results.items():
+        if r["status"] != "ok":
+            if r.get("exception") is not None:
+                exc = pickle.loads(r["exception"])
+                exc.__cause__ = RemoteTraceback(r.get("traceback"))
+                raise exc
+            raise RuntimeError(r.get("traceback"))
+        out[address] = pickle.loads(r["result"])
+    return out
+
+
+async def _nothing():
+    return None
+
+
 def _collect(x, out):
     """Futures in nested lists/tuples/sets/dicts (no closures: they would delay releases)."""
     if isinstance(x, Future):
@@ -793,7 +1037,7 @@ def _build(x, skip):
     if isinstance(x, Future):
         if skip and x._state.status != FINISHED:
             return _SKIPPED
-        return x.result()
+        return x.client._result_of(x)          # gather() waited for it
     if isinstance(x, (list, tuple, set)):
         return type(x)(v for v in (_build(y, skip) for y in x) if v is not _SKIPPED)
     if isinstance(x, dict):
@@ -802,20 +1046,41 @@ def _build(x, skip):
     return x
 
 
+@params.document()
 class as_completed:
-    """Iterate over futures in the order they finish; ``with_results=True`` yields pairs."""
+    """Iterate over futures in the order they finish.
+
+    Parameters
+    ----------
+    with_results : bool, default False
+        Yield ``(future, result)`` pairs instead of futures.
+
+    Examples
+    --------
+    >>> for future in as_completed(client.map(slow, range(10))):
+    ...     print(future.result())
+    """
 
     def __init__(self, futures=(), with_results=False):
         import queue
 
         self._queue = queue.SimpleQueue()
         self._pending = 0
+        self._waiting: dict = {}            # id -> future not yielded yet
         self.with_results = with_results
         for f in futures:
             self.add(f)
 
     def add(self, future):
+        """Add a future to iterate over.
+
+        Parameters
+        ----------
+        future : Future
+            A future of any client.
+        """
         self._pending += 1
+        self._waiting[id(future)] = future
         future.add_done_callback(self._queue.put)
 
     def __iter__(self):
@@ -825,20 +1090,49 @@ class as_completed:
         if self._pending == 0:
             raise StopIteration
         future = self._queue.get()
+        self._waiting.pop(id(future), None)
         self._pending -= 1
         if self.with_results:
             return future, future.result()
         return future
 
     def count(self):
+        """How many futures are still to come."""
         return self._pending
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        """``async for future in as_completed(futures)``: waits on the client's loop, not in
+        a thread of the caller."""
+        waiting = self._waiting
+        if not waiting:
+            raise StopAsyncIteration
+        client = next(iter(waiting.values())).client
+        await loop_mod.run_async(client._until(lambda: any(f.done() for f in waiting.values())))
+        future = next(f for f in waiting.values() if f.done())
+        del waiting[id(future)]
+        self._pending -= 1
+        if self.with_results:
+            return future, await future
+        return future
 
 
 DoneAndNotDone = namedtuple("DoneAndNotDone", ["done", "not_done"])
 
 
+@params.document()
 def wait(futures, timeout=None, return_when="ALL_COMPLETED"):
-    """Wait for futures: ``return_when`` is ALL_COMPLETED, FIRST_COMPLETED or FIRST_EXCEPTION."""
+    """Wait for futures; returns ``(done, not_done)``, two sets.
+
+    Parameters
+    ----------
+    futures : iterable of Future
+        The futures to wait for.
+    return_when : {'ALL_COMPLETED', 'FIRST_COMPLETED', 'FIRST_EXCEPTION'}
+        Return when all are done, when one is, or when one fails (or all are done).
+    """
     import time
 
     futures = list(futures)
@@ -855,11 +1149,19 @@ def wait(futures, timeout=None, return_when="ALL_COMPLETED"):
             return len(done) == len(futures) or any(f.status == ERROR for f in done)
         return len(done) == len(futures)
 
+    if client.asynchronous:                      # await wait(futures)
+        return client._then(client._until(finished), lambda _: _done_and_not(futures),
+                            timeout)
+
     with client._cond:
         while not finished():
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise TimeoutError(f"futures not done after {timeout} s")
             client._cond.wait(left)
+    return _done_and_not(futures)
+
+
+def _done_and_not(futures) -> DoneAndNotDone:
     done = {f for f in futures if f.done()}
     return DoneAndNotDone(done, set(futures) - done)

@@ -15,11 +15,13 @@ import logging
 import sys
 import threading
 
+from .. import params
 from . import graph as graph_mod
 
 logger = logging.getLogger("jobqueue.client")
 
 
+@params.document()
 class DaskMixin:
     """Methods of :class:`~jobqueue.core.client.Client` for dask collections and graphs."""
 
@@ -27,22 +29,48 @@ class DaskMixin:
 
     def get(self, dsk, keys, *, workers=None, allow_other_workers=None, retries=None,
             priority=0, sync=True, resources=None, **kwargs):
-        """Compute *keys* (a key or nested lists of keys) of a dask graph (dict,
-        HighLevelGraph or expression): their results in the same structure, or Futures."""
-        _no_resources(resources)
+        """Compute *keys* of a dask graph: their results in the same structure, or Futures.
+
+        dask calls this when the client is its scheduler (``dask.compute(x)``).
+
+        Parameters
+        ----------
+        dsk : dict, HighLevelGraph or dask expression
+            The graph.
+        keys : key or nested lists of keys
+            What to compute.
+        sync : bool, default True
+            Return the results rather than Futures.
+        **kwargs
+            Options ``dask.compute()`` passes on to every scheduler; not used here.
+        """
         flat = _flatten(keys)
         futures = self._graph_to_futures(dsk, flat, dict(
             workers=workers, allow_other_workers=allow_other_workers, retries=retries,
-            priority=priority))
+            priority=priority, resources=resources))
         packed = _pack(keys, futures)
         return self.gather(packed) if sync else packed
 
     def compute(self, collections, sync=False, optimize_graph=True, workers=None,
                 allow_other_workers=None, retries=None, priority=0, traverse=True,
                 resources=None, **kwargs):
-        """Futures of dask collections (``sync=True``: their results); a list in, a list out."""
+        """Futures of dask collections (``sync=True``: their results); a list in, a list out.
+
+        Parameters
+        ----------
+        traverse : bool, default True
+            Look for collections inside lists, tuples, sets and dicts given.
+        **kwargs
+            Options of dask.distributed's ``compute`` that have no meaning here; not used.
+
+        Examples
+        --------
+        >>> import dask.array as da
+        >>> x = da.ones((1000, 1000), chunks=100)
+        >>> client.compute(x.sum(), sync=True)
+        1000000.0
+        """
         dask = graph_mod.require_dask()
-        _no_resources(resources)
         single = not isinstance(collections, (list, tuple, set, frozenset))
         items = [collections] if single else list(collections)
         if traverse:
@@ -55,7 +83,7 @@ class DaskMixin:
             names = [k for ks in keys for k in _flatten(ks)]
             futures = self._graph_to_futures(expr, names, dict(
                 workers=workers, allow_other_workers=allow_other_workers, retries=retries,
-                priority=priority))
+                priority=priority, resources=resources))
             it = iter(names)
             out = [futures[next(it)] if dask.is_dask_collection(a) else a for a in items]
         if sync:
@@ -65,16 +93,21 @@ class DaskMixin:
     def persist(self, collections, optimize_graph=True, workers=None,
                 allow_other_workers=None, retries=None, priority=0, resources=None, **kwargs):
         """Collections of the same shape whose chunks are computed, and kept, on the workers:
-        their graphs hold Futures. Returns at once; a list in, a list out."""
+        their graphs hold Futures. Returns at once; a list in, a list out.
+
+        Parameters
+        ----------
+        **kwargs
+            Options of dask.distributed's ``persist`` that have no meaning here; not used.
+        """
         graph_mod.require_dask()
-        _no_resources(resources)
         single = not isinstance(collections, (list, tuple, set, frozenset))
         items = [collections] if single else list(collections)
         expr, keys = graph_mod.collections_expr(items, optimize_graph, finalize=False)
         flat = [k for ks in keys for k in _flatten(ks)]
         futures = self._graph_to_futures(expr, flat, dict(
             workers=workers, allow_other_workers=allow_other_workers, retries=retries,
-            priority=priority))
+            priority=priority, resources=resources))
         out = []
         for coll, ks in zip(items, keys):
             rebuild, args = coll.__dask_postpersist__()
@@ -149,6 +182,8 @@ class DaskMixin:
     def shutdown(self):
         """Close the cluster (scheduler and workers) and this client. A client connected to a
         scheduler by address asks the scheduler to close its workers and itself."""
+        if self.asynchronous:
+            return self._shutdown_async()
         if self.cluster is not None:
             cluster = self.cluster
             self.close()
@@ -160,6 +195,18 @@ class DaskMixin:
             except Exception as e:  # the connection closes as the scheduler does
                 logger.info("scheduler at %s: %s", self.address, e)
         self.close()
+
+    async def _shutdown_async(self):
+        if self.cluster is not None:
+            await self.close()
+            await self.cluster.close()
+            return
+        if self.status == "running":
+            try:
+                await self._sync(self._request({"op": "terminate"}), 30)
+            except Exception as e:  # the connection closes as the scheduler does
+                logger.info("scheduler at %s: %s", self.address, e)
+        await self.close()
 
     @contextlib.contextmanager
     def as_current(self):
@@ -178,12 +225,6 @@ class DaskMixin:
                 _apply()
 
 
-def _no_resources(resources):
-    if resources:
-        raise NotImplementedError("resources= is not supported: jobqueue workers have no "
-                                  "abstract resources; use workers= to place tasks")
-
-
 def _flatten(keys) -> list:
     if isinstance(keys, list):
         return [k for x in keys for k in _flatten(x)]
@@ -196,8 +237,15 @@ def _pack(keys, futures):
     return futures[keys]
 
 
+@params.document()
 def futures_of(obj) -> list:
-    """The Futures in *obj*: a Future, a persisted dask collection, or containers of them."""
+    """The Futures in *obj*.
+
+    Parameters
+    ----------
+    obj : object
+        A Future, a persisted dask collection, or lists, tuples, sets and dicts of them.
+    """
     from .client import Future
 
     out, seen, stack = [], set(), [obj]

@@ -16,6 +16,8 @@ the legacy tuple format) becomes the rows of an ``update-graph`` message::
 - ``priority`` is dask.order's position, less the user's priority (annotation or argument)
   times 2**40: the scheduler adds a base per graph, so graphs run first come first served and
   within a graph in dask.order's order (what lets a reduction stream through memory);
+- ``restrictions``: the ``workers`` annotation, or with ``resources`` ({"GPU": 1}, dask's
+  annotation) ``{"workers": [...] or None, "resources": {...}}``;
 - ``flags``: WANTED (a Future holds the key), LOOSE (restrictions are a preference).
 
 Rows come in dask.order's order, which is topological: every dependency comes first.
@@ -28,7 +30,7 @@ from .protocol import TaskRef, fast_dumps, wrap
 from .scheduler_state import LOOSE, USER_PRIORITY, WANTED
 
 MIN_DASK = (2025, 4, 0)
-ANNOTATIONS = ("retries", "workers", "allow_other_workers", "priority")
+ANNOTATIONS = ("retries", "workers", "allow_other_workers", "priority", "resources")
 
 
 class GraphError(ValueError):
@@ -293,6 +295,15 @@ class Converter:
         if not isinstance(priority, (int, float)) or isinstance(priority, bool):
             raise GraphError(f"task {key!r}: the 'priority' annotation must be a number, "
                              f"not {priority!r}")
+        resources = values.get("resources")
+        if resources:
+            from .placement import check_resources
+
+            try:
+                resources = check_resources(resources, "the 'resources' annotation")
+            except ValueError as e:
+                raise GraphError(f"task {key!r}: {e}") from None
+            workers = {"workers": workers, "resources": resources}
         return workers, retries, round(priority), bool(values.get("allow_other_workers"))
 
 

@@ -44,5 +44,28 @@ def sync(coro, timeout=None):
         raise
 
 
+def run_async(coro, timeout=None) -> asyncio.Future:
+    """Run *coro* on the background loop; returns an awaitable for the caller's running event
+    loop (the ``asynchronous=True`` API: the same coroutines as :func:`sync`, awaited instead of
+    waited for). The work starts at once, whether or not the caller awaits the result."""
+    caller = caller_loop(coro)
+    if timeout is not None:
+        coro = asyncio.wait_for(coro, timeout)
+    if caller is get_loop():
+        return asyncio.ensure_future(coro)
+    return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, get_loop()), loop=caller)
+
+
+def caller_loop(coro) -> asyncio.AbstractEventLoop:
+    """The caller's running event loop; without one, *coro* is closed and RuntimeError says
+    how an asynchronous=True object is used."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        coro.close()
+        raise RuntimeError("asynchronous=True: call this from a coroutine running in an event "
+                           "loop, and await the result") from None
+
+
 def call_soon(fn, *args) -> None:
     get_loop().call_soon_threadsafe(fn, *args)

@@ -20,6 +20,7 @@ logger = logging.getLogger("jobqueue.nanny")
 QUICK_FAILURE = 10      # seconds
 MAX_QUICK_FAILURES = 5
 EXIT_NO_SCHEDULER = 3  # as in worker.py (not imported: the nanny stays lean)
+EXIT_PRELOAD_FAILED = 4
 
 
 class Child:
@@ -77,7 +78,10 @@ class Nanny:
                 code = c.proc.poll()
                 if code is None:
                     continue
-                if code in (0, EXIT_NO_SCHEDULER) or self.stopping:
+                if code == EXIT_PRELOAD_FAILED:
+                    logger.error("worker process %s could not start: its --preload failed "
+                                 "(see its error above); not restarting it", c.name)
+                if code in (0, EXIT_NO_SCHEDULER, EXIT_PRELOAD_FAILED) or self.stopping:
                     logger.info("worker process %s exited (code %d)", c.name, code)
                     self.exit_code = max(self.exit_code, code)
                     self.children.remove(c)

@@ -14,19 +14,36 @@ import sys
 import threading
 import time
 
+from .. import params
 from .client import FINISHED, PENDING, _collect
 
 
 LOG_EVERY = 5.0     # seconds between lines when the output is not a terminal
 
 
+@params.document()
 def progress(*futures, notebook=None, interval: float = 0.1, file=None, width: int = 40,
              log_every: float = LOG_EVERY):
-    """Show how many of *futures* (Futures, or lists/dicts of them) are done.
+    """Show how many of *futures* are done, until all are.
 
-    ``notebook``: None picks HTML inside a Jupyter kernel and text elsewhere. ``file``: where the
-    text goes (default ``sys.stderr``): a terminal gets one line redrawn every ``interval``
-    seconds, anything else a new line every ``log_every`` seconds.
+    Parameters
+    ----------
+    notebook : bool, optional
+        An HTML bar (True) or text (False); None picks HTML inside a Jupyter kernel.
+    interval : float, default 0.1
+        Seconds between updates of a terminal's line or the HTML bar.
+    file : file, optional
+        Where the text goes (default ``sys.stderr``): a terminal gets one line redrawn every
+        ``interval`` seconds, anything else a new line every ``log_every`` seconds.
+    width : int, default 40
+        Characters of the text bar.
+    log_every : float, default 5.0
+        Seconds between lines when ``file`` is not a terminal.
+
+    Examples
+    --------
+    >>> futures = client.map(slow, range(100))
+    >>> progress(futures)
     """
     flat: list = []
     _collect(futures, flat)

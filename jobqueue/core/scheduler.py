@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
-import os
 import secrets
 import shutil
 import tempfile
@@ -21,6 +19,7 @@ from .. import node
 from ..node import read_scheduler_file, write_scheduler_file  # noqa: F401 (their old home)
 from . import protocol
 from .comm import BatchedSend, CommClosedError, Listener, format_address
+from .placement import check_resources, format_resources
 from .scheduler_state import SchedulerState
 from .security import Security
 
@@ -127,7 +126,8 @@ def check_task(task) -> None:
     key, group, fid, args, deps, restrictions, retries = task[:7]
     if not (type(key) is str and type(group) is str and (fid is None or type(fid) is str)
             and (args is None or type(args) is bytes or type(args) is memoryview)
-            and type(deps) is list and (restrictions is None or type(restrictions) is list)
+            and type(deps) is list and (restrictions is None or type(restrictions) is list
+                                        or type(restrictions) is dict)
             and type(retries) is int and retries >= 0):
         for value, (kind, name) in zip(task, TASK_FIELDS):
             if not _is(value, kind):
@@ -138,9 +138,24 @@ def check_task(task) -> None:
         if type(d) is not str:
             raise MalformedMessage("update-graph: dependencies must be keys (str)")
     if restrictions is not None:
+        if type(restrictions) is dict:
+            _check_restrictions(restrictions)
+            restrictions = restrictions.get("workers") or ()
         for r in restrictions:
             if type(r) is not str:
                 raise MalformedMessage("update-graph: restrictions must be str")
+
+
+def _check_restrictions(restrictions: dict) -> None:
+    """{"workers": [str] or None, "resources": {str: number >= 0}} (placement.py)."""
+    if set(restrictions) - {"workers", "resources"} or not (
+            restrictions.get("workers") is None or _is(restrictions["workers"], STR_LIST)):
+        raise MalformedMessage("update-graph: restrictions are a list of workers or "
+                               "{'workers': [...], 'resources': {name: amount}}")
+    try:
+        check_resources(restrictions.get("resources") or {})
+    except ValueError as e:
+        raise MalformedMessage(f"update-graph: {e}") from None
 
 
 def _check_task_finished(msg) -> bool:
@@ -164,14 +179,20 @@ class Scheduler:
     def __init__(self, token=None, host: str = "127.0.0.1", port: int = 0,
                  allowed_failures: int = 3, worker_ttl: float | None = 300.0,
                  scheduler_file: str | None = None, dashboard_address=None,
-                 idle_timeout: float | None = None, security: Security | None = None):
+                 idle_timeout: float | None = None, security: Security | None = None,
+                 temp_directory: str | None = None, idle_from_start: bool = True):
         self.token = token or secrets.token_urlsafe(32)
         self.security = security  # None: from the config, at start
+        self.temp_directory = temp_directory  # temporary certificates (None: ~/.jobqueue)
         self._tls_dir = None
         self.host = host
         self.port = port
         self.worker_ttl = worker_ttl
         self.idle_timeout = idle_timeout     # None: never close for lack of work
+        # False: the idle clock waits for start_idle_clock() (a cluster still starting its
+        # first workers, which may take longer than idle_timeout, is not idle)
+        self.idle_from_start = idle_from_start
+        self._idle_clock: asyncio.Task | None = None
         self.scheduler_file = scheduler_file
         self.dashboard_address = dashboard_address  # None: no dashboard
         self.dashboard = None
@@ -221,7 +242,8 @@ class Scheduler:
             root.setLevel(logging.INFO)
         security = self.security or Security.from_config()
         if security.tls and not security.complete:
-            self._tls_dir = tempfile.mkdtemp(prefix="tls-", dir=node.private_directory())
+            self._tls_dir = tempfile.mkdtemp(prefix="tls-",
+                                             dir=self.temp_directory or node.private_directory())
             security = security.ready(self._tls_dir)
         self.security = security
         self.listener = Listener(self.token, self._handle, security=security)
@@ -233,8 +255,8 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         if self.worker_ttl is not None:  # None: never remove a silent worker
             self._tasks.append(loop.create_task(self._check_workers()))
-        if self.idle_timeout is not None:
-            self._tasks.append(loop.create_task(self._check_idle()))
+        if self.idle_from_start:
+            self.start_idle_clock()
         if self.scheduler_file:
             try:
                 write_scheduler_file(self.scheduler_file, self.address, self.token,
@@ -281,6 +303,13 @@ class Scheduler:
         logging.getLogger("jobqueue").removeHandler(self.log)
         self._worker_change()
         self.closed.set()
+
+    def start_idle_clock(self) -> None:
+        """Close after ``idle_timeout`` without a client and without a task, counted from now."""
+        if self.idle_timeout is not None and self._idle_clock is None and \
+                self.status == "running":
+            self._idle_clock = asyncio.get_running_loop().create_task(self._check_idle())
+            self._tasks.append(self._idle_clock)
 
     async def _check_idle(self):
         """Close after ``idle_timeout`` without a client and without a task."""
@@ -354,12 +383,14 @@ class Scheduler:
             name = str(msg.get("name") or address)
             nthreads = int(msg.get("nthreads", 1))
             memory_limit = int(msg.get("memory_limit") or 0)
+            resources = check_resources(msg.get("resources") or {}, "the worker's resources")
         except (MalformedMessage, TypeError, ValueError) as e:
             await comm.write([{"op": "error", "message": str(e)}])
             return
         now = time.monotonic()
         error = self.state.add_worker(address, name, nthreads, memory_limit, now,
-                                      pid=msg.get("pid"), host=msg.get("host"))
+                                      resources=resources, pid=msg.get("pid"),
+                                      host=msg.get("host"))
         if error:
             logger.warning("refused worker %s: %s", address, error)
             await comm.write([{"op": "error", "message": error}])
@@ -367,7 +398,8 @@ class Scheduler:
         await comm.write([{"op": "welcome"}])
         bs = BatchedSend(comm)
         self.worker_streams[address] = bs
-        logger.info("worker %s (%s, %d threads) joined", address, name, nthreads)
+        logger.info("worker %s (%s, %d threads%s) joined", address, name, nthreads,
+                    f", resources {format_resources(resources)}" if resources else "")
         self._flush()
         self._worker_change()
         handlers = self.worker_handlers
@@ -570,8 +602,11 @@ class Scheduler:
 
     def load(self) -> dict:
         """What adaptive scaling needs: ``{"tasks": {group: queued, waiting or processing},
-        "durations": {group: average seconds}, "workers": worker_rows()}``."""
-        tasks, durations = {}, {}
+        "durations": {group: average seconds}, "workers": worker_rows(), "resources":
+        [[group, {resource: amount}, n]]}``; tasks that request resources are counted in
+        "resources" only (new workers help them only if they declare those resources)."""
+        tasks: dict = {}
+        durations = {}
         for group in self.state.groups.values():
             s = group.states
             n = s["queued"] + s["no-worker"] + s["waiting"] + s["processing"]
@@ -579,7 +614,13 @@ class Scheduler:
                 tasks[group.name] = n
             if group.average_duration is not None:
                 durations[group.name] = group.average_duration
-        return {"tasks": tasks, "durations": durations, "workers": self.worker_rows()}
+        resources = self.state.resource_load()
+        for group, _, n in resources:
+            tasks[group] -= n
+            if not tasks[group]:
+                del tasks[group]
+        return {"tasks": tasks, "durations": durations, "workers": self.worker_rows(),
+                "resources": [list(r) for r in resources]}
 
     def _replicate(self, cid, msg):
         workers = msg.get("workers")
@@ -698,7 +739,8 @@ class Scheduler:
         return {ws.address: {
             "name": ws.name, "nthreads": ws.nthreads, "memory_limit": ws.memory_limit,
             "status": ws.status, "processing": len(ws.processing),
-            "stored": len(ws.has_what), "nbytes": ws.nbytes, "metrics": ws.metrics, **ws.extra}
+            "stored": len(ws.has_what), "nbytes": ws.nbytes, "metrics": ws.metrics,
+            "resources": ws.resources, "used_resources": dict(ws.used), **ws.extra}
             for ws in self.state.workers.values()}
 
     def info(self) -> dict:
@@ -707,18 +749,8 @@ class Scheduler:
         for ts in self.state.tasks.values():
             counts[ts.state] = counts.get(ts.state, 0) + 1
         return {"address": self.address, "workers": workers, "tasks": counts,
+                "no_worker": self.state.no_worker(),
                 "clients": len(self.state.clients), "started": self.started,
                 "dashboard_link": self.dashboard_link,
                 "settings": {"allowed_failures": self.state.allowed_failures,
                              "worker_ttl": self.worker_ttl, "idle_timeout": self.idle_timeout}}
-
-
-
-def scheduler_file_security(path: str) -> Security | None:
-    """The TLS settings a scheduler file names, if any."""
-    with open(os.path.expanduser(path)) as f:
-        env = json.load(f).get("env") or {}
-    if env.get("JOBQUEUE_SECURITY__PROTOCOL") != "tls":
-        return None
-    return Security("tls", env["JOBQUEUE_SECURITY__TLS_CA_FILE"],
-                    env["JOBQUEUE_SECURITY__TLS_CERT"], env["JOBQUEUE_SECURITY__TLS_KEY"])

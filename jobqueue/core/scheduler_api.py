@@ -51,13 +51,16 @@ class Load:
     tasks: dict = field(default_factory=dict)      # {task group: queued, waiting or processing}
     durations: dict = field(default_factory=dict)  # {task group: average seconds}
     workers: dict = field(default_factory=dict)    # {worker name: WorkerView}
+    # (task group, {resource: amount}, number): tasks that request resources (not in tasks)
+    resources: tuple = ()
 
     @classmethod
     def from_message(cls, msg: dict) -> Load:
         """From the scheduler's answer (``Scheduler.load()``, the ``adaptive-load`` op)."""
         workers = [WorkerView.from_row(a, row) for a, row in (msg.get("workers") or {}).items()]
+        resources = tuple((str(g), dict(need), int(n)) for g, need, n in msg.get("resources") or ())
         return cls(dict(msg.get("tasks") or {}), dict(msg.get("durations") or {}),
-                   {w.name: w for w in workers})
+                   {w.name: w for w in workers}, resources)
 
 
 def _by_name(rows: dict) -> dict:
@@ -130,6 +133,10 @@ class SchedulerAPI(abc.ABC):
         """Call ``callback()`` (on the event loop) when the scheduler closes by itself
         (``scheduler.idle-timeout``) or is lost."""
 
+    def start_idle_clock(self) -> None:
+        """The cluster has started: from now on, ``scheduler.idle-timeout`` without a client
+        and a task closes the scheduler (a scheduler elsewhere keeps its own clock)."""
+
 
 class InProcess(SchedulerAPI):
     """A :class:`~jobqueue.core.scheduler.Scheduler` on this process's event loop.
@@ -140,7 +147,7 @@ class InProcess(SchedulerAPI):
     def __init__(self, token: str, **options):
         from .scheduler import Scheduler
 
-        self.server = Scheduler(token, **options)
+        self.server = Scheduler(token, idle_from_start=False, **options)
         self._on_close: list = []
 
     @property
@@ -199,6 +206,9 @@ class InProcess(SchedulerAPI):
     def on_close(self, callback) -> None:
         self._on_close.append(callback)
 
+    def start_idle_clock(self) -> None:
+        self.server.start_idle_clock()
+
 
 class Remote(SchedulerAPI):
     """A scheduler on another host (or process), reached at ``address`` as a client.
@@ -210,9 +220,11 @@ class Remote(SchedulerAPI):
     address: str | None = None      # set once known
 
     def __init__(self, token: str, address: str | None = None, name: str = "cluster",
-                 poll: float = 0.1, expecting: Callable[[], bool] | None = None):
+                 poll: float = 0.1, expecting: Callable[[], bool] | None = None,
+                 security: Any = None):
         self.token = token
         self.address = address
+        self._security = security
         self.name = name
         self.poll = poll
         self.expecting = expecting or (lambda: False)
@@ -231,7 +243,7 @@ class Remote(SchedulerAPI):
 
         if self.address is None:
             raise RuntimeError("Remote: no scheduler address to connect to")
-        self.comm = comm = await connect(self.address, self.token)
+        self.comm = comm = await connect(self.address, self.token, security=self._security)
         await comm.write([{"op": "register-client", "id": f"{self.name}-cluster"}])
         (reply,) = await comm.read()
         if reply.get("op") != "welcome":
@@ -284,6 +296,10 @@ class Remote(SchedulerAPI):
                     for callback in self._on_close:
                         callback()
                 return
+
+    @property
+    def security(self) -> Any:
+        return self._security
 
     def lost_because(self) -> str:
         """More about why the scheduler is gone, if a subclass knows (its ssh session)."""

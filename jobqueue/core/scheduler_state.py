@@ -8,8 +8,9 @@ Task states::
 
     released   known, not wanted by anything running now (kept while dependents exist, for lineage)
     waiting    wanted, some dependencies not in memory yet
-    queued     ready root task, waiting on the scheduler for a free worker slot
-    no-worker  ready, but no running worker satisfies its restrictions
+    queued     ready, waiting on the scheduler: a root task for a free worker slot, or a task
+               that requests resources (placement.py) for a worker that has them free
+    no-worker  ready, but no running worker satisfies its restrictions or declares its resources
     processing sent to a worker
     memory     result held by one or more workers
     erred      the task (or a dependency) raised, or killed too many workers
@@ -20,138 +21,18 @@ bytes here.
 """
 from __future__ import annotations
 
-import heapq
 import pickle
 from collections import defaultdict, deque
 
+from . import placement
 from .errors import KilledWorker
-from .protocol import wrap
-
-WANTED, LOOSE = 1, 2            # flags of a graph's task row (graph.py)
-USER_PRIORITY = 1 << 40         # a graph task's priority: position - user priority * this
-
-LEGAL = {
-    ("released", "waiting"), ("released", "queued"), ("released", "no-worker"),
-    ("released", "processing"), ("released", "erred"), ("released", "forgotten"),
-    ("waiting", "queued"), ("waiting", "no-worker"), ("waiting", "processing"),
-    ("waiting", "released"), ("waiting", "erred"), ("waiting", "forgotten"),
-    ("queued", "processing"), ("queued", "released"), ("queued", "forgotten"),
-    ("no-worker", "processing"), ("no-worker", "waiting"), ("no-worker", "released"),
-    ("no-worker", "forgotten"), ("no-worker", "erred"),
-    ("processing", "memory"), ("processing", "erred"), ("processing", "released"),
-    ("processing", "waiting"), ("processing", "forgotten"),
-    ("memory", "released"), ("memory", "forgotten"),
-    ("erred", "released"), ("erred", "forgotten"),
-}
-STATES = ("released", "waiting", "queued", "no-worker", "processing", "memory", "erred")
-DONE = ("memory", "erred")
+from .placement import Placement, ResourceQueue
+from .scheduler_types import (DONE, EMPTY, LEGAL, LOOSE, STATES, USER_PRIORITY,  # noqa: F401
+                              WANTED, ClientState, InvalidTransition, TaskGroup, TaskState,
+                              WorkerState)
 
 
-class InvalidTransition(AssertionError):
-    pass
-
-
-class _EmptySet(frozenset):
-    """The shared empty set of tasks without dependencies, dependents, waiters or holders:
-    most tasks of a big map have none until they finish, and not allocating 5 sets each keeps
-    memory per queued task small and the garbage collector idle.
-    Code that adds to one of these sets first replaces EMPTY by a set of its own."""
-
-    __slots__ = ()
-
-    def discard(self, item):
-        pass
-
-
-EMPTY = _EmptySet()
-
-
-class TaskState:
-    __slots__ = ("key", "group", "fid", "args", "priority", "state", "dependencies", "dependents",
-                 "waiting_on", "waiters", "who_has", "processing_on", "nbytes", "type", "retries",
-                 "suspicious", "killed_on", "restrictions", "who_wants", "exception", "traceback",
-                 "duration", "loose")
-
-    def __init__(self, key, group, fid, args, priority, retries=0, restrictions=None):
-        self.key = key
-        self.group = group
-        self.fid = fid
-        self.args = args
-        self.priority = priority
-        self.state = "released"
-        self.dependencies = EMPTY
-        self.dependents = EMPTY
-        self.waiting_on = EMPTY
-        self.waiters = EMPTY
-        self.who_has = EMPTY  # becomes a set with the first worker that holds the result
-        self.processing_on = None
-        self.nbytes = 0
-        self.type = None
-        self.retries = retries
-        self.suspicious = 0
-        self.killed_on = None
-        self.restrictions = restrictions
-        self.who_wants: set = set()
-        self.exception = None
-        self.traceback = None
-        self.duration = None
-        self.loose = False  # restrictions are a preference (allow_other_workers)
-
-    def __repr__(self):
-        return f"<Task {self.key!r} {self.state}>"
-
-
-class TaskGroup:
-    """Tasks of one kind (the key's prefix): counts per state and timing, for progress and adapt."""
-
-    __slots__ = ("name", "states", "duration", "done", "nbytes", "types")
-
-    def __init__(self, name):
-        self.name = name
-        self.states = dict.fromkeys(STATES + ("forgotten",), 0)
-        self.duration = 0.0
-        self.done = 0
-        self.nbytes = 0
-        self.types: set = set()
-
-    @property
-    def average_duration(self):
-        return self.duration / self.done if self.done else None
-
-
-class WorkerState:
-    __slots__ = ("address", "name", "nthreads", "memory_limit", "status", "processing", "has_what",
-                 "nbytes", "functions", "last_seen", "metrics", "extra")
-
-    def __init__(self, address, name, nthreads, memory_limit, now=0.0, extra=None):
-        self.address = address
-        self.name = name
-        self.nthreads = nthreads
-        self.memory_limit = memory_limit
-        self.status = "running"
-        self.processing: dict = {}  # TaskState -> None, in the order they were sent
-        self.has_what: set = set()
-        self.nbytes = 0
-        self.functions: set = set()
-        self.last_seen = now
-        self.metrics: dict = {}
-        self.extra = extra or {}
-
-    def __repr__(self):
-        return f"<Worker {self.address} {self.name} {self.status} processing={len(self.processing)}>"
-
-
-class ClientState:
-    __slots__ = ("id", "wants", "base", "failed")
-
-    def __init__(self, cid):
-        self.id = cid
-        self.wants: set = set()
-        self.base = 0  # priority of position 0 of the client's latest ordered graph
-        self.failed: dict = {}  # key -> pickled error: tasks of its latest graph that cannot run
-
-
-class SchedulerState:
+class SchedulerState(Placement):
     def __init__(self, allowed_failures: int = 3, transition_log: int = 100_000,
                  pipeline_seconds: float = 0.01):
         self.allowed_failures = allowed_failures
@@ -163,17 +44,19 @@ class SchedulerState:
         self.clients: dict[str, ClientState] = {}
         self.functions: dict[str, bytes] = {}
         self.queue: list = []              # heap of (priority, seq, TaskState)
+        self.constrained = ResourceQueue()  # queued tasks waiting for resources in use
+        self.with_resources: set = set()   # tasks that request resources (not forgotten)
         self.unrunnable: set = set()
         self.idle: dict = {}               # running workers with a free slot (ordered set)
         self.worker_out: dict = defaultdict(list)
         self.client_out: dict = defaultdict(list)
-        self.log = deque(maxlen=transition_log)
+        self.log: deque = deque(maxlen=transition_log)
         self.stimulus = ""
-        self.duration_avg = None
+        self.duration_avg: float | None = None
         self.counter = 0
-        self.counts = defaultdict(int)     # monotonic counters for /metrics
+        self.counts: dict = defaultdict(int)     # monotonic counters for /metrics
         # (worker, key, group, start, stop, erred) of recent tasks, for the dashboard's task stream
-        self.task_stream = deque(maxlen=10_000)
+        self.task_stream: deque = deque(maxlen=10_000)
 
     # -- output -----------------------------------------------------------------------------
 
@@ -249,125 +132,6 @@ class SchedulerState:
             else:
                 self._ready(t)
 
-    def _ready(self, ts):
-        if not ts.dependencies and ts.restrictions is None:
-            self._set(ts, "queued")
-            self.counter += 1
-            heapq.heappush(self.queue, (ts.priority, self.counter, ts))
-            return
-        ws = self._decide_worker(ts)
-        if ws is None:
-            self._set(ts, "no-worker")
-            self.unrunnable.add(ts)
-        else:
-            self._assign(ts, ws)
-
-    def _decide_worker(self, ts):
-        """The running worker holding most of the task's input bytes; ties: least occupied."""
-        allowed = None
-        if ts.restrictions is not None:
-            allowed = [ws for ws in (self.workers.get(a) or self.names.get(a)
-                                     for a in ts.restrictions)
-                       if ws is not None and ws.status == "running"]
-            if not allowed:
-                if not ts.loose:
-                    return None
-                allowed = None  # a preference only: any running worker will do
-        if ts.dependencies:
-            score: dict = {}
-            for d in ts.dependencies:
-                nb = d.nbytes + 1
-                for ws in d.who_has:
-                    score[ws] = score.get(ws, 0) + nb
-            best, best_score, best_occ = None, -1, 0.0
-            for ws, sc in score.items():
-                if ws.status != "running" or (allowed is not None and ws not in allowed):
-                    continue
-                occ = len(ws.processing) / ws.nthreads
-                if sc > best_score or (sc == best_score and occ < best_occ):
-                    best, best_score, best_occ = ws, sc, occ
-            if best is not None:
-                return best
-        if allowed is None:
-            allowed = [ws for ws in self.workers.values() if ws.status == "running"]
-        if not allowed:
-            return None
-        return min(allowed, key=lambda ws: len(ws.processing) / ws.nthreads)
-
-    def _capacity(self, ws):
-        if ws.status != "running":
-            return 0
-        avg = self.duration_avg
-        if avg is None:
-            extra = ws.nthreads
-        else:
-            extra = max(1, min(32 * ws.nthreads, int(self.pipeline_seconds / max(avg, 1e-6))))
-        return ws.nthreads + extra
-
-    def _compute(self, ts, ws):
-        self._set(ts, "processing")
-        ts.processing_on = ws
-        ws.processing[ts] = None
-        msg = {"op": "compute", "key": ts.key, "fid": ts.fid, "args": ts.args,
-               "priority": ts.priority}
-        if ts.fid is not None and ts.fid not in ws.functions:
-            msg["func"] = wrap(self.functions[ts.fid])
-            ws.functions.add(ts.fid)
-        if ts.dependencies:
-            msg["deps"] = {d.key: [w.address for w in d.who_has] for d in ts.dependencies}
-        if ts.who_wants:
-            msg["want"] = True
-        self.worker_out[ws.address].append(msg)
-
-    def _assign(self, ts, ws):
-        """_compute, for a task placed on *ws* by its inputs or restrictions (not by _fill)."""
-        self._compute(ts, ws)
-        if ws in self.idle and len(ws.processing) >= self._capacity(ws):
-            del self.idle[ws]
-
-    def _fill(self, ws, threads_only=False):
-        """Give queued root tasks to *ws* until its slots are full (or, with *threads_only*,
-        until each of its threads has one: the pipeline's extra slots come second)."""
-        cap = self._capacity(ws)
-        upto = min(cap, ws.nthreads) if threads_only else cap
-        queue = self.queue
-        while queue and len(ws.processing) < upto:
-            ts = heapq.heappop(queue)[2]
-            if ts.state == "queued":
-                self._compute(ts, ws)
-        if len(ws.processing) < cap:
-            self.idle[ws] = None
-        else:
-            self.idle.pop(ws, None)
-
-    def _fill_all(self):
-        """Every idle thread gets a task before any worker gets its pipeline's extra ones:
-        two long tasks and two idle one-thread workers run side by side, not one after the
-        other on the first."""
-        for threads_only in (True, False):
-            for ws in list(self.idle):
-                if not self.queue:
-                    return
-                self._fill(ws, threads_only)
-
-    def _retry_unrunnable(self):
-        for ts in list(self.unrunnable):
-            ws = self._decide_worker(ts)
-            if ws is not None:
-                self.unrunnable.discard(ts)
-                self._assign(ts, ws)
-
-    def _unassign(self, ts, cancel=True):
-        ws = ts.processing_on
-        if ws is None:
-            return
-        ts.processing_on = None
-        del ws.processing[ts]
-        if cancel:
-            self._free(ws, [ts.key])
-        if ws.address in self.workers and ws.status == "running":
-            self.idle[ws] = None
-
     def _release(self, ts):
         """*ts* is no longer needed: drop its data or work, keep it only for lineage."""
         stack = [ts]
@@ -414,6 +178,8 @@ class SchedulerState:
             self.unrunnable.discard(t)
             self._set(t, "forgotten")
             del self.tasks[t.key]
+            if t.resources is not None:
+                self.with_resources.discard(t)
             for d in t.dependencies:
                 d.dependents.discard(t)
                 d.waiters.discard(t)
@@ -457,6 +223,8 @@ class SchedulerState:
             elif dt.state == "no-worker":
                 self.unrunnable.discard(dt)
                 self._set(dt, "waiting")
+            elif dt.state == "queued":      # waiting for resources (its entry is dropped)
+                self._set(dt, "waiting")
             if dt.waiting_on is EMPTY:
                 dt.waiting_on = {ts}
             else:
@@ -465,18 +233,24 @@ class SchedulerState:
 
     # -- stimuli: workers -------------------------------------------------------------------
 
-    def add_worker(self, address, name, nthreads, memory_limit, now=0.0, **extra):
+    def add_worker(self, address, name, nthreads, memory_limit, now=0.0, resources=None,
+                   **extra):
+        """A worker joined; *resources*: what it declares (``{"GPU": 2}``)."""
         self.stimulus = f"add-worker {address}"
         if address in self.workers:
             self.remove_worker(address, now, reason="re-registered")
         if name in self.names:
             return f"a worker named {name!r} is already connected"
-        ws = WorkerState(address, name, max(1, int(nthreads)), memory_limit, now, extra)
+        ws = WorkerState(address, name, max(1, int(nthreads)), memory_limit, now, extra,
+                         resources)
         self.workers[address] = ws
         self.names[name] = ws
         self.counts["workers-added"] += 1
         self._fill(ws)
-        self._retry_unrunnable()
+        if ws.resources:
+            self._resources_changed()
+        else:
+            self._retry_unrunnable()
         return None
 
     def remove_worker(self, address, now=0.0, reason=""):
@@ -519,6 +293,8 @@ class SchedulerState:
                 self._request(ts)
             else:
                 self._release(ts)
+        if ws.resources:
+            self._resources_changed()
         self._fill_all()
 
     def worker_status(self, address, status):
@@ -532,6 +308,8 @@ class SchedulerState:
             self._retry_unrunnable()
         else:
             self.idle.pop(ws, None)
+        if ws.resources:
+            self._resources_changed()
 
     def heartbeat(self, address, now, metrics=None):
         ws = self.workers.get(address)
@@ -590,6 +368,8 @@ class SchedulerState:
                 self._release(d)
         if not self._needed(ts):
             self._release(ts)
+        if ts.resources is not None:
+            self._give_back(ts, ws)
         if ws.address in self.workers:
             self._fill(ws)
 
@@ -641,7 +421,8 @@ class SchedulerState:
             if d.state == "memory" and not d.who_has:
                 self._lose(d)
         ts = self.tasks.get(key)
-        if ts is not None and ts.state == "processing" and ts.processing_on.address == address:
+        ws = ts.processing_on if ts is not None else None
+        if ts is not None and ws is not None and ws.address == address:
             self._unassign(ts, cancel=True)
             self._set(ts, "waiting")
             ts.waiting_on = {x for x in ts.dependencies if x.state != "memory"} or EMPTY
@@ -660,6 +441,8 @@ class SchedulerState:
                 self.stimulus = f"retire {address}"
                 ws.status = "closing"
                 self.idle.pop(ws, None)
+                if ws.resources:
+                    self._resources_changed()
 
     def replicate_plan(self, address) -> dict:
         """{target address: {key: [holders]}}: results needed later that only *address* holds,
@@ -728,8 +511,7 @@ class SchedulerState:
             if error is not None:
                 self._fail_row(cs, key, error, wanted)
                 continue
-            ts = self._new_task(key, group, fid, args, priority, retries,
-                                set(restrictions) if restrictions else None, groups)
+            ts = self._new_task(key, group, fid, args, priority, retries, restrictions, groups)
             ts.loose = bool(loose)
             if wanted:
                 ts.who_wants.add(cs)
@@ -782,7 +564,19 @@ class SchedulerState:
                 d.dependents.add(ts)
 
     def _new_task(self, key, group, fid, args, priority, retries, restrictions, groups):
-        ts = TaskState(key, group, fid, args, priority, retries, restrictions)
+        """*restrictions*: None, worker names or addresses, or {"workers": [...] or None,
+        "resources": {name: amount}} (placement.py)."""
+        resources = None
+        if restrictions:
+            if type(restrictions) is dict:
+                resources = restrictions.get("resources") or None
+                restrictions = restrictions.get("workers")
+            restrictions = set(restrictions) if restrictions else None
+        else:
+            restrictions = None
+        ts = TaskState(key, group, fid, args, priority, retries, restrictions, resources)
+        if resources is not None:
+            self.with_resources.add(ts)
         self.tasks[key] = ts
         g = groups.get(group)
         if g is None:
@@ -875,6 +669,29 @@ class SchedulerState:
             out[key] = [ws.address for ws in ts.who_has] if ts is not None else []
         return out
 
+    def no_worker(self) -> dict:
+        """Why tasks wait in no-worker: ``{"resources GPU=1": number of tasks, "workers
+        a,b": number of tasks}`` (what they request that no running worker offers)."""
+        out: dict = {}
+        for ts in self.unrunnable:
+            if ts.resources is not None:
+                what = f"resources {placement.format_resources(ts.resources)}"
+            else:
+                what = f"workers {','.join(sorted(ts.restrictions or ()))}"
+            out[what] = out.get(what, 0) + 1
+        return out
+
+    def resource_load(self) -> list:
+        """``[(group, request, number)]`` of the tasks that request resources and are
+        waiting, queued, in no-worker or processing: what adaptive scaling can add workers for
+        only if the new workers declare them."""
+        counts: dict = {}
+        for ts in self.with_resources:
+            if ts.state in ("waiting", "queued", "no-worker", "processing"):
+                key = (ts.group, tuple(sorted(ts.resources.items())))
+                counts[key] = counts.get(key, 0) + 1
+        return [(group, dict(need), n) for (group, need), n in counts.items()]
+
     def story(self, key):
         return [t for t in self.log if t[0] == key]
 
@@ -884,9 +701,9 @@ class SchedulerState:
             s = ts.state
             assert ts.key == key and s in STATES, ts
             assert (s == "processing") == (ts.processing_on is not None), ts
-            if s == "processing":
-                assert ts in ts.processing_on.processing, ts
-                assert ts.processing_on.address in self.workers, ts
+            on = ts.processing_on
+            if on is not None:
+                assert ts in on.processing and on.address in self.workers, ts
             assert (s == "memory") == bool(ts.who_has), (ts, ts.who_has)
             for ws in ts.who_has:
                 assert ts in ws.has_what and ws.address in self.workers, (ts, ws)
@@ -913,7 +730,19 @@ class SchedulerState:
             for ts in ws.has_what:
                 assert ws in ts.who_has and ts.key in self.tasks, (ws, ts)
             assert ws.nbytes == sum(t.nbytes for t in ws.has_what), ws
+            used: dict = {}
+            for ts in ws.processing:
+                for name, amount in (ts.resources or {}).items():
+                    used[name] = used.get(name, 0) + amount
+            assert _nonzero(used) == _nonzero(ws.used), (ws, used, ws.used)
         queued = {e[2] for e in self.queue if e[2].state == "queued"}
-        assert queued == {t for t in self.tasks.values() if t.state == "queued"}
+        constrained = set(self.constrained.tasks())
+        assert not queued & constrained and all(t.resources for t in constrained)
+        assert queued | constrained == {t for t in self.tasks.values() if t.state == "queued"}
+        assert self.with_resources == {t for t in self.tasks.values() if t.resources is not None}
         for g in self.groups.values():
             assert all(v >= 0 for v in g.states.values()), g.name
+
+
+def _nonzero(amounts: dict) -> dict:
+    return {k: round(v, 9) for k, v in amounts.items() if v > 1e-9}

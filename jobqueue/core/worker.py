@@ -35,6 +35,7 @@ logger = logging.getLogger("jobqueue.worker")
 
 INLINE_RESULT = 16 * 1024
 EXIT_NO_SCHEDULER = 3  # the nanny does not restart a worker that exits with this
+EXIT_PRELOAD_FAILED = 4  # nor one whose --preload module failed: it would fail again
 PREFETCH = 2  # tasks queued for the threads beyond one each: a thread never waits for the loop
 
 
@@ -178,7 +179,8 @@ class Worker:
                  memory_limit: int = 0, host=None, port: int = 0, death_timeout: float = 60.0,
                  heartbeat_interval: float = 1.0, memory_pause: float = 0.8,
                  lifetime: float | None = None, lifetime_stagger: float = 0.0,
-                 security: Security | None = None):
+                 security: Security | None = None, resources: dict | None = None,
+                 preload=()):
         self.scheduler_address = scheduler_address
         # TLS when the scheduler speaks it: for the scheduler, peers and our own data server
         self.security = security or Security.from_config()
@@ -192,6 +194,9 @@ class Worker:
         self.memory_pause = memory_pause
         self.lifetime = lifetime
         self.lifetime_stagger = lifetime_stagger
+        self.resources = dict(resources or {})
+        self.preload = list(preload or ())
+        self._preloaded: list = []        # (name, module) whose dask_setup ran
         self.name = name
         self.address = None
         self.state = WorkerState(nthreads=self.nthreads, prefetch=PREFETCH)
@@ -224,6 +229,8 @@ class Worker:
         self.address = self.state.address = format_address(host, port, self.listener.scheme)
         if self.name is None:
             self.name = self.address
+        for spec in self.preload:
+            self._preloaded.append((spec, run_preload(spec, self)))
         for i in range(self.nthreads):
             t = threading.Thread(target=self._thread_main, name=f"jobqueue-task-{i}", daemon=True)
             t.start()
@@ -255,7 +262,8 @@ class Worker:
                 await comm.write([{"op": "register-worker", "address": self.address,
                                    "name": self.name, "nthreads": self.nthreads,
                                    "memory_limit": self.memory_limit, "pid": os.getpid(),
-                                   "host": socket.gethostname()}])
+                                   "host": socket.gethostname(),
+                                   "resources": self.resources}])
                 (reply,) = await comm.read()
                 break
             except CommClosedError as e:
@@ -304,6 +312,13 @@ class Worker:
             return
         self.status = "closing"
         logger.info("worker %s closing: %s", self.name, reason)
+        for spec, module in reversed(self._preloaded):
+            teardown = getattr(module, "dask_teardown", None)
+            if teardown is not None:
+                try:
+                    teardown(self)
+                except Exception:
+                    logger.exception("dask_teardown of preload %s failed", spec)
         if self.stream is not None:
             self.stream.close()
         if self.listener is not None:
@@ -529,6 +544,42 @@ class Worker:
                     "nbytes": state.nbytes, "executed": state.executed}})
 
 
+class PreloadError(RuntimeError):
+    """A --preload module could not be imported or its dask_setup(worker) raised."""
+
+
+def run_preload(spec: str, worker):
+    """Import *spec* (a module name, or a path to a .py file) and call its
+    ``dask_setup(worker)`` if it has one, as dask's workers do; returns the module."""
+    import importlib
+    import importlib.util
+
+    try:
+        if spec.endswith(".py"):
+            path = os.path.abspath(os.path.expanduser(spec))
+            name = os.path.splitext(os.path.basename(path))[0]
+            loader_spec = importlib.util.spec_from_file_location(name, path)
+            if loader_spec is None or loader_spec.loader is None or not os.path.isfile(path):
+                raise FileNotFoundError(f"no such file: {path}")
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(spec)
+    except Exception as e:
+        raise PreloadError(f"worker {worker.name}: --preload {spec}: cannot import it: "
+                           f"{type(e).__name__}: {e}") from e
+    setup = getattr(module, "dask_setup", None)
+    if setup is not None:
+        try:
+            setup(worker)
+        except Exception as e:
+            raise PreloadError(f"worker {worker.name}: --preload {spec}: its dask_setup(worker) "
+                               f"raised {type(e).__name__}: {e}\n{format_traceback(e)}") from e
+    logger.info("worker %s: preloaded %s%s", worker.name, spec,
+                " (ran dask_setup)" if setup is not None else "")
+    return module
+
+
 def main(argv=None):
     """Run one worker process in the foreground (the nanny starts these)."""
     from ..node import add_worker_arguments
@@ -546,6 +597,9 @@ def main(argv=None):
         w = Worker(scheduler, **{k: v for k, v in args.items() if v is not None})
         try:
             await w.start()
+        except PreloadError as e:
+            logger.error("%s", e)
+            return EXIT_PRELOAD_FAILED
         except (CommClosedError, RuntimeError) as e:
             logger.error("%s", e)
             return EXIT_NO_SCHEDULER

@@ -37,6 +37,9 @@ class Snapshot:
     jobs: tuple                 # JobLoad, oldest first
     threads_per_job: int
     workers_per_job: int = 1
+    # (task group, {resource: amount}, number) of tasks that request resources (not in tasks)
+    resources: tuple = ()
+    worker_resources: dict = field(default_factory=dict)  # what each new worker declares
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Decision:
     retire: tuple = ()          # names of jobs whose workers retire, then the job ends
     target: int = 0
     reason: str = ""
+    unserved: tuple = ()        # why tasks that request resources get no jobs (for the log)
 
     @property
     def nothing(self) -> bool:
@@ -76,6 +80,34 @@ class AdaptState:
     history: tuple = field(default=())
 
 
+def _slots(have: dict, need: dict) -> float:
+    """How many tasks requesting *need* one worker declaring *have* runs at once (0: none)."""
+    return min((math.floor(have.get(k, 0) / v + 1e-9) if v else math.inf
+                for k, v in need.items()), default=math.inf)
+
+
+def resource_jobs(snap: Snapshot, policy: Policy) -> tuple:
+    """(jobs needed for the tasks that request resources, notes on those new jobs cannot
+    serve): a task counts only if the cluster's workers would declare what it requests."""
+    jobs, unserved = 0.0, []
+    for group, need, n in snap.resources:
+        per_worker = _slots(snap.worker_resources, need)
+        if not per_worker:
+            declared = ", ".join(f"{k}={v:g}" for k, v in sorted(snap.worker_resources.items()))
+            wanted = ",".join(f"{k}={v:g}" for k, v in sorted(need.items()))
+            unserved.append(f"{n} {group} tasks request resources {wanted}, which this "
+                            f"cluster's workers do not declare "
+                            f"({'they declare ' + declared if declared else 'they declare none'}"
+                            f"): no jobs are added for them; give the workers e.g. "
+                            f"worker_extra_args=['--resources', '{wanted}']")
+            continue
+        seconds = n * snap.durations.get(group, UNKNOWN_TASK_DURATION)
+        parallel = min(n, math.ceil(seconds / policy.target_duration))
+        per_job = min(per_worker * snap.workers_per_job, max(snap.threads_per_job, 1))
+        jobs += parallel / per_job
+    return math.ceil(jobs), tuple(unserved)
+
+
 def target_jobs(snap: Snapshot, policy: Policy) -> int:
     """Jobs needed to finish the current work in about ``target_duration``."""
     work = sum(n * snap.durations.get(group, UNKNOWN_TASK_DURATION)
@@ -84,6 +116,8 @@ def target_jobs(snap: Snapshot, policy: Policy) -> int:
     threads = math.ceil(work / policy.target_duration) if work else 0
     threads = min(threads, ntasks)  # never more threads than tasks
     jobs = math.ceil(threads / max(snap.threads_per_job, 1))
+    if snap.resources:
+        jobs = max(jobs, resource_jobs(snap, policy)[0])
     cap = policy.maximum_jobs
     if policy.max_jobs is not None:
         cap = min(cap, policy.max_jobs)
@@ -92,6 +126,13 @@ def target_jobs(snap: Snapshot, policy: Policy) -> int:
 
 def decide(snap: Snapshot, policy: Policy, state: AdaptState = AdaptState()):
     """One round: (Decision, new AdaptState). Pure: no clock, no I/O."""
+    decision, state = _decide(snap, policy, state)
+    if snap.resources:
+        decision = replace(decision, unserved=resource_jobs(snap, policy)[1])
+    return decision, state
+
+
+def _decide(snap: Snapshot, policy: Policy, state: AdaptState):
     target = target_jobs(snap, policy)
     live = [j for j in snap.jobs if j.state in ("pending", "running")]
     expiring = {j.name for j in live if j.ends_at is not None
@@ -140,7 +181,8 @@ def snapshot(cluster, load: Load, now: float) -> Snapshot:
         busy = sum(by_name[n].processing for n in names)
         jobs.append(JobLoad(key, jstate, names, busy, getattr(job, "ends_at", None)))
     return Snapshot(now, dict(load.tasks), dict(load.durations), tuple(jobs),
-                    cluster.threads_per_job, cluster.workers_per_job)
+                    cluster.threads_per_job, cluster.workers_per_job, tuple(load.resources),
+                    dict(getattr(cluster, "worker_resources", None) or {}))
 
 
 class Adaptive:
@@ -154,6 +196,8 @@ class Adaptive:
         self.log: list = []           # (time, decision) of every change, for people
         self.submitted = 0
         self._task = None
+        self._said: set = set()       # notes already logged
+        self.rounds = 0               # steps taken
 
     def start(self):
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -176,6 +220,12 @@ class Adaptive:
     async def step(self):
         snap = snapshot(self.cluster, await self.cluster.scheduler.load(), time.time())
         decision, self.state = decide(snap, self.policy, self.state)
+        self.rounds += 1
+        for note in decision.unserved:
+            key = note.split(" ", 1)[1]          # once per kind, whatever the number
+            if key not in self._said:
+                self._said.add(key)
+                logger.warning("adaptive: %s", note)
         if decision.nothing:
             return decision
         self.log.append((time.time(), decision))

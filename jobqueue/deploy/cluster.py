@@ -26,8 +26,10 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from .. import params
 from ..core import loop as loop_mod
 from ..core.scheduler_api import InProcess, SchedulerAPI, in_scope, log_scope, wait_for_workers
+from . import scheduler_options as scheduler_options_mod
 
 if TYPE_CHECKING:
     from .adaptive import Adaptive
@@ -82,61 +84,122 @@ _JOB_STATE_WORDS = {"new": "pending", "closed": "finished"}  # to the one JobSta
 _FROM_CONFIG = "from config"  # dashboard_address default: config key scheduler.dashboard-address
 
 
+@params.document("scheduler")
 class Cluster:
-    """Base of LocalCluster, SSHCluster and the batch clusters."""
+    """Base of LocalCluster, SSHCluster, KubeCluster and the batch clusters: owns a scheduler
+    and the jobs that bring its workers.
+    """
 
     workers_per_job = 1
     threads_per_job = 1
     memory_per_job: int | None = None      # bytes, where a cluster knows it (batch clusters)
+    worker_resources: dict = {}            # what each worker declares (--resources): for adapt()
     kind = "cluster"
     _adaptive = None
 
-    def __init__(self, *, host: str = "127.0.0.1", scheduler_port: int = 0,
+    def __init__(self, *, host: str | None = "127.0.0.1", scheduler_port: int = 0,
                  token: str | None = None, name: str | None = None,
                  allowed_failures: int | None = None, worker_ttl: float | None = None,
                  scheduler_file: str | None = None, dashboard_address=_FROM_CONFIG,
-                 idle_timeout: float | None = None):
+                 idle_timeout: float | None = None, scheduler_options: dict | None = None,
+                 interface: str | None = None, asynchronous: bool = False,
+                 temp_directory: str | None = None):
+        """Subclasses set their own attributes first and call this last: it starts the
+        cluster (:meth:`_start`), unless ``asynchronous`` (then ``await cluster`` does)."""
         from .. import config
+        from ..core.security import Security
+        from ..node import interface_address, public_address
 
         self.token = token or secrets.token_urlsafe(32)
         self.name = name or f"{self.kind}-{secrets.token_hex(3)}"
         self.jobs: dict[str, Job] = {}
         self._job_counter = 0
-        self.status = "starting"
+        self.status = "created"
+        self.asynchronous = bool(asynchronous)
+        self._starting: Any = None
+        what = f"{type(self).__name__}"
+        options = scheduler_options_mod.check(scheduler_options, f"{what} scheduler_options")
+        self.scheduler_options = options
+        if "dashboard_address" in options.given:
+            dashboard_address = options.dashboard_address
+        elif dashboard_address is _FROM_CONFIG:
+            dashboard_address = config.get("scheduler.dashboard-address", None)
         self.scheduler: SchedulerAPI = self._new_scheduler(
-            host=host, port=scheduler_port,
+            host=scheduler_options_mod.listen_host(options, interface, host or public_address(),
+                                                   what, interface_address),
+            port=options.port if options.port is not None else scheduler_port,
             allowed_failures=allowed_failures if allowed_failures is not None
             else config.get("scheduler.allowed-failures", 3),
             worker_ttl=worker_ttl if worker_ttl is not None
             else config.get("scheduler.worker-ttl", 300.0),
             idle_timeout=idle_timeout if idle_timeout is not None
             else config.get("scheduler.idle-timeout", None),
-            scheduler_file=scheduler_file,
-            dashboard_address=config.get("scheduler.dashboard-address", None)
-            if dashboard_address is _FROM_CONFIG else dashboard_address)
+            scheduler_file=scheduler_file, dashboard_address=dashboard_address,
+            security=scheduler_options_mod.security(options, Security.from_config),
+            temp_directory=temp_directory)
         self.scheduler.serve_cluster(self._dashboard_jobs, self._dashboard_log)
         self.scheduler.on_close(self._scheduler_closed)
-        self._sync(self.scheduler.start())
-        self.status = "running"
         _clusters.add(self)
         _handle_stop_signals()
+        if not self.asynchronous:
+            self._block(self._start_cluster())
 
     def _new_scheduler(self, **options) -> SchedulerAPI:
         """The scheduler this cluster owns, in this process (SSHCluster may start it elsewhere)."""
         return InProcess(self.token, **options)
 
+    async def _start(self) -> None:
+        """Start the scheduler; subclasses then start what the cluster begins with (its first
+        jobs), on the event loop."""
+        await self.scheduler.start()
+
+    async def _start_cluster(self) -> Cluster:
+        """:meth:`_start`, once; a cluster that fails to start is closed again."""
+        if self.status == "created":
+            self.status = "starting"
+            try:
+                await self._start()
+            except BaseException:
+                await self._close_cluster()
+                raise
+            self.status = "running"
+            self.scheduler.start_idle_clock()
+        return self
+
+    def __await__(self):
+        """``await cluster``: start it (``asynchronous=True``); the cluster itself."""
+        if not self.asynchronous:
+            return _ready(self).__await__()
+        if self._starting is None:
+            self._starting = self._sync(self._start_cluster())
+        return self._starting.__await__()
+
+    async def __aenter__(self) -> Cluster:
+        return await self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
     def _sync(self, coro, timeout=None):
-        """Run ``coro`` on the event loop, its log lines in this cluster's log."""
+        """Run ``coro`` on the event loop, its log lines in this cluster's log: wait for it, or,
+        with ``asynchronous=True``, return an awaitable (the work starts at once either way)."""
+        if self.asynchronous:
+            loop_mod.caller_loop(coro)
+            return loop_mod.run_async(in_scope(self.name, coro), timeout)
+        return self._block(coro, timeout)
+
+    def _block(self, coro, timeout=None):
+        """Run ``coro`` on the event loop and wait for it, whatever ``asynchronous`` says."""
         return loop_mod.sync(in_scope(self.name, coro), timeout)
 
     def _scheduler_closed(self):
         """The scheduler closed by itself (scheduler.idle-timeout) or was lost: close the
         cluster too, so that no job is left running for nothing."""
-        if self.status == "running":
+        if self.status in ("starting", "running"):
             with log_scope(self.name):
                 logger.warning("%s: its scheduler at %s closed; closing the cluster", self.name,
                                self.scheduler_address)
-            threading.Thread(target=self.close, name=f"close-{self.name}", daemon=True).start()
+            asyncio.get_running_loop().create_task(in_scope(self.name, self._close_cluster()))
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -153,6 +216,10 @@ class Cluster:
     @property
     def workers(self) -> dict:
         """``{address: {name, nthreads, memory_limit, ...}}`` of connected workers."""
+        if self.asynchronous:          # a property cannot be awaited: the latest known view
+            return {w.address: {"name": w.name, "nthreads": w.nthreads,
+                                "memory_limit": w.memory_limit, "status": w.status}
+                    for w in self.scheduler.workers().values()}
         return self.scheduler_info()["workers"]
 
     def scheduler_info(self) -> dict:
@@ -162,6 +229,13 @@ class Cluster:
     # -- scaling ------------------------------------------------------------------------------
 
     def new_job(self, name: str) -> Job:
+        """A new, not yet started Job of this cluster (each kind of cluster defines it).
+
+        Parameters
+        ----------
+        name : str
+            The job's name, unique in the cluster.
+        """
         raise NotImplementedError
 
     def _jobs_for(self, n: int | None = None, jobs: int | None = None,
@@ -173,14 +247,14 @@ class Cluster:
         raise TypeError("scale() needs n (workers) or jobs=")
 
     def scale(self, n: int | None = None, jobs: int | None = None, cores: int | None = None,
-              memory: int | str | None = None, wait: bool = True) -> None:
+              memory: int | str | None = None, wait: bool = True):
         """Ask for *n* workers (or *jobs* jobs, or enough for *cores*/*memory*).
 
         A manual scale() turns adaptive scaling off: the size you ask for is the size you get.
         """
         self._stop_adaptive("scale() was called")
         target = self._jobs_for(n, jobs, cores, memory)
-        self._sync(self._scale_to(target, wait=wait))
+        return self._sync(self._scale_to(target, wait=wait))
 
     def live_jobs(self) -> list[Job]:
         """Jobs starting or running that the cluster has not asked to stop."""
@@ -276,7 +350,13 @@ class Cluster:
 
     async def retire_jobs(self, jobs):
         """Scale down gracefully: results held only by these jobs' workers move to other
-        workers, then the jobs close."""
+        workers, then the jobs close.
+
+        Parameters
+        ----------
+        jobs : list of Job
+            Jobs of this cluster (values of ``cluster.jobs``).
+        """
         connected = self.scheduler.workers()
         names = [n for j in jobs for n in j.worker_names() if n in connected]
         if names:
@@ -285,6 +365,8 @@ class Cluster:
 
     async def _wait_for_jobs(self, jobs, timeout=60.0):
         def problem():
+            if self.status in ("closing", "closed"):
+                return f"{self.name} closed while waiting for the workers of its jobs"
             for j in jobs:
                 why = j.problem()
                 if why:
@@ -302,8 +384,16 @@ class Cluster:
             job.state = "closed"
             self.jobs.pop(job.name, None)
 
-    def wait_for_workers(self, n: int, timeout: float = 60.0) -> None:
-        """Wait until ``n`` workers are connected (TimeoutError after ``timeout`` seconds)."""
+    def wait_for_workers(self, n: int, timeout: float = 60.0):
+        """Wait until ``n`` workers are connected (``asynchronous=True``: await it).
+
+        Parameters
+        ----------
+        n : int
+            Number of workers.
+        timeout : float, default 60.0
+            Seconds to wait before raising TimeoutError.
+        """
         async def wait():
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
@@ -313,7 +403,7 @@ class Cluster:
                     raise TimeoutError(f"{n} workers did not arrive within {timeout:g} s")
                 await self.scheduler.wait_for_worker_change(left)
 
-        self._sync(wait())
+        return self._sync(wait())
 
     # -- logs, repr, close --------------------------------------------------------------------
 
@@ -339,24 +429,35 @@ class Cluster:
             logs[job.name] = job.logs()
         return logs
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Close every job, then the scheduler."""
+    def close(self, timeout: float = 10.0):
+        """Close every job, then the scheduler (``asynchronous=True``: await it).
+
+        Parameters
+        ----------
+        timeout : float, default 10.0
+            Seconds to give the jobs to close.
+        """
+        return self._sync(self._close_cluster(timeout), timeout + self._close_margin)
+
+    _close_margin = 10.0      # seconds close() allows beyond ``timeout`` (cancel commands)
+
+    async def _close_cluster(self, timeout: float = 10.0) -> None:
         if self.status in ("closing", "closed"):
             return
         self.status = "closing"
         self._stop_adaptive("the cluster is closing")
-
-        async def close():
-            await asyncio.gather(*(self._close_job(j) for j in list(self.jobs.values())),
-                                 return_exceptions=True)
-            await self.scheduler.close()
-
         try:
-            self._sync(close(), timeout + 10)
+            await self._stop(timeout)
         finally:
             self.status = "closed"
             _clusters.discard(self)
             self._remove_temporary()
+
+    async def _stop(self, timeout: float) -> None:
+        """Close the jobs, then the scheduler (subclasses: one cancel command for all jobs)."""
+        await asyncio.gather(*(self._close_job(j) for j in list(self.jobs.values())),
+                             return_exceptions=True)
+        await self.scheduler.close()
 
     def _remove_temporary(self) -> None:
         """Remove what the cluster made for itself alone (temporary directories)."""
@@ -365,7 +466,7 @@ class Cluster:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        self._block(self._close_cluster(), 10.0 + self._close_margin)
 
     def _summary(self):
         workers = self.scheduler.workers().values()
@@ -403,7 +504,7 @@ _clusters: weakref.WeakSet = weakref.WeakSet()
 def _close_clusters():
     for cluster in list(_clusters):
         try:
-            cluster.close(timeout=5)
+            cluster._block(cluster._close_cluster(5), 5 + cluster._close_margin)
         except Exception:
             pass
 
@@ -431,6 +532,10 @@ def _handle_stop_signals() -> None:
     for sig in STOP_SIGNALS:
         if signal.getsignal(sig) is signal.SIG_DFL:
             signal.signal(sig, _on_stop_signal)
+
+
+async def _ready(value):
+    return value
 
 
 def remove_tree(path: str | None) -> None:

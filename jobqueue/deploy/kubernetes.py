@@ -22,8 +22,9 @@ import re
 import time
 from collections import deque
 
-from .. import config
-from .cluster import Cluster, Job, _clusters
+from .. import config, params
+from ..node import parse_worker_options
+from .cluster import Cluster, Job
 from .pods import (LABEL_CLUSTER, LABEL_WORKER, MANAGED_BY, NAME, PodStatus, containers_stopped,
                    pod_context,
                    pod_resources, pod_status, render_pod, resolve_settings, secret_manifest,
@@ -195,6 +196,7 @@ class PodJob(Job):
         return f"<PodJob {self.name} {self.state}{f' {self.reason!r}' if self.reason else ''}>"
 
 
+@params.document("kubernetes")
 class KubeCluster(Cluster):
     """Workers as pods on Kubernetes; the scheduler runs in this process.
 
@@ -204,15 +206,42 @@ class KubeCluster(Cluster):
     ``scale(n)`` creates or retires pods and returns; ``wait_for_workers(n)`` waits, and fails as
     soon as the pods left cannot bring n workers (an image that cannot be pulled, a request no node
     can hold), with Kubernetes' reasons.
+
+    Examples
+    --------
+    >>> cluster = KubeCluster(image="registry.example.org/jobqueue-worker:1", n_workers=2,
+    ...                       resources={"cpu": "1", "memory": "2Gi"})
+    >>> cluster.wait_for_workers(2)
+    >>> client = Client(cluster)
     """
 
     kind = "kubernetes"
     # the base class holds any Job; this one only pods
     jobs: dict[str, PodJob]  # type: ignore[assignment]
 
-    def __init__(self, *, image=None, n_workers=0, resources=None, namespace=None, env=None,
-                 name=None, profile=None, **settings):
-        settings.update(image=image, resources=resources, namespace=namespace, env=env)
+    def __init__(self, *,
+                 image: str | None = None,
+                 namespace: str | None = None,
+                 context: str | None = None,
+                 resources: dict | None = None,
+                 threads: int | None = None,
+                 env: dict | None = None,
+                 image_pull_policy: str | None = None,
+                 python: str | None = None,
+                 worker_extra_args: list[str] | None = None,
+                 interface: str | None = None,
+                 death_timeout: float | str | None = None,
+                 template: str | None = None,
+                 poll_interval: float | str | None = None,
+                 max_pods: int | None = None,
+                 n_workers: int | None = None,
+                 name: str | None = None,
+                 profile: str | None = None,
+                 asynchronous: bool = False,
+                 scheduler_options: dict | None = None):
+        settings = params.given(locals())
+        for key in ("n_workers", "name", "profile", "asynchronous", "scheduler_options"):
+            del settings[key]
         self.settings = s = resolve_settings(settings, profile)
         if name is not None and not (re.fullmatch(NAME, name) and len(name) <= 50):
             raise config.ConfigError(f"argument: name {name!r}: a KubeCluster's name is part of its "
@@ -221,23 +250,29 @@ class KubeCluster(Cluster):
         self.death_timeout = s.get("death_timeout") or config.get("worker.death-timeout")
         self.max_jobs = s.get("max_pods")
         self.threads_per_job = worker_threads(s, pod_resources(s.get("resources")))
-        self.kube = None
-        self.namespace = s.get("namespace")
+        # what each worker declares (worker_extra_args --resources), for adapt()
+        self.worker_resources = parse_worker_options(
+            s.get("worker_extra_args") or ()).get("resources") or {}
+        self.kube: KubeAPI = None  # type: ignore[assignment]  # connected by _setup()
+        self.namespace: str = s.get("namespace")  # type: ignore[assignment]  # set by _setup()
         self.pods_created = 0
         self._closed_jobs: deque = deque(maxlen=100)
         self._poller = None
         self._poll_failures = 0
+        self._n_workers = n_workers
+        self.labels: dict = {}
+        self.secret_name = ""
         super().__init__(host=self._scheduler_host(), name=name,
-                         scheduler_port=config.get("scheduler.port", 0))
+                         scheduler_port=config.get("scheduler.port", 0),
+                         asynchronous=asynchronous, scheduler_options=scheduler_options)
+
+    async def _start(self) -> None:
         self.labels = {LABEL_CLUSTER: self.name, **MANAGED_BY}
         self.secret_name = f"{self.name}-token"
-        try:
-            self._sync(self._setup())
-            if n_workers:
-                self.scale(n_workers)
-        except BaseException:
-            self.close()
-            raise
+        await super()._start()
+        await self._setup()
+        if self._n_workers:
+            await self._scale_to(self._jobs_for(self._n_workers))
 
     def _scheduler_host(self) -> str:
         # Pods connect to the address of this host's default route (or of kubernetes.interface).
@@ -261,7 +296,13 @@ class KubeCluster(Cluster):
     # -- the pod spec ---------------------------------------------------------------------------
 
     def pod_spec(self, pod_name: str | None = None) -> dict:
-        """The pod a worker runs in, exactly as it is created (the token is not in it)."""
+        """The pod a worker runs in, exactly as it is created (the token is not in it).
+
+        Parameters
+        ----------
+        pod_name : str, optional
+            The pod's name (default: the cluster's name and -0).
+        """
         pod_name = pod_name or f"{self.name}-0"
         ctx = pod_context(self.settings, pod_name=pod_name,
                           labels={**self.labels, LABEL_WORKER: pod_name},
@@ -283,9 +324,12 @@ class KubeCluster(Cluster):
         ``wait=True`` then waits for their workers (see wait_for_workers). Turns adaptive off."""
         self._stop_adaptive("scale() was called")
         target = self._jobs_for(n, jobs)
-        self._sync(self._scale_to(target))
+        return self._sync(self._scale_and_wait(target, wait))
+
+    async def _scale_and_wait(self, target: int, wait: bool):
+        await self._scale_to(target)
         if wait:
-            self.wait_for_workers(target)
+            await self._wait_for_workers(target, None)
 
     async def _scale_to(self, target: int, wait=False):
         if self.max_jobs is not None and target > self.max_jobs:
@@ -452,7 +496,7 @@ class KubeCluster(Cluster):
         """Wait until n workers are connected. Raises RuntimeError, with each pod's state and
         Kubernetes' reason (and the last log lines of pods that ended), as soon as the pods left
         cannot bring n workers; TimeoutError after timeout seconds (None: no limit)."""
-        self._sync(self._wait_for_workers(n, timeout))
+        return self._sync(self._wait_for_workers(n, timeout))
 
     async def _wait_for_workers(self, n, timeout):
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -490,7 +534,7 @@ class KubeCluster(Cluster):
             await asyncio.gather(*(self._fetch_log(j) for j in list(self.jobs.values())
                                    if j.created_at and not j.delete_requested))
         if self.status == "running":
-            self._sync(fetch())
+            self._block(fetch())
         return super().get_logs()
 
     def __repr__(self):
@@ -505,19 +549,12 @@ class KubeCluster(Cluster):
 
     # -- closing --------------------------------------------------------------------------------
 
-    def close(self, timeout=10.0):
+    _close_margin = DELETE_WAIT + 10
+
+    async def _stop(self, timeout):
         """Delete every pod and the Secret of this cluster (by its labels: also pods it lost
         track of), wait until the pods are gone, then stop the scheduler."""
-        if self.status in ("closing", "closed"):
-            return
-        self.status = "closing"
-        self._stop_adaptive("the cluster is closing")
-        try:
-            self._sync(self._close(), timeout + DELETE_WAIT + 10)
-        finally:
-            self.status = "closed"
-            _clusters.discard(self)
-            self._remove_temporary()
+        await self._close()
 
     async def _close(self):
         if self._poller is not None:

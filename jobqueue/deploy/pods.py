@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config
+from ..node import WorkerCommand, parse_worker_options
 
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 POD_TEMPLATE = "kubernetes-pod.yaml.j2"
@@ -194,6 +195,10 @@ def check_settings(s: dict) -> list:
                              "never through the pod spec"))
         elif isinstance(value, (dict, list)) or value is None:
             problems.append(("env", f"{name}: the value must be text or a number, not {value!r}"))
+    try:          # read as `jobqueue worker` reads them, so a wrong one fails here, not in a pod
+        parse_worker_options(s.get("worker_extra_args") or ())
+    except ValueError as e:
+        problems.append(("worker_extra_args", str(e)))
     for key in ("threads", "max_pods"):
         if s.get(key) is not None and s[key] < 1:
             problems.append((key, f"must be at least 1, not {s[key]}"))
@@ -240,11 +245,11 @@ def pod_context(s: dict, *, pod_name: str, labels: dict, secret_name: str,
     memory = (resources.get("limits") or {}).get("memory")
     memory_limit = int(parse_quantity(memory)) if memory else 0
     threads = worker_threads(s, resources)
-    worker = [s.get("python") or "python", "-m", "jobqueue", "worker", scheduler_address,
-              "--nthreads", str(threads), "--nworkers", "1", "--memory-limit", str(memory_limit),
-              "--name", pod_name, "--death-timeout", f"{death_timeout:g}"]
-    if lifetime:
-        worker += ["--lifetime", f"{lifetime:g}"]
+    worker = WorkerCommand(scheduler_address, nthreads=threads, nworkers=1,
+                           memory_limit=memory_limit, name=pod_name,
+                           death_timeout=float(death_timeout),
+                           lifetime=float(lifetime) if lifetime else None
+                           ).argv(s.get("python") or "python")
     worker += list(s.get("worker_extra_args") or ())
     env = [{"name": "JOBQUEUE_TOKEN_FILE", "value": f"{TOKEN_DIR}/token"}]
     env += [{"name": str(k), "value": str(v)} for k, v in sorted((s.get("env") or {}).items())]

@@ -34,12 +34,11 @@ import sys
 import tempfile
 import time
 
-from typing import Any
-
-from .. import node
+from .. import node, params
 from ..core.errors import CommClosedError
 from ..core.scheduler_api import Remote
-from .cluster import Cluster, Job, remove_tree
+from . import scheduler_options as scheduler_options_mod
+from .cluster import _FROM_CONFIG, Cluster, Job, remove_tree
 
 logger = logging.getLogger("jobqueue.ssh")
 
@@ -53,9 +52,8 @@ CONNECT_KEYS = (*CONNECT_FLAGS, "known_hosts", "connect_timeout", "server_alive_
 CONNECT_DEFAULTS = {"connect_timeout": 10, "server_alive_interval": 15}
 CONNECT_ALIASES = {"user": "username", "client_keys": "identity_file"}
 WORKER_DEFAULTS = {"nthreads": "auto", "nworkers": 1, "memory_limit": "auto",
-                   "death_timeout": 30.0, "interface": None, "host": None}
+                   "death_timeout": 30.0, "interface": None, "host": None, "resources": None}
 WORKER_ALIASES = {"n_workers": "nworkers", "processes": "nworkers", "threads": "nthreads"}
-SCHEDULER_KEYS = ("host", "port", "interface")
 SCHEDULER_ADDRESS = re.compile(r"scheduler at (tcp://[^\s;]+)")
 STOP_GRACE = 8.0     # after a hang-up, how long the remote side gets before ssh is killed
 
@@ -92,6 +90,11 @@ def worker_settings(options) -> dict:
             o["memory_limit"] = parse_bytes(o["memory_limit"])
         o["memory_limit"] = o["memory_limit"] or 0
         o["death_timeout"] = parse_timedelta(o["death_timeout"])
+        if o["resources"]:
+            from ..core.placement import check_resources, parse_resources
+
+            r = o["resources"]
+            o["resources"] = parse_resources(r) if isinstance(r, str) else check_resources(r)
     except (TypeError, ValueError) as e:
         raise ValueError(f"SSHCluster worker_options: {e}") from None
     if not o["death_timeout"] or o["death_timeout"] <= 0:
@@ -185,14 +188,13 @@ def is_this_machine(host: str) -> bool:
                for addresses in psutil.net_if_addrs().values() for a in addresses)
 
 
-def local_scheduler_host(first: str, worker_hosts, options: dict) -> str:
+def local_scheduler_host(first: str, worker_hosts,
+                         options: scheduler_options_mod.SchedulerOptions) -> str:
     """The address an in-process scheduler listens on: given, an interface's, the first host's
     own address, loopback when every worker is here, else the one that routes to the workers."""
-    if options.get("host") or options.get("interface"):
-        try:
-            return node.choose_address(options.get("host"), options.get("interface"))
-        except ValueError as e:
-            raise ValueError(f"SSHCluster scheduler_options interface: {e}") from None
+    if options.host or options.interface:
+        return scheduler_options_mod.listen_host(options, None, None, "SSHCluster",
+                                                 node.interface_address) or ""
     if not _is_loopback(first) and _bare(first) not in (socket.gethostname(),
                                                       socket.gethostname().split(".")[0]):
         return _bare(first)        # the user named one of this machine's addresses
@@ -305,7 +307,7 @@ class SSHJob(Job):
         return node.WorkerCommand(
             c.scheduler_address, nthreads=o["nthreads"], nworkers=o["nworkers"],
             memory_limit=o["memory_limit"], name=self.name, death_timeout=o["death_timeout"],
-            interface=o["interface"], host=o["host"]).args()
+            interface=o["interface"], host=o["host"], resources=o["resources"] or None).args()
 
     def worker_names(self) -> list:
         n = self.cluster.worker_options["nworkers"]
@@ -338,8 +340,8 @@ class RemoteScheduler(Remote):
         self.scheduler_file = scheduler_file
         args = ["scheduler", "--port", port]
         for key in ("host", "interface"):
-            if cluster.scheduler_options.get(key):
-                args += [f"--{key}", cluster.scheduler_options[key]]
+            if getattr(cluster.ssh_scheduler_options, key):
+                args += [f"--{key}", getattr(cluster.ssh_scheduler_options, key)]
         self.session = cluster.session(0, args,
                                        os.path.join(cluster.log_directory, "scheduler.log"))
 
@@ -386,6 +388,7 @@ class RemoteScheduler(Remote):
 
 # -- the cluster ------------------------------------------------------------------------------
 
+@params.document("ssh", "scheduler")
 class SSHCluster(Cluster):
     """A scheduler on ``hosts[0]`` and one ``jobqueue worker`` per other host, over ssh.
 
@@ -395,10 +398,26 @@ class SSHCluster(Cluster):
     ``ssh_args`` (a list appended as is); one dict for all hosts or a list with one per host.
     ``worker_options``: ``nthreads`` and ``memory_limit`` (default "auto": the host's cores and
     memory), ``nworkers`` (processes per host, 1), ``death_timeout`` (30 s), ``interface`` or
-    ``host`` (what the workers listen on). ``scheduler_options``: ``port``, ``host``,
+    ``host`` (what the workers listen on), ``resources`` (``{"GPU": 1}`` or ``"GPU=1"``: what
+    each worker declares, as ``jobqueue worker --resources``). ``scheduler_options``: ``port``, ``host``,
     ``interface``. ``remote_python``: the python on the hosts (default: this one's path), or a
-    list with one per host. Defaults come from the ``ssh`` config section; other keyword
-    arguments go to :class:`~jobqueue.deploy.cluster.Cluster` (``name``, ``token``, ...).
+    list with one per host. Defaults come from the ``ssh`` config section.
+
+    Parameters
+    ----------
+    hosts : list of str
+        The scheduler's host first, then one per worker job, e.g. ``["localhost", "node1",
+        "node2"]`` (a host may appear more than once).
+    log_directory : str, optional
+        Directory for the ssh sessions' output (default: a temporary directory, removed when
+        the cluster closes).
+
+    Examples
+    --------
+    >>> cluster = SSHCluster(["localhost", "node1", "node2"],
+    ...                      connect_options={"username": "alice"},
+    ...                      worker_options={"nthreads": 4, "memory_limit": "8GB"})
+    >>> client = Client(cluster)
     """
 
     kind = "ssh"
@@ -406,7 +425,11 @@ class SSHCluster(Cluster):
     def __init__(self, hosts: list[str], connect_options: dict | list[dict] | None = None,
                  worker_options: dict | None = None, scheduler_options: dict | None = None,
                  remote_python: str | list[str] | None = None, *, profile: str | None = None,
-                 log_directory: str | None = None, **kwargs: Any):
+                 log_directory: str | None = None, name: str | None = None,
+                 token: str | None = None, allowed_failures: int | None = None,
+                 worker_ttl: float | None = None, idle_timeout: float | None = None,
+                 dashboard_address=_FROM_CONFIG, scheduler_file: str | None = None,
+                 asynchronous: bool = False):
         from .. import config
 
         if isinstance(hosts, str) or len(hosts) < 2:
@@ -426,24 +449,38 @@ class SSHCluster(Cluster):
         self.remote_python = self._per_host_python(
             remote_python if per_host[1] else None, settings["remote_python"])
         self.worker_options = worker_settings(settings["worker_options"])
-        self.scheduler_options = _options(settings["scheduler_options"], SCHEDULER_KEYS,
-                                          "scheduler_options")
+        self.ssh_scheduler_options = scheduler_options_mod.check(
+            settings["scheduler_options"], "SSHCluster scheduler_options")
         self.workers_per_job = self.worker_options["nworkers"]
+        self.worker_resources = self.worker_options["resources"] or {}
         self._temporary = None if log_directory else tempfile.mkdtemp(prefix="jobqueue-ssh-")
         self.log_directory: str = log_directory or self._temporary or ""
         os.makedirs(self.log_directory, exist_ok=True)
         self._closed_jobs: list = []
         self.local_scheduler = is_this_machine(self.scheduler_host)
-        host = (local_scheduler_host(self.scheduler_host, self.worker_hosts,
-                                     self.scheduler_options)
-                if self.local_scheduler else self.scheduler_host)
-        super().__init__(host=host, scheduler_port=int(self.scheduler_options.get("port") or 0),
-                         **kwargs)
+        options = self.ssh_scheduler_options
+        remote_only = sorted(options.given & {"dashboard_address", "protocol", "security"})
+        if remote_only and not self.local_scheduler:
+            raise ValueError(f"SSHCluster scheduler_options: {', '.join(remote_only)} cannot be "
+                             f"set for a scheduler on another host ({self.scheduler_host!r}); "
+                             f"use the config of that host")
+        if self.local_scheduler:
+            host = local_scheduler_host(self.scheduler_host, self.worker_hosts, options)
+            given = {k: getattr(options, k) for k in sorted(options.given - {"host", "interface"})}
+        else:
+            host, given = self.scheduler_host, {}
         try:
-            self.scale(jobs=len(self.worker_hosts))
+            super().__init__(host=host, scheduler_options=given, name=name, token=token,
+                             allowed_failures=allowed_failures, worker_ttl=worker_ttl,
+                             idle_timeout=idle_timeout, dashboard_address=dashboard_address,
+                             scheduler_file=scheduler_file, asynchronous=asynchronous)
         except BaseException:
-            self.close()
+            remove_tree(self._temporary)
             raise
+
+    async def _start(self) -> None:
+        await super()._start()
+        await self._scale_to(len(self.worker_hosts))
 
     def _per_host(self, given, configured) -> list:
         base = {**CONNECT_DEFAULTS,
@@ -466,7 +503,17 @@ class SSHCluster(Cluster):
 
     def session(self, index: int, args, log_path: str) -> SSHSession:
         """An ssh session to ``hosts[index]`` running ``jobqueue ARGS`` through the remote
-        half (``ARGS[0]``: worker or scheduler)."""
+        half.
+
+        Parameters
+        ----------
+        index : int
+            Index of the host in ``hosts``.
+        args : list of str
+            Arguments of ``jobqueue``: ``ARGS[0]`` is worker or scheduler.
+        log_path : str
+            File that receives the session's output.
+        """
         host, python = self.hosts[index], self.remote_python[index]
         argv = ssh_argv(host, self.connect_options[index])
         role = args[0]
@@ -488,6 +535,13 @@ class SSHCluster(Cluster):
                                scheduler_file=options.get("scheduler_file"))
 
     def new_job(self, name) -> Job:
+        """A worker job on the worker host with the fewest live jobs.
+
+        Parameters
+        ----------
+        name : str
+            The job's name, unique in the cluster.
+        """
         live = collections.Counter(j.index for j in self.jobs.values()
                                    if isinstance(j, SSHJob)
                                    and j.state not in ("closing", "closed"))
@@ -495,7 +549,13 @@ class SSHCluster(Cluster):
         return SSHJob(self, name, index)
 
     async def ask_workers_to_close(self, names) -> bool:
-        """Ask the scheduler to close these workers; False if none of them was told."""
+        """Ask the scheduler to close these workers; False if none of them was told.
+
+        Parameters
+        ----------
+        names : list of str
+            Names of the workers.
+        """
         try:
             return bool(await self.scheduler.close_workers(list(names),
                                                            "cluster scaled down or closed"))

@@ -79,7 +79,34 @@ class FakeBatch:
 
 
 class FakeSlurm(FakeBatch):
-    """sbatch --parsable [--array=0-N], squeue -h -r -t all -j IDS -o FORMAT, scancel IDS."""
+    """sbatch --parsable [--array=0-N], squeue -h -r -t all -j IDS -o FORMAT, scancel IDS,
+    sacct -n -P -X -j ID -o JobID,State,ExitCode (``accounting``: None as with
+    AccountingStorageType=accounting_storage/none, else {job id: (State, ExitCode)})."""
+
+    def __init__(self, first_id: int = 40):
+        super().__init__(first_id)
+        self.accounting: dict[str, tuple] | None = None
+
+    def end(self, job_id: str, state: str = "COMPLETED", exit_code: str = "0:0",
+            account=True):
+        """The job leaves squeue (MinJobAge after it ended); sacct knows how it ended
+        (unless account is False: slurmdbd has not got the record yet)."""
+        del self.queue[job_id]
+        if account:
+            self.account(job_id, state, exit_code)
+
+    def account(self, job_id: str, state: str = "COMPLETED", exit_code: str = "0:0"):
+        if self.accounting is None:
+            self.accounting = {}
+        self.accounting[job_id] = (state, exit_code)
+
+    def _sacct(self, args, cwd):
+        if self.accounting is None:
+            return 1, "", "sacct: error: Slurm accounting storage is disabled\n"
+        base = args[args.index("-j") + 1]
+        lines = [f"{job_id}|{state}|{code}" for job_id, (state, code) in self.accounting.items()
+                 if job_id.split("_")[0] == base]
+        return 0, "".join(line + "\n" for line in lines), ""
 
     def _sbatch(self, args, cwd):
         self._script(args[-1])

@@ -84,6 +84,7 @@ def test_job_script_splits_cores_as_dask_jobqueue(cores, workers, threads):
 DASK_JOBQUEUE_WORKER_ARGS = [
     "--local-directory", "/scratch/me", "--lifetime", "55m", "--lifetime-stagger", "4m",
     "--memory-limit", "3GB", "--death-timeout", "120", "--interface", "ib0",
+    "--resources", "GPU=1,FOO=2", "--preload", "mymod", "--preload", "/site/setup.py",
 ]
 
 
@@ -94,12 +95,15 @@ def test_worker_args_dask_jobqueue_users_pass_are_accepted():
     options = node.parse_worker_options(settings["worker_extra_args"])
     assert options == {"local_directory": "/scratch/me", "lifetime": 3300.0,
                        "lifetime_stagger": 240.0, "memory_limit": 3_000_000_000,
-                       "death_timeout": 120.0, "interface": "ib0"}
+                       "death_timeout": 120.0, "interface": "ib0",
+                       "resources": {"GPU": 1, "FOO": 2},
+                       "preload": ["mymod", "/site/setup.py"]}
 
 
 @pytest.mark.parametrize("args, named", [
-    (["--resources", "GPU=1"], r"--resources: abstract resources .* not supported yet"),
-    (["--preload", "mymod"], r"--preload"),
+    (["--resources", "GPU"], r"argument --resources: 'GPU' is not NAME=AMOUNT"),
+    (["--preload-nanny", "mymod"], r"--preload-nanny: the nanny runs no user code"),
+    (["--lifetime-restart"], r"--lifetime-restart: a worker that reaches its lifetime retires"),
     (["--no-nanny"], r"--no-nanny: jobqueue worker always supervises"),
     (["--bogus", "1"], r"does not accept --bogus 1; it accepts .*--local-directory"),
     (["--nthreads", "many"], r"argument --nthreads: invalid"),
@@ -136,14 +140,20 @@ def test_jobqueue_worker_runs_with_the_worker_args_dask_jobqueue_users_pass(tmp_
     from jobqueue import Client, LocalCluster
 
     scratch = tmp_path / "scratch"
+    (tmp_path / "site_setup.py").write_text(
+        "import os\n"
+        "def dask_setup(worker):\n"
+        "    os.environ['SETUP_BY'] = 'site_setup ' + worker.name\n")
     with LocalCluster(n_workers=0, processes=False) as cluster, Client(cluster) as client:
         proc = subprocess.Popen(
             [sys.executable, "-m", "jobqueue", "worker", cluster.scheduler_address,
              "--nprocs", "2", "--nthreads", "2", "--local-directory", str(scratch),
              "--lifetime", "1h", "--lifetime-stagger", "1m", "--memory-limit", "1GB",
-             "--death-timeout", "30", "--interface", "lo", "--name", "w"],
-            env={**os.environ, "JOBQUEUE_TOKEN": cluster.token}, stderr=subprocess.PIPE,
-            text=True)
+             "--death-timeout", "30", "--interface", "lo", "--name", "w",
+             "--resources", "GPU=1", "--preload", "site_setup"],
+            env={**os.environ, "JOBQUEUE_TOKEN": cluster.token,
+                 "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])},
+            stderr=subprocess.PIPE, text=True)
         try:
             cluster.wait_for_workers(2, timeout=60)
             workers = cluster.scheduler_info()["workers"]
@@ -153,6 +163,9 @@ def test_jobqueue_worker_runs_with_the_worker_args_dask_jobqueue_users_pass(tmp_
             assert all(a.startswith("tcp://127.0.0.1:") for a in workers)
             tmpdirs = client.run(lambda: os.environ["TMPDIR"])
             assert set(tmpdirs.values()) == {str(scratch)} and scratch.is_dir()
+            assert [w["resources"] for w in workers.values()] == [{"GPU": 1}, {"GPU": 1}]
+            setup = client.run(lambda: os.environ.get("SETUP_BY"))
+            assert sorted(setup.values()) == ["site_setup w-0", "site_setup w-1"]
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -207,3 +220,96 @@ def test_adapt_takes_bounds_in_cores_and_memory(slurm):
     adaptive = cluster.adapt(minimum_jobs=1, minimum_memory="2.5GB", maximum_cores=8,
                              maximum_jobs=5)
     assert (adaptive.policy.minimum_jobs, adaptive.policy.maximum_jobs) == (3, 4)
+
+
+@pytest.mark.parametrize("module, says", [
+    ("no_such_module_here", "cannot import it: ModuleNotFoundError"),
+    ("broken_setup", "its dask_setup(worker) raised RuntimeError: no GPU driver"),
+])
+def test_failing_preload_is_a_clear_worker_start_failure(tmp_path, module, says):
+    """The worker process exits naming the module, and the nanny gives up at once (it would
+    fail again) instead of restarting it: the job ends with a non-zero exit code."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "broken_setup.py").write_text(
+        "def dask_setup(worker):\n    raise RuntimeError('no GPU driver')\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "jobqueue", "worker", "tcp://127.0.0.1:9", "--name", "w",
+         "--preload", module, "--death-timeout", "5"],
+        env={**os.environ, "JOBQUEUE_TOKEN": "x",
+             "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])},
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 4, result.stderr
+    assert f"worker w: --preload {module}: {says}" in result.stderr
+    assert "not restarting it" in result.stderr and "restarting it;" not in result.stderr
+
+
+# ------------------------------------------------------------------------------ worker_command
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs", "sge"])
+@pytest.mark.parametrize("value, head", [
+    (None, ["-m", "jobqueue", "worker", "tcp://10.1.2.3:8786"]),
+    ("distributed.cli.dask_worker", ["-m", "jobqueue", "worker", "tcp://10.1.2.3:8786"]),
+    ("mysite.gpu_worker", ["-m", "mysite.gpu_worker", "tcp://10.1.2.3:8786"]),
+])
+def test_worker_command_names_the_module_the_job_runs(kind, value, head):
+    text = render(kind, cores=2, memory="2GB", worker_command=value,
+                  worker_extra_args=["--resources", "GPU=1"])
+    argv = worker_argv(text)
+    assert argv[1:1 + len(head)] == head
+    options = argv[1 + len(head):]
+    assert options[options.index("--resources") + 1] == "GPU=1"
+    assert options[options.index("--name") + 1] == "jobqueue-worker-ID"
+
+
+@pytest.mark.parametrize("value, says", [
+    ("dask_cuda.cli", "starts a dask.distributed worker, which cannot talk to a jobqueue"),
+    ("distributed.cli.dask_spec", "starts a dask.distributed worker"),
+    ("my module; rm -rf", "is not a Python module name"),
+])
+def test_worker_command_that_cannot_work_is_refused_at_construction(value, says):
+    with pytest.raises(ConfigError, match=r"argument: slurm\.worker-command: .*" + re.escape(says)):
+        script.settings("slurm", {"cores": 2, "memory": "1GB", "worker_command": value})
+
+
+def test_cluster_knows_the_resources_its_workers_declare():
+    from jobqueue import SLURMCluster
+
+    with SLURMCluster(cores=2, memory="1GB",
+                      worker_extra_args=["--resources", "GPU=1,FOO=0.5"]) as cluster:
+        assert cluster.worker_resources == {"GPU": 1, "FOO": 0.5}
+        assert "--resources GPU=1,FOO=0.5" in cluster.job_script()
+
+
+def test_worker_command_module_wraps_the_worker_end_to_end(tmp_path):
+    """A site's worker_command module sets up, then runs jobqueue worker with the arguments
+    the job script gives it: the line node.WorkerCommand.shell() builds, run by bash."""
+    import os
+    import subprocess
+    import sys
+
+    from jobqueue import Client, LocalCluster, node
+
+    (tmp_path / "site_worker.py").write_text(
+        "import os, sys\n"
+        "import jobqueue.cli\n"
+        "os.environ['WRAPPED_BY'] = 'site_worker'\n"
+        "sys.exit(jobqueue.cli.main(['worker', *sys.argv[1:]]))\n")
+    with LocalCluster(n_workers=0, processes=False) as cluster, Client(cluster) as client:
+        line = node.WorkerCommand(cluster.scheduler_address, nthreads=1, name="wrapped-${N}",
+                                  death_timeout=30.0).shell(
+            sys.executable, script.worker_module("site_worker"), ["--resources", "GPU=1"])
+        proc = subprocess.Popen(
+            ["bash", "-c", f"exec {line}"],
+            env={**os.environ, "JOBQUEUE_TOKEN": cluster.token, "N": "7",
+                 "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])})
+        try:
+            cluster.wait_for_workers(1, timeout=60)
+            (row,) = cluster.scheduler_info()["workers"].values()
+            assert (row["name"], row["resources"]) == ("wrapped-7", {"GPU": 1})
+            assert list(client.run(lambda: os.environ["WRAPPED_BY"]).values()) == ["site_worker"]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

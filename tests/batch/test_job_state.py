@@ -114,7 +114,9 @@ def test_job_that_leaves_the_queue_is_gone_after_a_second_look(slurm, caplog):
     assert job.state is JobState.RUNNING and not job.done and not job.stale
     poll(cluster)
     assert job.state is JobState.UNKNOWN and job.gone and job.done
-    assert "left the queue (no longer listed by squeue)" in job.reason
+    assert job.reason == ("left the queue (no longer listed by squeue; SLURM accounting storage "
+                          "is disabled, so sacct cannot say how it ended)")
+    assert fake.calls["sacct"] == 1
     assert any("job 40 unknown" in r.getMessage() and "before any of its workers" in
                r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert [j.job_id for j in cluster.live_jobs()] == ["41"]          # its replacement
@@ -169,6 +171,59 @@ def test_grid_engine_asks_accounting_how_a_job_ended(sge):
     fake.account("40.3", exit_status="3")
     poll(cluster)
     assert (late.state, late.reason) == (JobState.FAILED, "exit status 3")
+
+
+def test_slurm_asks_sacct_how_a_job_that_left_squeue_ended(env):
+    fake = FakeSlurm()
+    fake.accounting = {}                        # accounting enabled: sacct answers
+    cluster = make(SLURMCluster, fake, env)
+    cluster._clock = Clock()
+    try:
+        cluster.scale(jobs=3)
+        assert sorted(cluster.jobs) == ["40_0", "40_1", "40_2"]
+        for job_id in cluster.jobs:
+            fake.set(job_id, "RUNNING")
+        poll(cluster)
+        fake.end("40_0", "FAILED", "3:0")
+        fake.end("40_1", "TIMEOUT", "0:15")
+        fake.end("40_2", account=False)         # slurmdbd has not got it yet
+        fake.account("40_2", "RUNNING", "0:0")  # ... and still says RUNNING
+        poll(cluster)                           # once may be a race: no question asked yet
+        assert fake.calls["sacct"] == 0
+        poll(cluster)
+        assert fake.calls["sacct"] == 1         # one sacct for the array
+        failed, timeout, late = (cluster.jobs[i] for i in ("40_0", "40_1", "40_2"))
+        assert (failed.state, failed.reason) == (JobState.FAILED, "exit code 3 (sacct)")
+        assert (timeout.state, timeout.reason) == (
+            JobState.TIMEOUT, "time limit reached, exit code 0, signal 15 (sacct)")
+        assert late.state is JobState.RUNNING and not late.done     # waits for the record
+        fake.account("40_2", "CANCELLED by 0", "0:15")
+        poll(cluster)
+        assert (late.state, late.reason) == (
+            JobState.CANCELLED, "cancelled by uid 0, exit code 0, signal 15 (sacct)")
+    finally:
+        cluster.close()
+
+
+def test_slurm_job_without_a_sacct_record_is_gone_after_the_grace_time(env):
+    fake = FakeSlurm()
+    fake.accounting = {}
+    cluster = make(SLURMCluster, fake, env)
+    cluster._clock = Clock()
+    try:
+        cluster.scale(jobs=1)
+        poll(cluster)
+        fake.end("40", account=False)
+        poll(cluster)
+        poll(cluster)
+        job = cluster.jobs["40"]
+        assert not job.done
+        cluster._clock.now += GONE_GRACE + 1
+        poll(cluster)
+        assert job.done and job.gone and job.state is JobState.UNKNOWN
+        assert job.reason == "left the queue (no longer listed by squeue)"
+    finally:
+        cluster.close()
 
 
 def test_grid_engine_job_without_a_record_is_gone_after_the_grace_time(sge):

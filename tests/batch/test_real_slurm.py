@@ -65,6 +65,56 @@ class TestSLURM(RealSystemTests):
         wait_until(lambda: not cluster.workers, 30, "their workers should leave")
         assert all(j.cancel_requested for j in cluster.jobs.values())
 
+    def test_worker_extra_args_resources_end_to_end(self, make):
+        """worker_extra_args=["--resources", "GPU=1"]: the tasks that request a GPU wait in
+        no-worker, adapt() submits a job for them because its workers will declare GPU=1, and
+        they run there, one per worker at a time."""
+        cluster = make(cores=2, memory="1GB", processes=2,
+                       worker_extra_args=["--resources", "GPU=1"])
+        assert cluster.worker_resources == {"GPU": 1}
+        with Client(cluster) as client:
+            futures = client.map(_gpu_task, range(6), resources={"GPU": 1}, pure=False)
+            wait_until(lambda: client.scheduler_info()["no_worker"] == {"resources GPU=1": 6},
+                       30, "the GPU tasks reported in no-worker")
+            cluster.adapt(minimum_jobs=0, maximum_jobs=1, interval="0.5s")
+            done = client.gather(futures)
+            workers = client.scheduler_info()["workers"].values()
+        assert [w["resources"] for w in workers] == [{"GPU": 1}, {"GPU": 1}]
+        pids = {w["pid"] for w in workers}
+        assert {pid for pid, _ in done} <= pids and cluster.runner.calls["sbatch"] == 1
+        for pid in pids:                        # never two at once on one worker
+            spans = sorted(span for p, span in done if p == pid)
+            assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+
+    def test_adapt_adds_no_jobs_for_resources_its_workers_lack(self, make, caplog):
+        cluster = make()
+        with Client(cluster) as client, caplog.at_level("WARNING", "jobqueue.adaptive"):
+            future = client.submit(_gpu_task, 0, resources={"GPU": 1})
+            cluster.adapt(minimum_jobs=0, maximum_jobs=2, interval="0.2s")
+            adaptive = cluster._adaptive
+            wait_until(lambda: adaptive.rounds >= 10, 30, "ten adaptive rounds")
+            notes = [r.getMessage() for r in caplog.records if "request resources" in r.message]
+            assert len(notes) == 1 and "_gpu_task tasks request resources GPU=1" in notes[0]
+            assert "worker_extra_args=['--resources', 'GPU=1']" in notes[0]
+            assert cluster.runner.calls.get("sbatch", 0) == 0 and not cluster.jobs
+            assert future.status == "pending"
+            client.cancel([future])
+
+
+def _gpu_task_by_value():
+    def _gpu_task(i):
+        """(worker process id, (start, end)) of a task that holds its GPU for a moment."""
+        import os
+        import time
+
+        start = time.monotonic()
+        time.sleep(0.3)
+        return os.getpid(), (start, time.monotonic())
+    return _gpu_task     # a nested function: pickled by value (job workers cannot import tests)
+
+
+_gpu_task = _gpu_task_by_value()
+
 
 def test_tls_cluster_on_real_slurm(service, tmp_path, monkeypatch):
     """security.protocol tls: the scheduler and the batch workers speak TLS (a temporary

@@ -11,8 +11,9 @@ from jobqueue.batch.sge import GridEngine
 from jobqueue.batch.slurm import Slurm
 from jobqueue.batch.status import (JobState, JobStatus, Pending, expand_ranges,
                                    parse_pbs_qstat, parse_pbs_qstat_f, parse_pbs_qsub,
-                                   parse_qacct, parse_sbatch, parse_sge_errors, parse_sge_qsub,
-                                   parse_sge_verify, parse_sge_xml, parse_squeue, slurm_pending)
+                                   parse_qacct, parse_sacct, parse_sbatch, parse_sge_errors,
+                                   parse_sge_qsub, parse_sge_verify, parse_sge_xml, parse_squeue,
+                                   sacct_unavailable, slurm_pending)
 
 P, R, F, X, C, T, U = (JobState.PENDING, JobState.RUNNING, JobState.FINISHED, JobState.FAILED,
                        JobState.CANCELLED, JobState.TIMEOUT, JobState.UNKNOWN)
@@ -51,6 +52,55 @@ SQUEUE_ENDED = """\
 49|49|N/A|FAILED|JobLaunchFailure
 50|50|N/A|TIMEOUT|None
 """
+
+
+# sacct -n -P -X -j 1,2,3,113,114,115,116 -o JobID,State,ExitCode, SLURM 22.05 with slurmdbd:
+# --wrap true; exit 3; scancel of a running job; -t 1 sleep 300; 400 MB with --mem=100M
+# (OverMemoryKill); an array of 12 on 8 CPUs, scancelled (its pending tasks as one range);
+# kill -9 $$
+SACCT_ENDED = """\
+1|COMPLETED|0:0
+2|FAILED|3:0
+3|CANCELLED by 0|0:0
+113|TIMEOUT|0:0
+114|FAILED|0:9
+116|FAILED|0:9
+115_0|CANCELLED by 0|0:0
+115_6|CANCELLED by 0|0:0
+115_[7-11]|CANCELLED by 0|0:0
+"""
+
+
+def test_sacct_end_states_and_exit_codes():
+    parsed = parse_sacct(SACCT_ENDED)
+    assert states(parsed) == {
+        "1": (F, "exit code 0 (sacct)"), "2": (X, "exit code 3 (sacct)"),
+        "3": (C, "cancelled by uid 0, exit code 0 (sacct)"),
+        "113": (T, "time limit reached, exit code 0 (sacct)"),
+        "114": (X, "exit code 0, signal 9 (sacct)"), "116": (X, "exit code 0, signal 9 (sacct)"),
+        "115_0": (C, "cancelled by uid 0, exit code 0 (sacct)"),
+        "115_6": (C, "cancelled by uid 0, exit code 0 (sacct)"),
+        **{f"115_{i}": (C, "cancelled by uid 0, exit code 0 (sacct)") for i in range(7, 12)}}
+    assert parsed["3"].native == "CANCELLED" and parsed["113"].native == "TIMEOUT"
+
+
+def test_sacct_running_unknown_and_noise():
+    parsed = parse_sacct("7|RUNNING|0:0\n8|WARPED|0:0\n\nnot a line\n9|NODE_FAIL|0:0\n")
+    assert states(parsed) == {"7": (R, "(sacct)"),
+                              "8": (U, "unknown SLURM state WARPED (sacct)"),
+                              "9": (X, "node failure, exit code 0 (sacct)")}
+
+
+def test_sacct_without_accounting_says_why():
+    assert sacct_unavailable(1, "sacct: error: Slurm accounting storage is disabled\n") == \
+        "SLURM accounting storage is disabled, so sacct cannot say how it ended"
+    assert sacct_unavailable(0, "") is None
+    assert sacct_unavailable(1, "sacct: error: slurmdbd: Connection refused") is None
+    slurm = Slurm()
+    assert slurm.accounting_argv("43_2") == ["sacct", "-n", "-P", "-X", "-j", "43", "-o",
+                                             "JobID,State,ExitCode"]
+    assert slurm.parse_accounting("43_2|FAILED|1:0\n") == {
+        "43_2": JobStatus(X, "exit code 1 (sacct)", "FAILED")}
 
 
 def test_squeue_jobs_and_array_tasks():

@@ -245,3 +245,14 @@ def test_run_reports_errors_and_the_workers_survive(client):
         client.run(sys.exit, 3)
     pids = client.run(os.getpid)
     assert len(pids) == len(client.scheduler_info()["workers"]) == 2
+
+
+def test_client_wait_for_workers_with_and_without_the_cluster_object(cluster):
+    with Client(cluster) as client:                  # through the cluster's own wait
+        client.wait_for_workers(2, timeout=30)
+        with pytest.raises(TimeoutError, match="3 workers"):
+            client.wait_for_workers(3, timeout=0.5)
+    with Client(cluster.scheduler_address, token=cluster.token) as client:   # by address
+        client.wait_for_workers(2, timeout=30)
+        with pytest.raises(TimeoutError, match="2 of 3 workers connected to tcp:"):
+            client.wait_for_workers(3, timeout=0.5)

@@ -92,6 +92,20 @@ def test_annotations_and_defaults_become_row_fields():
     assert list(conv.rows())[0][6] == 5                         # the task's own wins
 
 
+def test_resources_annotation_becomes_the_row_restrictions():
+    dsk = {"a": Task("a", inc, 1), "b": Task("b", inc, TaskRef("a"))}
+    rows, _, _ = convert(dsk, ["b"], resources={"GPU": 1})
+    assert [r[5] for r in rows] == [{"workers": None, "resources": {"GPU": 1}}] * 2
+    rows, _, _ = convert(dsk, ["b"], resources={"GPU": 1}, workers=["w1"])
+    assert rows[0][5] == {"workers": ["w1"], "resources": {"GPU": 1}}
+    dsk, _ = materialize({"a": Task("a", inc, 1)}, ["a"])
+    conv = Converter(dsk, ["a"], lambda k: False, id, {"resources": {"a": {"FOO": 2}}}, {})
+    assert list(conv.rows())[0][5] == {"workers": None, "resources": {"FOO": 2}}
+    with pytest.raises(GraphError, match=r"task 'a': the 'resources' annotation: the amount "
+                                         r"of 'GPU' must be a number >= 0"):
+        list(Converter(dsk, ["a"], lambda k: False, id, {}, {"resources": {"GPU": "x"}}).rows())
+
+
 def test_held_futures_and_missing_keys():
     class F:
         __dask_future__ = True

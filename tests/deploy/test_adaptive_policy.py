@@ -106,3 +106,35 @@ def test_bad_policy_is_refused():
         Policy(5, 2)
     with pytest.raises(ValueError):
         Policy(0, 2, target_duration=0)
+
+
+# -- tasks that request resources ---------------------------------------------------------------
+
+def gpu_snap(worker_resources, resources, jobs=(), threads=4, workers_per_job=1, tasks=None):
+    return Snapshot(1000.0, tasks or {}, {"train": 10.0}, tuple(jobs), threads, workers_per_job,
+                    tuple(resources), worker_resources)
+
+
+def test_resource_tasks_scale_up_when_the_workers_declare_them():
+    # 6 GPU tasks of 10 s; each worker declares GPU=1 so runs one at a time: 6 jobs
+    d, _ = decide(gpu_snap({"GPU": 1}, [("train", {"GPU": 1}, 6)]), Policy(0, 50))
+    assert (d.submit, d.unserved) == (6, ())
+    # two workers per job, GPU=2 each: four such tasks per job
+    d, _ = decide(gpu_snap({"GPU": 2}, [("train", {"GPU": 1}, 6)], workers_per_job=2),
+                  Policy(0, 50))
+    assert d.submit == 2
+
+
+def test_resource_tasks_never_scale_up_a_cluster_whose_workers_lack_them():
+    d, _ = decide(gpu_snap({}, [("train", {"GPU": 1}, 6)]), Policy(0, 50))
+    assert d.submit == 0 and d.target == 0
+    (note,) = d.unserved
+    assert "6 train tasks request resources GPU=1" in note and "declare none" in note
+    assert "worker_extra_args=['--resources', 'GPU=1']" in note
+    d, _ = decide(gpu_snap({"GPU": 1}, [("train", {"GPU": 2}, 1)]), Policy(0, 50))
+    assert d.submit == 0 and "they declare GPU=1" in d.unserved[0]
+
+
+def test_plain_tasks_still_count_beside_unservable_resource_tasks():
+    d, _ = decide(gpu_snap({}, [("train", {"GPU": 1}, 6)], tasks={"f": 20}), Policy(0, 50))
+    assert d.submit == 1 and len(d.unserved) == 1       # 10 s of plain work: 2 threads

@@ -138,8 +138,11 @@ def test_settings_problems_name_their_source(env, monkeypatch):
     monkeypatch.setenv("JOBQUEUE_KUBERNETES__RESOURCES", "{memory: plenty}")
     config.refresh()
     with pytest.raises(config.ConfigError) as e:
-        pods.resolve_settings({"env": {"JOBQUEUE_TOKEN": "x"}})
+        pods.resolve_settings({"env": {"JOBQUEUE_TOKEN": "x"},
+                               "worker_extra_args": ["--resources", "GPU"]})
     text = str(e.value)
+    assert "argument: kubernetes.worker-extra-args: argument --resources: 'GPU' is not " \
+           "NAME=AMOUNT" in text
     assert "kubernetes.image: not set: give the worker image" in text
     assert f"{env / 'etc' / 'site.yaml'}:3: kubernetes.image-pull-policy: must be Always" in text
     assert "JOBQUEUE_KUBERNETES__RESOURCES: kubernetes.resources: resources.memory" in text

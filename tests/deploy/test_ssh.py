@@ -127,6 +127,10 @@ def test_options_are_checked():
         ssh.worker_settings({"death_timeout": 0})
     with pytest.raises(ValueError, match="nworkers must be a whole number"):
         ssh.worker_settings({"nworkers": "two"})
+    assert ssh.worker_settings({"resources": "GPU=1,FOO=2"})["resources"] == {"GPU": 1, "FOO": 2}
+    assert ssh.worker_settings({"resources": {"GPU": 1}})["resources"] == {"GPU": 1}
+    with pytest.raises(ValueError, match="worker_options: resources: the amount of 'GPU' must be a number"):
+        ssh.worker_settings({"resources": {"GPU": "one"}})
     with pytest.raises(ValueError, match="at least two hosts"):
         SSHCluster(["localhost"])
     with pytest.raises(ValueError, match="bad host '-oProxyCommand=x'"):

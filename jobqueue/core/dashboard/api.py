@@ -44,6 +44,7 @@ def summary(scheduler) -> dict:
         "memory_limit": sum(ws.memory_limit for ws in workers),
         "stored_bytes": sum(ws.nbytes for ws in workers),
         "tasks": task_counts(state),
+        "no_worker": state.no_worker(),     # {"resources GPU=1": n}: what no worker offers
         "finished": state.counts["tasks-finished"],
         "erred": state.counts["tasks-erred"],
         "clients": len(state.clients),
@@ -70,6 +71,7 @@ def workers(scheduler) -> list:
             "address": ws.address, "name": ws.name, "host": ws.extra.get("host"),
             "pid": ws.extra.get("pid"), "status": ws.status, "nthreads": ws.nthreads,
             "memory_limit": ws.memory_limit, "memory": m.get("memory"), "cpu": m.get("cpu"),
+            "resources": ws.resources, "used_resources": dict(ws.used),
             # the worker counts the tasks queued in its thread pool as executing, too
             "running": None if m.get("executing") is None else min(m["executing"], ws.nthreads),
             "executing": m.get("executing"), "processing": len(ws.processing),

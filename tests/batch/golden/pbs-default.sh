@@ -20,4 +20,5 @@ fi
 export JOBQUEUE_TOKEN
 exec /opt/conda/bin/python3 -m jobqueue worker tcp://10.1.2.3:8786 \
     --nthreads 1 --nworkers 4 --memory-limit 4000000000 \
-    --name "jobqueue-worker-${JOBQUEUE_JOB_ID}" --death-timeout 60 --lifetime 1620 --lifetime-stagger 90
+    --name "jobqueue-worker-${JOBQUEUE_JOB_ID}" --death-timeout 60 --lifetime 1620 \
+    --lifetime-stagger 90

@@ -33,5 +33,6 @@ if ! JOBQUEUE_TOKEN=$(cat /home/alice/.jobqueue/c.token); then
 fi
 export JOBQUEUE_TOKEN
 exec /opt/conda/bin/python3 -m jobqueue worker tcp://10.1.2.3:8786 \
-    --nthreads 4 --nworkers 2 --memory-limit 16000000000 \
-    --name "sim-${JOBQUEUE_JOB_ID}" --death-timeout 120 --interface ib0 --lifetime 60 --lifetime-stagger 15 --host 10.0.0.9
+    --nthreads 4 --nworkers 2 --memory-limit 16000000000 --name "sim-${JOBQUEUE_JOB_ID}" \
+    --death-timeout 120 --lifetime 60 --lifetime-stagger 15 --interface ib0 \
+    --host 10.0.0.9

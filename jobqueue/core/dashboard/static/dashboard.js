@@ -122,7 +122,11 @@
               s.memory_limit);
     setMetric("processing", fmtInt(t.processing), t.processing);
     const waiting = t.waiting + t.queued + t["no-worker"];
-    setMetric("waiting", `${fmtInt(waiting)} waiting`, waiting);
+    // tasks that no running worker can take: what they request that no worker offers
+    const noWorker = Object.entries(s.no_worker || {}).map(([what, n]) => `${fmtInt(n)} need ${what}`);
+    setMetric("waiting", `${fmtInt(waiting)} waiting` +
+              (noWorker.length ? ` (no worker offers: ${noWorker.join("; ")})` : ""), waiting);
+    $('[data-metric="waiting"]').classList.toggle("bad", noWorker.length > 0);
     setMetric("done", fmtInt(s.finished), s.finished);
     setMetric("stored", `${fmtBytes(s.stored_bytes)} of results held`, s.stored_bytes);
     setMetric("erred", fmtInt(s.erred), s.erred);
