@@ -139,13 +139,40 @@ class CannotRead(OSError):
     """This process may not read the other's memory (ptrace rules, seccomp, another kernel)."""
 
 
+PARALLEL_FROM = 16 << 20  # a read this large is split between threads (up to MAX_THREADS)
+MAX_THREADS = 4
+_pool: list = []
+
+
 def read_process(pid: int, remote: int, view) -> None:
-    """Copy ``len(view)`` bytes at address *remote* of process *pid* into *view* (writable)."""
+    """Copy ``len(view)`` bytes at address *remote* of process *pid* into *view* (writable).
+    A large read is split between a few threads: most of its cost is the first touch of the
+    fresh pages it fills, which the kernel handles on every core at once."""
     if not CAN_READ_PROCESSES:
         raise CannotRead(errno.ENOSYS, "process_vm_readv is not available")
     view = memoryview(view).cast("B")
-    if view.nbytes:
-        _read_range(pid, remote, address(view), view.nbytes)
+    n = view.nbytes
+    if not n:
+        return
+    base = address(view)
+    threads = min(MAX_THREADS, os.cpu_count() or 1)
+    if n < PARALLEL_FROM or threads < 2:
+        _read_range(pid, remote, base, n)
+        return
+    if not _pool:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool.append(ThreadPoolExecutor(MAX_THREADS - 1, thread_name_prefix="jobqueue-read"))
+    step = (-(-n // threads) + HUGE - 1) // HUGE * HUGE
+    pieces = [(i, min(step, n - i)) for i in range(0, n, step)]
+    futures = [_pool[0].submit(_read_range, pid, remote + i, base + i, k) for i, k in pieces[1:]]
+    try:
+        _read_range(pid, remote, base, pieces[0][1])
+    finally:
+        for f in futures:
+            f.exception()  # every piece has finished before the buffer can go away
+    for f in futures:
+        f.result()
 
 
 def _read_range(pid: int, remote: int, local: int, n: int) -> None:
@@ -162,6 +189,13 @@ def _read_range(pid: int, remote: int, local: int, n: int) -> None:
             raise OSError(err, f"reading {n} bytes of process {pid} at {remote:#x}: "
                                f"{os.strerror(err)}")
         done += got
+
+
+def _forget_pool():  # a forked child has no thread behind the parent's executor
+    _pool.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def start_time(pid: int) -> int | None:

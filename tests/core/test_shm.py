@@ -190,3 +190,19 @@ def test_same_machine_transfers_can_be_turned_off(monkeypatch):
     frames = reply["data"][raw.key]
     assert not any(isinstance(f, dict) for f in frames)
     assert protocol.deserialize(frames) == value
+
+
+def test_a_large_read_split_between_threads_arrives_whole():
+    """A read of 16 MB or more is split between threads at 2 MB boundaries; the pieces
+    together are the frame, with its odd tail."""
+    from jobqueue.core import memory
+
+    if not shm.cross_memory():
+        pytest.skip("this machine refuses reading other processes' memory")
+    data = os.urandom(memory.PARALLEL_FROM + 3 * 4096 + 5)
+    buf = memory.new_buffer(len(data), copy=True)
+    memory.read_process(os.getpid(), memory.address(data), buf)
+    assert memory.bytes_behind(buf) == data
+    plain = memory.new_buffer(len(data), copy=False)  # an anonymous mapping (numpy's case)
+    memory.read_process(os.getpid(), memory.address(data), plain)
+    assert bytes(plain) == data
