@@ -433,9 +433,9 @@ class Driver:
         """Say when the workers are there; stop the script once the cluster gives up on its
         jobs (they keep failing, or can never start as submitted)."""
         c = self.cluster
-        if self.kind not in BATCH or self.failed:
+        if self.failed or not hasattr(c, "failure"):    # batch and Kubernetes clusters
             return
-        expected = (c._target or 0) * c.processes
+        expected = (c._target or 0) * c.workers_per_job
         if not self.announced_workers and expected and len(c.scheduler.workers()) >= expected:
             self.announced_workers = True
             say(f"{_plural(expected, 'worker')} connected")
@@ -486,6 +486,10 @@ class Driver:
             say(f"each job: {_plural(s['cores'], 'core')}, {format_bytes(s['memory'])}{walltime}, "
                 f"{_plural(c.processes, 'worker process', 'worker processes')}; "
                 f"output in {c.log_directory}")
+        elif self.kind == "kubernetes":
+            if c.jobs:
+                say(f"created {_plural(len(c.jobs), 'pod')} in namespace {c.namespace} "
+                    f"({' '.join(c.jobs)}), image {c.settings['image']}")
         elif self.kind == "local":
             say(f"{_plural(len(c.jobs), 'worker process', 'worker processes')} on this machine, "
                 f"{_plural(c.threads_per_worker, 'thread')} each")

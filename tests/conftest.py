@@ -66,3 +66,15 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text))
     return path
+
+
+def wait_until(predicate, timeout: float, what: str = "the condition") -> None:
+    """Wait for a state of the world outside the test's reach (processes, files, pods, a page)
+    to be reached; AssertionError naming it after timeout seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout:g} s")
+        time.sleep(0.05)

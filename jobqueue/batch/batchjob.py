@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..deploy.cluster import Job
-from . import keep as keep_mod
+from ..deploy import keep as keep_mod
 from .status import JobState, JobStatus
 
 if TYPE_CHECKING:

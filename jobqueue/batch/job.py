@@ -11,8 +11,6 @@ the jobs that are left cannot bring n workers.
 """
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import math
 import os
@@ -23,7 +21,7 @@ import time
 from .. import config, node, params
 from ..core import notice
 from ..deploy.cluster import Cluster, remove_tree
-from . import keep as keep_mod
+from ..deploy.watched import Watched
 from . import owned
 from . import script as script_mod
 from .batchjob import BatchJob
@@ -34,14 +32,6 @@ from .system import BatchSystem
 logger = logging.getLogger("jobqueue.batch")
 
 GONE_GRACE = 30.0        # seconds to wait for an accounting record of a job that left the queue
-MAX_BACKOFF = 60.0       # longest pause between status polls while they fail
-
-
-def poll_delay(interval: float, failures: int) -> float:
-    """Seconds until the next status poll: the interval, doubled for each poll that failed in a
-    row, at most MAX_BACKOFF (or the interval, if that is longer)."""
-    delay = interval * 2 ** min(failures, 10)
-    return min(delay, max(MAX_BACKOFF, interval))
 
 
 def scheduler_host(system_name: str, settings: dict) -> str:
@@ -101,7 +91,7 @@ def _write_token_file(name: str, token: str, temp_directory=None) -> str:
 
 
 @params.document()
-class JobQueueCluster(Cluster):
+class JobQueueCluster(Watched, Cluster):
     """A cluster whose workers run in batch jobs: the base of SLURMCluster, PBSCluster and
     SGECluster, which list its settings (the keys of their config section).
 
@@ -126,6 +116,8 @@ class JobQueueCluster(Cluster):
 
     system: BatchSystem = None
     command_timeout = 60.0
+    submit_errors = (BatchCommandError,)
+    _logger = logger
 
     def __init__(self, *, profile=None, name=None, config_name=None, n_workers=None,
                  scheduler_file=None, asynchronous=False, **settings):
@@ -164,20 +156,11 @@ class JobQueueCluster(Cluster):
         self.runner = CommandRunner(timeout=self.command_timeout)
         self.token_file = None
         self._scheduler_closed = False
-        self._poller = None
-        self._poll_failures = 0
         self._clock = time.monotonic         # tests put a clock of their own here
         self._unknown_codes: set = set()
         self._verified: set = set()          # submissions asked whether they can ever run
-        self._target = None                  # scale(jobs=N): N jobs kept queued or running
-        self._keeping = asyncio.Lock()       # one decision and its submissions at a time
-        self._epoch = 0                      # submissions before it are not the target's
-        self._outside = 0                    # jobs cancelled from outside when N was set
-        self._submissions = 0
-        self.start_retries = keep_mod.RETRIES
-        self.replacements = 0                # jobs submitted to replace ended ones
-        self._submit_errors = 0              # replacement submit commands failed in a row
-        self.failure = ""                    # why no more jobs are submitted ('': none)
+        self.max_jobs_key = f"{self.system.name}.max-jobs"
+        self._init_watched()
         lifetime = script_mod.worker_lifetime(s.get("walltime"))
         self._retire_after = (float(lifetime["lifetime"]) - float(lifetime["lifetime_stagger"])
                               if lifetime["lifetime"] else None)
@@ -294,75 +277,6 @@ class JobQueueCluster(Cluster):
         if wait:
             await self._wait_for_workers(target * self.processes, None)
 
-    def live_jobs(self) -> list:
-        """Jobs queued or running that the cluster has not cancelled."""
-        return [j for j in list(self.jobs.values()) if not j.done and not j.cancel_requested]
-
-    async def _scale_to(self, target: int, wait=False):
-        max_jobs = self.settings.get("max_jobs")
-        if max_jobs is not None and target > max_jobs:
-            logger.info("%s: %d jobs asked for, %s.max-jobs is %d", self.name, target,
-                        self.system.name, max_jobs)
-            target = max_jobs
-        async with self._keeping:
-            self._target, self._epoch, self.failure = target, self._submissions, ""
-            self._outside = sum(j.view().cancelled_outside for j in list(self.jobs.values()))
-            live = self.live_jobs()
-            if len(live) > target:
-                await self.retire_jobs(self._removal_order(live)[:len(live) - target])
-            else:
-                await self._keep(replacing=False)
-
-    @functools.wraps(Cluster.adapt)
-    def adapt(self, *args, **kwargs):
-        self._target, self._epoch, self.failure = None, self._submissions, ""
-        return super().adapt(*args, **kwargs)
-
-    async def _add_jobs(self, count: int):
-        """Adaptive scaling's submissions (none once the cluster has given up)."""
-        async with self._keeping:
-            if not self.failure:
-                await self._submit(count)
-
-    async def _keep(self, replacing=True):
-        """Submit what the target needs (see keep.py), or give up on jobs that keep failing.
-        The caller holds ``_keeping``."""
-        if self.failure:                     # given up: only scale() or adapt() start again
-            return
-        jobs = [j.view() for j in list(self.jobs.values())]
-        target = self._target if self._adaptive is None else None
-        decision = keep_mod.decide(target, jobs, time.time(), retries=self.start_retries,
-                                   max_jobs=self.max_jobs, cancelled_before=self._outside,
-                                   since=self._epoch)
-        if decision.give_up:
-            if not self.failure:
-                self.failure = f"no more jobs are submitted: {decision.give_up}"
-                notice.warn(logger, "%s: %s", self.name, self.failure, level=logging.ERROR)
-            return
-        if target is not None and decision.target != target:
-            notice.warn(logger, "%s: a job was cancelled outside jobqueue; keeping %d jobs, not %d",
-                        self.name, decision.target, target)
-            self._target = decision.target
-            self._outside = sum(j.cancelled_outside for j in jobs)
-        if not decision.submit:
-            return
-        if not replacing:                    # scale(): a failed submit raises to the caller
-            await self._submit(decision.submit)
-            return
-        logger.info("%s: submitting %d: %s", self.name, decision.submit, decision.reason)
-        try:
-            self.replacements += len(await self._submit(decision.submit))
-            self._submit_errors = 0
-        except BatchCommandError as e:
-            self._submit_errors += 1
-            if self._submit_errors >= self.start_retries:
-                self.failure = (f"no more jobs are submitted: the submit command failed "
-                                f"{self._submit_errors} times in a row: {e}")
-                notice.warn(logger, "%s: %s", self.name, self.failure, level=logging.ERROR)
-            else:
-                notice.warn(logger, "%s: could not submit a replacement (will try again): %s",
-                            self.name, e)
-
     async def retire_jobs(self, jobs):
         """Scale down gracefully: results that only these jobs' workers hold move to other
         workers, then the jobs are cancelled with one command (they stay in ``jobs``)."""
@@ -372,8 +286,7 @@ class JobQueueCluster(Cluster):
             await self.scheduler.retire_workers(names)
         await self._cancel(jobs)
 
-    @staticmethod
-    def _removal_order(jobs) -> list:
+    def _removal_order(self, jobs) -> list:
         """Jobs without workers first (pending before running), newest first."""
         return sorted(jobs, key=lambda j: (len(j.workers), j.state is not JobState.PENDING,
                                            -j.submitted))
@@ -410,25 +323,6 @@ class JobQueueCluster(Cluster):
         logger.info("%s: cancelled %s", self.name, " ".join(j.job_id for j in jobs))
 
     # -- polling --------------------------------------------------------------------------------
-
-    async def _start_poller(self):
-        self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
-
-    async def _poll_loop(self):
-        while True:
-            await asyncio.sleep(await self._poll_step())
-
-    async def _poll_step(self) -> float:
-        """One poll; returns how long to wait before the next (longer while polls fail)."""
-        try:
-            ok = await self._poll_once()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("%s: polling the job states failed", self.name)
-            ok = False
-        self._poll_failures = 0 if ok else self._poll_failures + 1
-        return poll_delay(self.poll_interval, self._poll_failures)
 
     async def _poll_once(self) -> bool:
         """One status command for all live jobs; False if it failed (states kept, marked stale)."""
@@ -630,38 +524,6 @@ class JobQueueCluster(Cluster):
 
     # -- waiting, reporting ---------------------------------------------------------------------
 
-    def wait_for_workers(self, n: int, timeout: float | None = None):
-        """Wait until n workers are connected.
-
-        Raises RuntimeError (with each ended job's id, state, reason and log tail) as soon as
-        the jobs left cannot bring n workers, and TimeoutError after ``timeout``
-        (``asynchronous=True``: await it).
-
-        Parameters
-        ----------
-        n : int
-            Number of workers.
-        timeout : float, optional
-            Seconds to wait (None: no limit: a job may pend for hours).
-        """
-        return self._sync(self._wait_for_workers(n, timeout))
-
-    async def _wait_for_workers(self, n, timeout):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while len(self.scheduler.workers()) < n:
-            self._observe_jobs()
-            have = len(self.scheduler.workers())
-            problem = self._cannot_bring(n, have)
-            if problem:
-                raise RuntimeError(f"{self.name}: waiting for {n} workers, {have} connected, "
-                                   f"{problem}")
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name}: {have} of {n} workers connected within "
-                                   f"{timeout:g} s; jobs: {self._job_counts()}")
-            # a worker that joins wakes this at once; job states change with each poll
-            await self.scheduler.wait_for_worker_change(0.25)
-        self._observe_jobs()
-
     def _cannot_bring(self, n: int, have: int) -> str:
         """Why the jobs cannot bring n workers ('': they may)."""
         ended = [j for j in list(self.jobs.values()) if j.done and not j.ever_connected
@@ -723,8 +585,7 @@ class JobQueueCluster(Cluster):
     async def _stop(self, timeout):
         """Cancel every job of the cluster (one command), then stop the scheduler (or, for a
         scheduler elsewhere, leave it)."""
-        if self._poller is not None:
-            self._poller.cancel()
+        self._stop_poller()
         # again for jobs cancelled before, in case that was interrupted: cancelling twice
         # is harmless, a job left in the queue is not
         ours = [j for j in list(self.jobs.values()) if not j.done or j.stuck]

@@ -13,7 +13,6 @@ The variables a template sees are listed in :data:`CONTEXT_DOC`.
 """
 from __future__ import annotations
 
-import functools
 import math
 import os
 import re
@@ -21,11 +20,7 @@ import shlex
 import sys
 from pathlib import Path
 
-import jinja2
-
-from .. import node
-
-PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+from .. import node, templating
 
 CONTEXT_DOC = """\
 shebang               first line, e.g. #!/usr/bin/env bash
@@ -353,44 +348,12 @@ def skip(text: str, words) -> str:
                    if not any(w in line for w in words))
 
 
-@functools.lru_cache(maxsize=16)
-def _environment(directory: str, overrides: tuple = ()) -> jinja2.Environment:
-    search = [directory]
-    if directory != str(PACKAGE_TEMPLATES):
-        search.append(str(PACKAGE_TEMPLATES))      # so site templates can include worker.sh.j2
-    loader = jinja2.FileSystemLoader(search)
-    if overrides:
-        loader = jinja2.ChoiceLoader([jinja2.DictLoader(dict(overrides)), loader])
-    env = jinja2.Environment(loader=loader,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
-    env.filters["q"] = quote
-    env.filters["skip"] = skip
-    return env
-
-
 def render(template: str, ctx: dict, overrides=None) -> str:
     """Render a packaged template by name (``slurm.sh.j2``) or a site template by path.
 
     A site template can ``{% include "worker.sh.j2" %}`` to start the worker the standard way.
     ``overrides`` (``{name: template text}``) replaces templates it includes.
     """
-    path = Path(template)
-    if path.is_absolute() or len(path.parts) > 1:
-        directory, name = str(path.resolve().parent), path.name
-    else:
-        directory, name = str(PACKAGE_TEMPLATES), template
-    env = _environment(directory, tuple(sorted((overrides or {}).items())))
-    try:
-        return env.get_template(name).render(ctx)
-    except jinja2.TemplateSyntaxError as e:
-        raise JobScriptError(f"job-script template {e.filename or template}, line {e.lineno}: "
-                             f"{e.message}") from None
-    except jinja2.UndefinedError as e:
-        raise JobScriptError(f"job-script template {template}: {e.message}; the variables are:\n"
-                             f"{CONTEXT_DOC}") from None
-    except jinja2.TemplateNotFound as e:
-        raise JobScriptError(f"job-script template {template}: cannot find {e.name} "
-                             f"(looked in {directory}"
-                             + (f", {PACKAGE_TEMPLATES})" if directory != str(PACKAGE_TEMPLATES)
-                                else ")")) from None
+    return templating.render(template, ctx, what="job-script template", variables=CONTEXT_DOC,
+                             error=JobScriptError, filters={"q": quote, "skip": skip},
+                             overrides=overrides)

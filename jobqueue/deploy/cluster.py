@@ -335,18 +335,23 @@ class Cluster:
     async def _scale_to(self, target: int, wait=True):
         live = self.live_jobs()
         if len(live) < target:
-            new = []
-            for _ in range(target - len(live)):
-                self._job_counter += 1
-                job = self.new_job(f"{self.name}-{self._job_counter - 1}")
-                self.jobs[job.name] = job
-                new.append(job)
+            new = self._new_jobs(target - len(live))
             await asyncio.gather(*(j.start() for j in new))
             if wait:
                 await self._wait_for_jobs(new)
         elif len(live) > target:
             extra = live[target:]  # the newest jobs go first
             await self.retire_jobs(extra)
+
+    def _new_jobs(self, count: int) -> list:
+        """count new jobs named NAME-0, NAME-1, ... in the order made, in ``jobs``, not started."""
+        new = []
+        for _ in range(count):
+            self._job_counter += 1
+            job = self.new_job(f"{self.name}-{self._job_counter - 1}")
+            self.jobs[job.name] = job
+            new.append(job)
+        return new
 
     async def retire_jobs(self, jobs):
         """Scale down gracefully: results held only by these jobs' workers move to other

@@ -20,20 +20,20 @@ import logging
 import os
 import re
 import time
-from collections import deque
 
 from .. import config, params
+from ..core import notice
 from ..node import parse_worker_options
+from . import keep as keep_mod
 from .cluster import Cluster, Job
-from .pods import (LABEL_CLUSTER, LABEL_WORKER, MANAGED_BY, NAME, PodStatus, containers_stopped,
-                   pod_context,
-                   pod_resources, pod_status, render_pod, resolve_settings, secret_manifest,
-                   selector, worker_threads)
+from .pods import (LABEL_CLUSTER, LABEL_WORKER, MANAGED_BY, NAME, PodStatus,
+                   containers_stopped, pod_context, pod_resources, pod_status, render_pod,
+                   resolve_settings, secret_manifest, selector, worker_threads)
+from .watched import Watched
 
 logger = logging.getLogger("jobqueue.kubernetes")
 
 LOG_TAIL_LINES = 20
-MAX_BACKOFF = 30.0          # longest pause between polls while they fail
 DELETE_WAIT = 30.0          # seconds close() waits for the pods to be gone
 
 
@@ -137,24 +137,32 @@ class KubeAPI:
 # ------------------------------------------------------------------------------ pods as jobs
 
 
+
 class PodJob(Job):
     """One worker pod: its state and reason as the last poll saw them, its workers, its log."""
+
+    cluster: KubeCluster
 
     def __init__(self, cluster, name: str):
         super().__init__(cluster, name)
         self.job_id = name
-        self.order = cluster._job_counter
+        self.index = cluster._job_counter        # pods are numbered in the order made
+        self.submission = name                   # the create call it came from (its first pod)
+        self.order = 0                           # the cluster's create calls, numbered
         self.state, self.reason, self.native = "pending", "creating", ""
         self.exit_code: int | None = None
-        self.stuck = False
+        self.stuck = self.never = False
         self.stale = False
         self.created_at: float | None = None     # monotonic time the API confirmed the pod
         self.delete_requested = False
+        self.deleted_outside = False             # deleted by someone else (kubectl delete)
+        self.refused = False                     # deleted by us: it can never start
+        self.gone = False                        # no longer in the API
+        self.missing = 0                         # polls in a row that did not list it
         self.workers: set = set()
         self.ever_connected: set = set()
         self.log_text = ""
         self.reported = False
-        self.missing = 0
 
     cancel_requested = property(lambda self: self.delete_requested)
 
@@ -163,10 +171,36 @@ class PodJob(Job):
         return self.state in ("finished", "failed", "cancelled", "unknown")
 
     def update(self, status: PodStatus):
+        """What the last poll said about the pod."""
         self.stale = False
         self.missing = 0
+        if self.refused:
+            return
         self.state, self.reason, self.native = status.state, status.reason, status.native
-        self.exit_code, self.stuck = status.exit_code, status.stuck
+        self.exit_code, self.stuck, self.never = status.exit_code, status.stuck, status.never
+        if self.delete_requested and not self.done:
+            self.state, self.reason = "cancelled", "deleted by this cluster, terminating"
+        elif self.state == "cancelled" and not self.delete_requested:
+            self.deleted_outside, self.reason = True, "deleted, not by this cluster"
+
+    def vanished(self):
+        """The pod is no longer in the API."""
+        self.gone = True
+        if not self.done:
+            self.state = "cancelled"
+            self.deleted_outside = not self.delete_requested
+            self.reason = ("deleted by this cluster" if self.delete_requested
+                           else "deleted, not by this cluster")
+
+    def view(self) -> keep_mod.JobView:
+        """This pod as the keep policy sees it (a create call is a submission)."""
+        return keep_mod.JobView(
+            self.name, self.submission, self.order,
+            live=not self.done and not self.delete_requested,
+            ever_connected=bool(self.ever_connected),
+            failed_to_start=not self.ever_connected and (self.never or self.refused or (
+                self.done and not self.delete_requested and not self.deleted_outside)),
+            cancelled_outside=self.deleted_outside, never=self.never, why=self.summary())
 
     async def start(self):
         await self.cluster._create_pods([self])
@@ -179,7 +213,7 @@ class PodJob(Job):
 
     def problem(self) -> str | None:
         """Why this pod cannot bring its worker, or None."""
-        if self.delete_requested or self.ever_connected:
+        if (self.delete_requested and not self.refused) or self.ever_connected:
             return None
         return self.summary() if self.stuck or self.done else None
 
@@ -197,15 +231,18 @@ class PodJob(Job):
 
 
 @params.document("kubernetes")
-class KubeCluster(Cluster):
+class KubeCluster(Watched, Cluster):  # type: ignore[misc]  # adapt: Cluster.adapt, wrapped
     """Workers as pods on Kubernetes; the scheduler runs in this process.
 
     ``KubeCluster(image="registry/jobqueue-worker:1", n_workers=2, resources={"cpu": "1",
     "memory": "2Gi"}, namespace="team", env={"OMP_NUM_THREADS": "1"})``. Every setting not given
     comes from the ``kubernetes`` config section (see jobqueue.yaml) or a profile of that kind.
-    ``scale(n)`` creates or retires pods and returns; ``wait_for_workers(n)`` waits, and fails as
-    soon as the pods left cannot bring n workers (an image that cannot be pulled, a request no node
-    can hold), with Kubernetes' reasons.
+    ``scale(n)`` creates or retires pods and returns; n pods are then kept, as batch clusters
+    keep their jobs (deploy/keep.py): a pod that ends is replaced, pods that keep ending before
+    their worker connects are created again ``start_retries`` times, and pods that can never
+    start as created (an image that cannot be pulled) are deleted at once; then the cluster
+    gives up and ``failure`` says why. ``wait_for_workers(n)`` waits, and fails as soon as the
+    pods cannot bring n workers (also for a request no node can hold), with Kubernetes' reasons.
 
     Examples
     --------
@@ -216,6 +253,11 @@ class KubeCluster(Cluster):
     """
 
     kind = "kubernetes"
+    noun, submitted, submitting, removed = "pod", "created", "creating", "deleted"
+    submit_what = "creating a pod"
+    max_jobs_key = "kubernetes.max-pods"
+    submit_errors = (KubernetesError,)
+    _logger = logger
     # the base class holds any Job; this one only pods
     jobs: dict[str, PodJob]  # type: ignore[assignment]
 
@@ -256,9 +298,7 @@ class KubeCluster(Cluster):
         self.kube: KubeAPI = None  # type: ignore[assignment]  # connected by _setup()
         self.namespace: str = s.get("namespace")  # type: ignore[assignment]  # set by _setup()
         self.pods_created = 0
-        self._closed_jobs: deque = deque(maxlen=100)
-        self._poller = None
-        self._poll_failures = 0
+        self._init_watched()
         self._n_workers = n_workers
         self.labels: dict = {}
         self.secret_name = ""
@@ -286,12 +326,15 @@ class KubeCluster(Cluster):
         except ValueError as e:
             raise config.ConfigError(f"kubernetes.interface: {e}") from None
 
+    async def _connect(self) -> KubeAPI:
+        return await KubeAPI.connect(self.namespace, self.settings.get("context"))
+
     async def _setup(self):
-        self.kube = await KubeAPI.connect(self.namespace, self.settings.get("context"))
+        self.kube = await self._connect()
         self.namespace = self.kube.namespace
         await self.kube.create("secrets", secret_manifest(self.secret_name, self.namespace,
                                                           self.labels, self.token))
-        self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
+        await self._start_poller()
 
     # -- the pod spec ---------------------------------------------------------------------------
 
@@ -316,11 +359,8 @@ class KubeCluster(Cluster):
     def new_job(self, name) -> PodJob:
         return PodJob(self, name)
 
-    def live_jobs(self) -> list:
-        return [j for j in list(self.jobs.values()) if not j.done and not j.delete_requested]
-
     def scale(self, n=None, jobs=None, cores=None, memory=None, wait=False):
-        """Have n worker pods pending or running. Returns once they are created or deleted;
+        """Keep n worker pods pending or running. Returns once they are created or deleted;
         ``wait=True`` then waits for their workers (see wait_for_workers). Turns adaptive off."""
         self._stop_adaptive("scale() was called")
         target = self._jobs_for(n, jobs)
@@ -331,23 +371,30 @@ class KubeCluster(Cluster):
         if wait:
             await self._wait_for_workers(target, None)
 
-    async def _scale_to(self, target: int, wait=False):
-        if self.max_jobs is not None and target > self.max_jobs:
-            logger.info("%s: %d pods asked for, kubernetes.max-pods is %d", self.name, target,
-                        self.max_jobs)
-            target = self.max_jobs
-        live = self.live_jobs()
-        if len(live) < target:
-            new = []
-            for _ in range(target - len(live)):
-                self._job_counter += 1
-                job = self.new_job(f"{self.name}-{self._job_counter - 1}")
-                self.jobs[job.name] = job
-                new.append(job)
-            await self._create_pods(new)
-        elif len(live) > target:
-            order = sorted(live, key=lambda j: (bool(j.workers), j.state != "pending", -j.order))
-            await self.retire_jobs(order[:len(live) - target])
+    def _removal_order(self, jobs) -> list:
+        """Pods without workers first (pending before running), newest first."""
+        return sorted(jobs, key=lambda j: (bool(j.workers), j.state != "pending", -j.index))
+
+    async def _gave_up(self):
+        """Delete the pods that can never start as created (their workers never came)."""
+        never = [j for j in self.live_jobs() if j.never and not j.ever_connected]
+        for job in never:
+            job.state, job.reason = "failed", f"cannot start as created: {job.reason}"
+            job.refused = job.reported = True
+        try:
+            await self._delete_pods(never)
+        except KubernetesError as e:
+            notice.warn(logger, "%s: could not delete pods %s: %s", self.name,
+                        " ".join(j.name for j in never), e)
+
+    async def _submit(self, count: int) -> list:
+        """Create count pods with one create call each, as one submission; returns them."""
+        new = self._new_jobs(count)
+        for job in new:
+            job.submission, job.order = new[0].name, self._submissions
+        self._submissions += 1
+        await self._create_pods(new)
+        return new
 
     async def _create_pods(self, jobs):
         results = await asyncio.gather(*(self._create_pod(j) for j in jobs), return_exceptions=True)
@@ -386,34 +433,24 @@ class KubeCluster(Cluster):
 
     async def _delete(self, jobs):
         """Delete these pods with one call (a label selector naming them): gracefully, or at
-        once for pods whose worker never started (a kubelet keeps a pod that waits to pull its
+        once for pods whose worker never connected (a kubelet keeps a pod that waits to pull its
         image for up to a minute after a graceful delete, and there is nothing to stop in it)."""
-        jobs = [j for j in jobs if j.created_at]
-        unstarted = [j for j in jobs if _unstarted(j)]
+        jobs = [j for j in jobs if j.created_at and not j.gone]
+        unstarted = [j for j in jobs if not j.ever_connected]
         for group, grace in ((unstarted, 0), ([j for j in jobs if j not in unstarted], None)):
             if group:
-                names = ",".join(j.name for j in group)
-                await self.kube.delete_collection(
-                    "pods", f"{selector(self.labels)},{LABEL_WORKER} in ({names})", grace)
-                logger.info("%s: deleted pods %s", self.name, names)
+                await self.kube.delete_collection("pods", self._selector(j.name for j in group),
+                                                  grace)
+                logger.info("%s: deleted pods %s", self.name, " ".join(j.name for j in group))
+
+    def _selector(self, names) -> str:
+        """The label selector of these pods (by name) of the cluster."""
+        return f"{selector(self.labels)},{LABEL_WORKER} in ({','.join(names)})"
 
     # -- polling --------------------------------------------------------------------------------
 
     def _connected(self) -> dict:
         return self.scheduler.workers()
-
-    async def _poll_loop(self):
-        while True:
-            try:
-                ok = await self._poll_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("%s: polling the pods failed", self.name)
-                ok = False
-            self._poll_failures = 0 if ok else self._poll_failures + 1
-            delay = self.poll_interval * 2 ** min(self._poll_failures, 10)
-            await asyncio.sleep(min(delay, max(MAX_BACKOFF, self.poll_interval)))
 
     async def _poll_once(self) -> bool:
         """One list call for every pod of the cluster; False if it failed (states kept, stale)."""
@@ -424,44 +461,50 @@ class KubeCluster(Cluster):
             for job in self.jobs.values():
                 job.stale = True
             if self._poll_failures == 0:
-                logger.warning("%s: could not list its pods; keeping their last known states, "
-                               "marked stale, and retrying: %s", self.name, e)
+                notice.warn(logger, "%s: could not list its pods; keeping their last known "
+                            "states, marked stale, and retrying: %s", self.name, e)
             return False
+        if self._poll_failures:
+            logger.info("%s: pod states are current again", self.name)
         by_name = {p["metadata"]["name"]: p for p in pods}
         self._apply(by_name, started)
-        self._track_workers()
+        self._observe_jobs()
+        async with self._keeping:
+            await self._keep()
         await self._report()
-        await self._remove_stopped([p for name, p in by_name.items()
-                                    if name in self.jobs and self.jobs[name].delete_requested])
+        await self._remove_stopped([p for name, p in by_name.items() if name in self.jobs
+                                    and self._finished_with(self.jobs[name])])
         return True
 
-    async def _remove_stopped(self, deleted: list):
-        """Of these deleted pods, those whose containers have exited are removed from the API
-        at once: a kubelet may keep their objects for another 10 s or more."""
-        stopped = [p["metadata"]["name"] for p in deleted if containers_stopped(p)]
+    @staticmethod
+    def _finished_with(job: PodJob) -> bool:
+        """Nothing more to learn from the pod: it was deleted, or it ended and was reported
+        (its log read)."""
+        return job.delete_requested or (job.done and job.reported)
+
+    async def _remove_stopped(self, pods: list):
+        """Of these pods the cluster is finished with, those whose containers have exited are
+        removed from the API at once: a kubelet may keep a deleted pod's object for another 10 s
+        or more, and a pod that ended stays until someone deletes it."""
+        stopped = [p["metadata"]["name"] for p in pods if containers_stopped(p)]
         if stopped:
-            await self.kube.delete_collection(
-                "pods", f"{selector(self.labels)},{LABEL_WORKER} in ({','.join(stopped)})", grace=0)
+            await self.kube.delete_collection("pods", self._selector(stopped), grace=0)
 
     def _apply(self, pods: dict, started: float):
+        """The listed pods' states onto their jobs; a pod created before the list call and
+        missing from it twice in a row is gone (once may be a race with the API)."""
         for job in list(self.jobs.values()):
+            if job.gone or job.created_at is None:
+                continue
             pod = pods.get(job.name)
             if pod is not None:
                 job.update(pod_status(pod))
-                if job.delete_requested and not job.done:
-                    job.state, job.reason = "cancelled", "deleted by this cluster, terminating"
-            elif job.created_at is not None and job.created_at < started:
+            elif job.created_at < started:
                 job.missing += 1
-                if job.delete_requested:
-                    job.state, job.reason = "cancelled", "deleted by this cluster"
-                elif job.missing > 1:                # once may be a race with the API
-                    job.state, job.reason = "cancelled", "deleted, not by this cluster"
-                else:
-                    continue
-                self.jobs.pop(job.name, None)
-                self._closed_jobs.append(job)
+                if job.delete_requested or job.missing > 1:
+                    job.vanished()
 
-    def _track_workers(self):
+    def _observe_jobs(self):
         """A pod with a connected worker is running, whatever the last poll said."""
         names = self._connected()
         for job in list(self.jobs.values()):
@@ -472,18 +515,20 @@ class KubeCluster(Cluster):
 
     async def _report(self):
         """Say once why a pod cannot start or has ended (with its last log lines)."""
-        for job in list(self.jobs.values()) + list(self._closed_jobs):
+        for job in list(self.jobs.values()):
             if job.reported or job.delete_requested:
                 continue
             if job.done:
-                if job.name in self.jobs:           # the pod is still there to ask
+                if not job.gone:                    # the pod is still there to ask
                     await self._fetch_log(job)
                 job.reported = True
-                log = logger.info if job.state == "finished" and job.ever_connected else logger.warning
-                log("%s: %s", self.name, job.describe())
+                if job.state == "finished" and job.ever_connected:
+                    logger.info("%s: %s", self.name, job.describe())
+                else:
+                    notice.warn(logger, "%s: %s", self.name, job.describe())
             elif job.stuck:
                 job.reported = True
-                logger.warning("%s: %s: it cannot start", self.name, job.summary())
+                notice.warn(logger, "%s: %s: it cannot start", self.name, job.summary())
 
     async def _fetch_log(self, job: PodJob, tail_lines=None):
         text = await self.kube.logs(job.name, tail_lines)
@@ -492,37 +537,27 @@ class KubeCluster(Cluster):
 
     # -- waiting, logs --------------------------------------------------------------------------
 
-    def wait_for_workers(self, n: int, timeout: float | None = None):
-        """Wait until n workers are connected. Raises RuntimeError, with each pod's state and
-        Kubernetes' reason (and the last log lines of pods that ended), as soon as the pods left
-        cannot bring n workers; TimeoutError after timeout seconds (None: no limit)."""
-        return self._sync(self._wait_for_workers(n, timeout))
+    def _cannot_bring(self, n: int, have: int) -> str:
+        """Why the pods cannot bring n workers ('': they may)."""
+        broken = [j for j in list(self.jobs.values()) if (j.stuck or j.done) and not
+                  j.ever_connected and (j.refused or not j.delete_requested)]
+        details = "\n".join(j.describe() for j in broken[-5:])
+        if self.failure:
+            return f"but {self.failure}\n{details}"
+        live = self.live_jobs()
+        coming = 0                           # pods the target still asks for (replacements)
+        if self._target is not None and self._adaptive is None:
+            coming = max(0, self._target - len(live))
+        possible = have + coming + sum(1 for j in live if not j.workers and not j.stuck)
+        if possible >= n or not all(j.reported for j in broken):
+            return ""
+        return (f"and the pods left can bring at most {possible}"
+                + (f"; {len(broken)} cannot start or have ended:\n{details}" if broken
+                   else f" ({len(live)} pods; scale up first)"))
 
-    async def _wait_for_workers(self, n, timeout):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self._track_workers()
-            have = len(self._connected())
-            if have >= n:
-                return
-            live = self.live_jobs()
-            possible = have + sum(1 for j in live if not j.workers and not j.stuck)
-            broken = [j for j in list(self.jobs.values()) + list(self._closed_jobs)
-                      if (j.stuck or j.done) and not j.delete_requested and not j.ever_connected]
-            if possible < n and all(j.reported for j in broken):
-                details = "\n".join(j.describe() for j in broken[-5:])
-                raise RuntimeError(f"{self.name}: waiting for {n} workers, {have} connected, and "
-                                   f"the pods left can bring at most {possible}"
-                                   + (f"; {len(broken)} cannot start or have ended:\n{details}"
-                                      if broken else f" ({len(live)} pods; scale up first)"))
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name}: {have} of {n} workers connected within "
-                                   f"{timeout:g} s; pods: {self._pod_counts()}")
-            await asyncio.sleep(0.05)
-
-    def _pod_counts(self) -> str:
+    def _job_counts(self) -> str:
         counts: dict = {}
-        for job in list(self.jobs.values()):
+        for job in self.live_jobs():
             key = f"{job.state} ({job.reason})" if job.reason else job.state
             counts[key] = counts.get(key, 0) + 1
         return ", ".join(f"{v} {k}" for k, v in counts.items()) or "none"
@@ -532,7 +567,7 @@ class KubeCluster(Cluster):
         already deleted keep the log read before their deletion)."""
         async def fetch():
             await asyncio.gather(*(self._fetch_log(j) for j in list(self.jobs.values())
-                                   if j.created_at and not j.delete_requested))
+                                   if j.created_at and not j.delete_requested and not j.gone))
         if self.status == "running":
             self._block(fetch())
         return super().get_logs()
@@ -552,33 +587,31 @@ class KubeCluster(Cluster):
     _close_margin = DELETE_WAIT + 10
 
     async def _stop(self, timeout):
-        """Delete every pod and the Secret of this cluster (by its labels: also pods it lost
-        track of), wait until the pods are gone, then stop the scheduler."""
-        await self._close()
-
-    async def _close(self):
-        if self._poller is not None:
-            self._poller.cancel()
+        """Delete every pod of this cluster (by its labels: also pods it lost track of), wait
+        until they are gone, delete its Secret, then stop the scheduler."""
+        self._stop_poller()
         if self.kube is not None:
             sel = selector(self.labels)
-            jobs = list(self.jobs.values())
+            jobs = [j for j in list(self.jobs.values()) if not j.gone]
             for job in jobs:
                 job.delete_requested = True
             try:
-                await self._delete([j for j in jobs if _unstarted(j)])
+                await self._delete([j for j in jobs if not j.ever_connected])
                 await self.kube.delete_collection("pods", sel)
-                await self.kube.delete("secrets", self.secret_name)
                 await self._wait_gone(sel)
+                # after the pods: a kubelet still unmounting a pod's Secret complains if it is
+                # gone first (FailedMount events)
+                await self.kube.delete("secrets", self.secret_name)
             except KubernetesError as e:
-                logger.error("%s: could not delete its pods and Secret %s in namespace %s; delete "
-                             "them yourself (kubectl delete pods,secrets -n %s -l %s): %s",
-                             self.name, self.secret_name, self.namespace, self.namespace, sel, e)
-        if self.kube is not None:
+                notice.warn(logger, "%s: could not delete its pods and Secret %s in namespace %s; "
+                            "delete them yourself (kubectl delete pods,secrets -n %s -l %s): %s",
+                            self.name, self.secret_name, self.namespace, self.namespace, sel, e,
+                            level=logging.ERROR)
+            for job in jobs:
+                job.workers = set()
+                if not job.done:
+                    job.state, job.reason = "cancelled", "deleted by close()"
             await self.kube.aclose()
-        for job in list(self.jobs.values()):
-            job.state, job.reason, job.workers = "cancelled", "deleted by close()", set()
-            self._closed_jobs.append(job)
-        self.jobs.clear()
         await self.scheduler.close()
 
     async def _wait_gone(self, sel: str):
@@ -589,12 +622,8 @@ class KubeCluster(Cluster):
             if not left:
                 return
             if time.monotonic() > deadline:
-                logger.warning("%s: pods %s are still terminating after %g s", self.name,
-                               " ".join(p["metadata"]["name"] for p in left), DELETE_WAIT)
+                notice.warn(logger, "%s: pods %s are still terminating after %g s", self.name,
+                            " ".join(p["metadata"]["name"] for p in left), DELETE_WAIT)
                 return
             await self._remove_stopped(left)
             await asyncio.sleep(0.2)
-
-
-def _unstarted(job: PodJob) -> bool:
-    return job.state == "pending" and not job.ever_connected

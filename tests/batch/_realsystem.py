@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from conftest import wait_until  # noqa: F401  (the real-system tests import it from here)
 from jobqueue import BatchCommandError, Client
 from jobqueue.batch.status import JobState
 
@@ -58,14 +59,6 @@ print(" ".join(cluster.jobs), flush=True)
 if sys.argv[3] == "interrupt":
     time.sleep(600)                         # Ctrl-C arrives while the user's code runs
 """
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout} s")
-        time.sleep(0.2)
 
 
 class RealSystemTests:

@@ -15,7 +15,8 @@ import pytest
 
 from _fakebatch import FakeGridEngine, FakeSlurm
 from jobqueue import SGECluster, SLURMCluster
-from jobqueue.batch.job import GONE_GRACE, MAX_BACKOFF, poll_delay
+from jobqueue.batch.job import GONE_GRACE
+from jobqueue.deploy.polling import MAX_BACKOFF, poll_delay
 from jobqueue.batch.status import JobState
 
 
@@ -545,7 +546,7 @@ def test_a_submit_command_that_keeps_failing_gives_up_after_three_tries(slurm, c
     assert cluster.failure.startswith("no more jobs are submitted: the submit command failed "
                                       "3 times in a row: sbatch --parsable")
     assert "Invalid partition name specified" in cluster.failure
-    said = [r.getMessage() for r in caplog.records if "could not submit a replacement" in
+    said = [r.getMessage() for r in caplog.records if "could not make a replacement job" in
             r.getMessage()]
     assert len(said) == 2
     poll(cluster)

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import needs_service
+from conftest import needs_service, wait_until
 from jobqueue import Client, LocalCluster, config
 from jobqueue.core import loop as loop_mod
 from jobqueue.core.dashboard import Dashboard, api, parse_address
@@ -22,14 +22,6 @@ from _browser import CHROMIUM, Browser
 
 
 from _tasks import fails, inc, slow_inc, wait_for_file  # noqa: E402,F401
-
-
-def wait_until(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.02)
 
 
 def get(url, path, headers=None):
@@ -67,7 +59,7 @@ def test_dashboard_in_chromium_matches_scheduler(tmp_path):
             state.groups else {"processing": 0, "queued": 0}  # noqa: E731
         wait_until(lambda: blocked()["processing"] >= 4 and
                    blocked()["processing"] + blocked()["queued"] == 10,
-                   what="10 blocked tasks on the workers or queued for them")
+                   20, "10 blocked tasks on the workers or queued for them")
         with Browser(tmp_path / "chromium") as browser:
             browser.open(cluster.dashboard_link)
             browser.wait_for("document.body.dataset.ready === 'true' && "
@@ -183,7 +175,7 @@ def test_metrics_parse_and_match_scheduler():
         for f in bad:
             assert isinstance(f.exception(), ValueError)
         cluster.scale(1)
-        wait_until(lambda: len(cluster.scheduler.workers()) == 1, what="scale down to 1")
+        wait_until(lambda: len(cluster.scheduler.workers()) == 1, 20, "scale down to 1")
         status, headers, text = get(cluster.dashboard_link, "/metrics")
         assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
         samples, kinds = parse_prometheus(text)

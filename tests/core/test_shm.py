@@ -3,10 +3,10 @@ ours with mode 0600 are read."""
 import asyncio
 import hashlib
 import os
-import time
 
 import pytest
 
+from conftest import wait_until
 from jobqueue import Client, LocalCluster
 from jobqueue.core import protocol, shm
 from jobqueue.core.comm import connect
@@ -16,13 +16,6 @@ pytestmark = pytest.mark.skipif(shm.namespace() is None, reason="no writable /de
 
 def ours():
     return sorted(n for n in os.listdir(shm.SHM_DIR) if n.startswith("jobqueue-"))
-
-
-def wait_until(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

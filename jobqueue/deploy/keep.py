@@ -1,16 +1,21 @@
 """Keeping ``scale(jobs=N)`` true: a pure policy (the cluster's jobs in, a decision out).
 
+Used by every cluster whose jobs end without being asked to: batch jobs (batch/job.py) and
+Kubernetes pods (kubernetes.py, where one create call is a submission).
+
 ``scale(jobs=N)`` is a target, not a one-off submission. Jobs end: their workers retire before
-the walltime, a node fails, a job is killed. After every poll the cluster asks :func:`decide`
-how many jobs to submit so that N stay queued or running, counting a job whose workers will
-soon retire as gone already (its replacement queues meanwhile, as adaptive scaling does).
+the walltime, a node fails, a job is killed, a pod is evicted. After every poll the cluster asks
+:func:`decide` how many jobs to submit so that N stay queued or running, counting a job whose
+workers will soon retire as gone already (its replacement queues meanwhile, as adaptive scaling
+does).
 
 Jobs that keep failing are not resubmitted forever: a *failed submission* is one whose jobs all
 ended before any of their workers connected (a bad python path, a module that does not load, a
 request the batch system refuses); after ``retries`` of them in a row (a worker connecting from
 a later submission starts the count again), or at once for a job that can never start as
-submitted, the policy gives up and says why. A job cancelled from outside (``scancel``, ``qdel``)
-is the user's decision: it is not replaced, and the target goes down by one.
+submitted (a pod whose image cannot be pulled), the policy gives up and says why. A job
+cancelled from outside (``scancel``, ``qdel``, ``kubectl delete pod``) is the user's decision:
+it is not replaced, and the target goes down by one.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The keep policy of scale(jobs=N) (batch/keep.py): pure, no cluster, no clock."""
+"""The keep policy of scale(jobs=N) (deploy/keep.py): pure, no cluster, no clock."""
 import pytest
 
-from jobqueue.batch.keep import JobView, decide, failed_submissions
+from jobqueue.deploy.keep import JobView, decide, failed_submissions
 
 
 def job(job_id, order=0, live=True, connected=False, failed=False, outside=False, never=False,
