@@ -1,5 +1,6 @@
-"""Same-machine transfers through /dev/shm: one copy, nothing left behind, and only files of
-ours with mode 0600 are read."""
+"""Same-machine transfers: read from the holder's memory (or, where that is refused, through
+/dev/shm files), one copy, nothing left behind; only the process that answered is read, and only
+files of ours with mode 0600."""
 import asyncio
 import hashlib
 import os
