@@ -63,7 +63,7 @@ SCHEMA: dict[str, Any] = {
                   "idle-timeout": "time?"},
     "worker": {"death-timeout": "time", "heartbeat-interval": "time",
                "memory": {"pause": "float", "terminate": "float"},
-               "lifetime": "time?", "lifetime-stagger": "time"},
+               "lifetime": "time?", "lifetime-stagger": "time", "same-machine-transfers": "bool"},
     "local": {"n-workers": "int?", "threads-per-worker": "int?", "processes": "bool",
               "memory-limit": "size|auto", "resources": "mapping", "interface": "str?",
               "scheduler-options": "mapping"},

@@ -34,7 +34,7 @@ import os
 import socket
 from collections import deque
 
-from . import protocol, shm
+from . import memory, protocol, shm
 from .errors import AuthenticationError, CommClosedError, UnpicklableResult
 from .security import Security, scheme_of
 
@@ -326,9 +326,12 @@ class Comm:
             raise CommClosedError(f"connection to {self.peer} closed")
         small = []
         self._slicing = True
+        buffers = protocol.dumps(messages)
         running = self.mac_out.start() if self.mac_out is not None else None
+        if running is not None and sum(memoryview(b).nbytes for b in buffers) >= LARGE_WRITE:
+            running = protocol.BackgroundMac(running)  # hashed while the socket sends
         try:
-            for buf in protocol.dumps(messages):
+            for buf in buffers:
                 view = memoryview(buf).cast("B")
                 if view.nbytes < LARGE_WRITE:
                     small.append(buf)
@@ -340,11 +343,13 @@ class Comm:
                     small = []
                 for i in range(0, view.nbytes, WRITE_SLICE):
                     piece = view[i:i + WRITE_SLICE]
-                    if running is not None:  # while the socket sends the slice before
+                    if running is not None:
                         running.update(piece)
                     self.transport.write(piece)
                     await self.drain()
-            if running is not None:
+            if isinstance(running, protocol.BackgroundMac):
+                small.append(await asyncio.wrap_future(running.digest()))
+            elif running is not None:
                 small.append(running.digest())
             if small:
                 self.transport.writelines(small)
@@ -577,16 +582,38 @@ class PeerPool:
 
     async def get_data(self, address: str, keys: list) -> dict:
         """``{key: value}`` of the results *address* holds; a key it no longer holds is absent.
-        A worker on this machine hands large frames over through shared memory (shm.py)."""
+        A worker on this machine hands large frames over through its memory or shared memory
+        files (shm.py); it keeps what we read from its memory until our next request on this
+        connection, so the connection is shared again only once we are done."""
         comm = self.comms.pop(address, None)
         if comm is None or comm.closed:
             comm = await connect(address, self.token, role="peer", expect="worker",
                                  security=self.security)
-        reply = await comm.request({"op": "get-data", "keys": keys, "shm": shm.namespace()})
+        try:
+            values = await self._fetch(comm, keys, shm.cross_memory())
+        except memory.CannotRead as e:  # ptrace restricted here: files from now on
+            shm.refuse_cross_memory(e)
+            values = await self._fetch(comm, keys, False)
         self.comms[address] = comm
+        return values
+
+    async def _fetch(self, comm, keys, cross: bool) -> dict:
+        reply = await comm.request({"op": "get-data", "keys": keys, "shm": shm.namespace(),
+                                    "cross": cross})
         if reply.get("errors"):
             raise UnpicklableResult("; ".join(reply["errors"].values()))
-        return {k: protocol.deserialize(shm.load(frames)) for k, frames in reply["data"].items()}
+        data, source = reply["data"], reply.get("holder")
+
+        def load():  # in a thread when it copies: process_vm_readv and read() release the GIL
+            return {k: protocol.deserialize(shm.load(frames, source)) for k, frames in data.items()}
+
+        try:
+            if any(isinstance(f, dict) for frames in data.values() for f in frames):
+                return await asyncio.get_running_loop().run_in_executor(None, load)
+            return load()
+        except ValueError as e:
+            raise protocol.ProtocolError(f"{comm.peer} handed over results we cannot take: "
+                                         f"{e}") from None
 
     def close(self) -> None:
         for comm in self.comms.values():

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import mmap
+import os
 import pickle
 import struct
 
 import msgpack
+
+from . import memory
 
 PREFIX = struct.Struct("<QI")
 LENGTH = struct.Struct("<Q")
@@ -70,6 +72,43 @@ class FrameMac:
         return h.digest()
 
 
+class BackgroundMac:
+    """A running MAC fed from a thread: hashlib releases the GIL on large updates, so a large
+    batch is hashed while the event loop goes on moving its bytes through the socket (the two
+    run on different cores). Updates of one MAC are applied in order: one thread per process
+    does them all, so a large transfer never waits for more than the pieces before it."""
+
+    STEP = 1 << 20  # hash in pieces of about this much: fewer hand-overs, still overlapped
+
+    _executor = None
+
+    def __init__(self, running):
+        self.running = running
+        self.last = None
+
+    @classmethod
+    def _pool(cls):
+        if cls._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            cls._executor = ThreadPoolExecutor(1, thread_name_prefix="jobqueue-mac")
+        return cls._executor
+
+    def update(self, view) -> None:
+        self.last = self._pool().submit(self.running.update, view)
+
+    def digest(self):
+        """A concurrent.futures.Future of the digest, after every update so far."""
+        return self._pool().submit(self.running.digest)
+
+
+def _forget_pool():  # a forked child has no thread behind the parent's executor
+    BackgroundMac._executor = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 class ReceiveBudget:
     """Bytes that large batches being received may hold, across every connection of a process:
     a peer that announces more than is left is refused instead of making us allocate it."""
@@ -91,8 +130,6 @@ class ReceiveBudget:
 
 def _total_memory() -> int:
     try:
-        import os
-
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return 8 << 30
@@ -105,7 +142,7 @@ RECEIVE_BUDGET = ReceiveBudget(max(1 << 30, _total_memory() // 2))
 def _receive_buffer(n: int):
     """A buffer for *n* bytes that costs memory only as bytes arrive: an mmap's pages are
     committed by the kernel when written, while bytearray(n) zero-fills all of it at once."""
-    return mmap.mmap(-1, n) if n >= MMAP_FROM else bytearray(n)
+    return memory.new_mapping(n) if n >= MMAP_FROM else bytearray(n)
 
 
 class Raw:
@@ -155,15 +192,27 @@ def loads(nframes: int, body) -> list:
     """Decode the bytes after the prefix (length table + frames) into a list of messages."""
     body = memoryview(body)
     table = LENGTH.size * nframes
-    lengths = [LENGTH.unpack_from(body, LENGTH.size * i)[0] for i in range(nframes)]
-    if table + sum(lengths) != body.nbytes:
-        raise ProtocolError("frame lengths do not add up to the announced batch size")
-    if lengths[0] > MAX_HEADER:
-        raise ProtocolError(f"message header of {lengths[0]} bytes is over {MAX_HEADER}")
+    lengths = frame_lengths(nframes, body, body.nbytes)
     frames, offset = [], table
     for n in lengths:
         frames.append(body[offset:offset + n])
         offset += n
+    return decode(frames)
+
+
+def frame_lengths(nframes: int, table, size: int) -> list:
+    """The frame lengths of a batch body of *size* bytes from its length *table*, checked."""
+    lengths = [LENGTH.unpack_from(table, LENGTH.size * i)[0] for i in range(nframes)]
+    if LENGTH.size * nframes + sum(lengths) != size:
+        raise ProtocolError("frame lengths do not add up to the announced batch size")
+    if lengths[0] > MAX_HEADER:
+        raise ProtocolError(f"message header of {lengths[0]} bytes is over {MAX_HEADER}")
+    return lengths
+
+
+def decode(frames: list) -> list:
+    """The messages of a batch from its frames (the msgpack header first)."""
+    nframes = len(frames)
 
     def ext_hook(code, data):
         if code != EXT_FRAME or len(data) != LENGTH.size:
@@ -217,7 +266,7 @@ class Decoder:
 
     def get_buffer(self) -> memoryview:
         if self.large is not None:
-            return memoryview(self.large.body)[self.large.filled:]
+            return self.large.get_buffer()
         if self.end == len(self.buf):  # the last read filled it
             n = self.end - self.start
             if self.start:
@@ -230,10 +279,11 @@ class Decoder:
     def buffer_updated(self, nbytes: int) -> list:
         large = self.large
         if large is not None:
-            if not large.received(nbytes):
+            large.received(nbytes)
+            if not large.complete():
                 return []
             self.large = None
-            self.budget.give_back(len(large.body))
+            self.budget.give_back(large.total)
             return [large.finish()]
         self.end += nbytes
         return self._parse()
@@ -255,10 +305,9 @@ class Decoder:
                 out.append(loads(nframes, body))
             elif size + tag > len(buf) // 2:
                 self.budget.take(size + tag)
-                body = _receive_buffer(size + tag)
-                body[:have] = buf[begin:self.end]
+                self.large = _Large(nframes, size, prefix, self.mac,
+                                    memoryview(buf)[begin:self.end])
                 self.start = self.end = 0
-                self.large = _Large(body, nframes, size, prefix, self.mac, have)
                 break
             else:
                 if begin + size + tag > len(buf):  # make room for the rest of this batch
@@ -273,7 +322,7 @@ class Decoder:
     def close(self) -> None:
         """The connection ended: give back what a half-received batch held."""
         if self.large is not None:
-            self.budget.give_back(len(self.large.body))
+            self.budget.give_back(self.large.total)
             self.large = None
 
     def feed(self, data) -> list:
@@ -298,41 +347,93 @@ def _verify(mac: FrameMac, prefix, body, tag) -> None:
 
 
 class _Large:
-    """A batch received into a buffer of its own; its MAC is computed as its bytes arrive."""
+    """A batch received into buffers of its own, in order: each frame of at least
+    :data:`memory.LAZY_BYTES` into the ``bytes`` object it may become (no copy after the
+    socket's), the other frames together, the tag last. Its MAC is computed as bytes arrive."""
 
-    __slots__ = ("body", "nframes", "size", "filled", "hashed", "running", "mac")
+    __slots__ = ("parts", "where", "nframes", "index", "filled", "hashed", "running", "mac",
+                 "total")
 
-    def __init__(self, body, nframes, size, prefix, mac, filled):
-        self.body, self.nframes, self.size, self.mac = body, nframes, size, mac
-        self.filled = filled
-        self.hashed = 0
+    def __init__(self, nframes, size, prefix, mac, head):
+        self.mac, self.nframes = mac, nframes
+        self.total = size + (TAG if mac is not None else 0)
+        self.where = None  # (part, offset) of each frame, when planned
+        self.parts = self._plan(nframes, size, head)
+        if mac is not None:
+            self.parts.append(bytearray(TAG))
+        self.index = self.filled = self.hashed = 0
         self.running = None
         if mac is not None:
-            self.running = mac.start()
-            self.running.update(prefix)
-            self._hash()
+            running = mac.start()
+            running.update(prefix)
+            self.running = BackgroundMac(running)
+        while head.nbytes:  # what came with the prefix
+            target = self.get_buffer()
+            n = min(target.nbytes, head.nbytes)
+            target[:n] = head[:n]
+            del target
+            head = head[n:]
+            self.received(n)
 
-    def _hash(self):
-        upto = min(self.filled, self.size)
-        if upto > self.hashed:
-            with memoryview(self.body) as mv:
-                self.running.update(mv[self.hashed:upto])
-            self.hashed = upto
+    def _plan(self, nframes: int, size: int, head) -> list:
+        """Buffers for the body. The length table is not authenticated yet: it only shapes
+        the buffers (within the announced size), and one that does not add up is left for
+        :func:`loads` to refuse once the batch has passed its MAC."""
+        table = LENGTH.size * nframes
+        if head.nbytes < table or not memory.WRITABLE_BYTES:
+            return [_receive_buffer(size)]
+        try:
+            lengths = frame_lengths(nframes, head, size)
+        except ProtocolError:
+            return [_receive_buffer(size)]
+        if max(lengths) < memory.LAZY_BYTES:
+            return [_receive_buffer(size)]
+        parts: list = []
+        where, run = [], table
+        for n in lengths:
+            if n < memory.LAZY_BYTES:
+                where.append((len(parts), run))
+                run += n
+                continue
+            if run:
+                parts.append(_receive_buffer(run))
+                run = 0
+            where.append((len(parts), 0))
+            parts.append(memory.new_buffer(n, copy=True))
+        if run:
+            parts.append(_receive_buffer(run))
+        self.where = [(p, o, n) for (p, o), n in zip(where, lengths)]
+        return parts
 
-    def received(self, nbytes: int) -> bool:
-        """Whether the batch (and its tag) is complete."""
+    def get_buffer(self) -> memoryview:
+        return memoryview(self.parts[self.index])[self.filled:]
+
+    def received(self, nbytes: int) -> None:
+        part = self.parts[self.index]
         self.filled += nbytes
-        if self.running is not None:
-            self._hash()
-        return self.filled == len(self.body)
+        if self.running is not None and self.index < len(self.parts) - 1 and (
+                self.filled - self.hashed >= BackgroundMac.STEP or self.filled == len(part)):
+            self.running.update(memoryview(part)[self.hashed:self.filled])
+            self.hashed = self.filled
+        if self.filled == len(part):
+            self.index += 1
+            self.filled = self.hashed = 0
+
+    def complete(self) -> bool:
+        """Whether the batch (and its tag) has arrived."""
+        return self.index == len(self.parts)
 
     def finish(self) -> list:
-        body = memoryview(self.body)
+        parts = self.parts
         if self.running is not None:
-            if not hmac.compare_digest(self.running.digest(), bytes(body[self.size:])):
+            tag = bytes(parts.pop())
+            if not hmac.compare_digest(self.running.digest().result(), tag):
                 raise ProtocolError(f"batch {self.mac.seq - 1} failed authentication (forged, "
                                     f"replayed, reordered or corrupted)")
-        return loads(self.nframes, body[:self.size])
+        if self.where is None:
+            return loads(self.nframes, parts[0])
+        views = [memoryview(p) for p in parts]
+        return decode([views[p][o:o + n] for p, o, n in self.where])
 
 
 # -- user data --------------------------------------------------------------------------------
@@ -354,8 +455,9 @@ def serialize(obj) -> list:
 
 def deserialize(frames):
     head, *buffers = frames
-    if head == BYTES:
-        return bytes(buffers[0])
+    if head == BYTES:  # received straight into a bytes object (memory.new_bytes), or a copy
+        made = memory.bytes_behind(buffers[0])
+        return made if made is not None else bytes(buffers[0])
     return pickle.loads(head, buffers=buffers)
 
 

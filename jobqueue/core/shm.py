@@ -1,36 +1,60 @@
-"""Results between processes of one machine through shared memory instead of a socket.
+"""Results between processes of one machine without a socket: read from the holder's memory,
+or through files in /dev/shm.
 
 Workers of one job (``processes=4``), a LocalCluster's workers, and a client beside them move a
-64 MB chunk in one copy this way: the holder writes each large frame of the result into a new
-file in ``/dev/shm`` (mode 0600, created exclusively, a random name), and the asker, told the
-names in its authenticated reply, opens and unlinks them at once. A pickle's out-of-band
-buffers (numpy, pandas) are mapped from the file without a copy; plain ``bytes`` are read into
-a new bytes object (one copy). Over TCP the same result costs a copy into the kernel, one out,
-one into the final object, and a MAC of every byte on each side.
+64 MB chunk in one copy. The asker says in its request that it is on the same machine (an id of
+its ``/dev/shm``, :func:`namespace`) and whether it can read other processes' memory; the holder
+answers, for each large frame of a result, either
+
+- where the frame is in its memory (``{"at": address, "n": size}``, with its pid and start time
+  once per reply): the asker copies it straight into the buffer the value will live in
+  (``process_vm_readv``, memory.py), and the holder keeps the frame until the asker's next
+  request. Nothing is copied on the holder's side and no fresh memory is touched but the
+  asker's own buffer: on a virtual machine a first touch of a page costs more than the copy.
+  Linux allows it between processes of one user unless ptrace is restricted (Yama's
+  ``ptrace_scope`` >= 1, seccomp): the asker notices the first refusal and asks for files from
+  then on; or
+- a new file in ``/dev/shm`` (mode 0600, created exclusively, a random name) holding it, which
+  the asker opens and unlinks at once (``{"shm": name, "n": size}``). A pickle's out-of-band
+  buffers (numpy, pandas) are mapped from the file without a copy; plain ``bytes`` are read
+  into a new bytes object.
 
 Only files that our own user created with mode 0600 are read, so no other user can put data in
-front of us; the names travel inside batches that are authenticated like any other. The two
-processes must see the same ``/dev/shm`` (the same machine, boot and mount): the asker sends an
-id of its ``/dev/shm`` and the holder uses it only when the id is its own.
+front of us; only a process of our own user can be read, and it must still be the process that
+answered (same pid and start time) after the copy. Names and addresses travel inside batches
+that are authenticated like any other. The two processes must see the same ``/dev/shm`` and
+pids (the same machine, boot and mount): the asker sends an id of its ``/dev/shm`` and the
+holder uses it only when the id is its own.
 """
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import re
 import secrets
 import stat
 
+from . import memory
+
+logger = logging.getLogger(__name__)
+
 SHM_DIR = "/dev/shm"
 MIN_FRAME = 1 << 20          # smaller frames travel inline: a file costs more than it saves
 _NAME = re.compile(r"jobqueue-[0-9a-f]{32}\Z")
 _namespace: list = []
+_cross = [memory.CAN_READ_PROCESSES]  # until the kernel refuses once
 
 
 def namespace() -> str | None:
-    """Who sees the same /dev/shm files as this process: machine boot, mount, user. None where
-    there is no /dev/shm."""
+    """Who sees the same /dev/shm files and processes as this process: machine boot, mount,
+    user. None where there is no /dev/shm, or where ``worker.same-machine-transfers`` is off."""
     if not _namespace:
+        from .. import config
+
+        if not config.get("worker.same-machine-transfers", True):
+            _namespace.append(None)
+            return None
         try:
             st = os.stat(SHM_DIR)
             with open("/proc/sys/kernel/random/boot_id") as f:
@@ -42,15 +66,38 @@ def namespace() -> str | None:
     return _namespace[0]
 
 
-def export(frames: list, created: list) -> list:
-    """*frames* with each large one written to a new shared-memory file and replaced by
-    ``{"shm": name, "n": size}``; the names are appended to *created* (the caller unlinks any
-    that the reader did not). Falls back to the frame itself if the file cannot be written."""
+def cross_memory() -> bool:
+    """Whether to ask holders for addresses in their memory rather than files."""
+    return _cross[0]
+
+
+def refuse_cross_memory(reason) -> None:
+    if _cross[0]:
+        logger.info("cannot read other processes' memory (%s): same-machine results go "
+                    "through files in %s", reason, SHM_DIR)
+    _cross[0] = False
+
+
+def holder() -> dict:
+    """What identifies this process to an asker that reads its memory."""
+    return {"pid": os.getpid(), "start": memory.start_time(os.getpid())}
+
+
+def export(frames: list, created: list, cross: bool = False) -> list:
+    """*frames* with each large one replaced by where the asker finds it: its address in this
+    process (*cross*; the frame is appended to *created*, which keeps it until the asker is
+    done) or a new shared-memory file (``{"shm": name, "n": size}``; the name is appended to
+    *created*, and the caller unlinks any that the reader did not take). Falls back to the
+    frame itself if the file cannot be written."""
     out = []
     for frame in frames:
         view = memoryview(frame).cast("B")
         if view.nbytes < MIN_FRAME:
             out.append(frame)
+            continue
+        if cross:
+            created.append(view)
+            out.append({"at": memory.address(view), "n": view.nbytes})
             continue
         name = f"jobqueue-{secrets.token_hex(16)}"
         path = os.path.join(SHM_DIR, name)
@@ -74,13 +121,30 @@ def export(frames: list, created: list) -> list:
     return out
 
 
-def load(frames: list) -> list:
-    """Frames as :func:`export` made them, with every file read (or mapped) and unlinked.
-    Raises ValueError for a name or file that is not one of ours."""
+def load(frames: list, source: dict | None = None) -> list:
+    """Frames as :func:`export` made them, with every file read (or mapped) and unlinked, and
+    every address read from the memory of *source* (:func:`holder` of the process that
+    answered). Raises ValueError for a name, file or process that is not one of ours, and
+    memory.CannotRead if this process may not read the holder's memory."""
     from .protocol import BYTES
 
     copy = bool(frames) and not isinstance(frames[0], dict) and bytes(frames[0]) == BYTES
-    return [_load(f, copy) if isinstance(f, dict) else f for f in frames]
+    out = [(_read(f, copy, source) if "at" in f else _load(f, copy)) if isinstance(f, dict)
+           else f for f in frames]
+    if source is not None and any(isinstance(f, dict) and "at" in f for f in frames):
+        if memory.start_time(source["pid"]) != source.get("start"):
+            raise ValueError(f"process {source['pid']} ended while its results were read")
+    return out
+
+
+def _read(ref: dict, copy: bool, source: dict | None):
+    at, n = ref.get("at"), ref.get("n")
+    if type(at) is not int or type(n) is not int or n < 0 or type(source) is not dict or \
+            type(source.get("pid")) is not int:
+        raise ValueError(f"not a frame in another process's memory: {ref!r:.100}")
+    buf = memory.new_buffer(n, copy)
+    memory.read_process(source["pid"], at, buf)
+    return memory.bytes_behind(buf) if copy and memory.bytes_behind(buf) is not None else buf
 
 
 def _load(ref: dict, copy: bool):
@@ -109,11 +173,14 @@ def _load(ref: dict, copy: bool):
         os.close(fd)
 
 
-def discard(names: list) -> None:
-    """Unlink files a reader never took (it died, or the connection did)."""
-    for name in names:
+def discard(created: list) -> None:
+    """Unlink files a reader never took (it died, or the connection did) and let go of the
+    frames it was reading from our memory."""
+    for name in created:
+        if type(name) is not str:
+            continue
         try:
             os.unlink(os.path.join(SHM_DIR, name))
         except OSError:
             pass
-    names.clear()
+    created.clear()

@@ -409,9 +409,9 @@ class Worker:
                               stimulus_id=sid))
 
     async def _serve(self, comm):
-        """Data server: peers and clients ask for results. A peer on this machine gets large
-        frames through shared memory (shm.py); files it did not take are removed when it asks
-        again or leaves."""
+        """Data server: peers and clients ask for results. A peer on this machine reads large
+        frames from our memory or from shared memory files (shm.py); what it read from our
+        memory is kept, and files it did not take are removed, until it asks again or leaves."""
         created: list = []
         try:
             while True:
@@ -439,9 +439,12 @@ class Worker:
                                f"cannot be pickled: {type(e).__name__}: {e}")
                 continue
             if local:
-                frames = shm.export(frames, created)
+                frames = shm.export(frames, created, cross=msg.get("cross") is True)
             data[key] = [f if isinstance(f, dict) else Raw(f) for f in frames]
-        return {"op": "data", "data": data, "missing": missing, "errors": errors}
+        reply = {"op": "data", "data": data, "missing": missing, "errors": errors}
+        if local and msg.get("cross") is True:
+            reply["holder"] = shm.holder()
+        return reply
 
     # -- execution ----------------------------------------------------------------------------
 

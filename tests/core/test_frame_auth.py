@@ -143,6 +143,32 @@ def test_large_batch_is_checked_as_it_arrives_and_costs_only_what_arrived():
     assert budget.used == 0
 
 
+def test_a_large_frame_lands_in_the_object_it_becomes_and_is_still_authenticated():
+    """A frame of 32 MB or more is received into a bytes object of its own: ``bytes`` results
+    arrive without a copy after the socket's (numpy arrays get a writable buffer), and a byte
+    flipped inside it, or in the small frames around it, still fails the batch."""
+    from jobqueue.core import memory
+
+    big = os.urandom(memory.LAZY_BYTES + 12345)
+    head, payload = protocol.serialize(big)
+    batch = [{"op": "data", "frames": [Raw(head), Raw(payload)], "after": Raw(b"z" * 70_000)}]
+    (part,) = signed([batch])
+    got, error = decode_all(part, [1 << 16, 3 << 20])
+    assert error is None
+    (msg,) = got[0]
+    value = protocol.deserialize(msg["frames"])
+    assert value == big and type(value) is bytes
+    if memory.WRITABLE_BYTES:
+        assert memory.bytes_behind(msg["frames"][1]) is value  # no copy
+        assert not msg["frames"][1].readonly
+    assert bytes(msg["after"]) == b"z" * 70_000
+    for where in (len(part) // 2, len(part) - protocol.TAG - 100, 40):
+        tampered = bytearray(part)
+        tampered[where] ^= 1
+        got, error = decode_all(bytes(tampered), [1 << 16, 3 << 20])
+        assert got == [] and error is not None, where
+
+
 def test_tampered_batches_over_tcp_are_never_handed_to_the_server():
     """The same property over a real connection: the server's handler sees the untouched
     batches, then the connection ends; a relay that flips one byte gains nothing."""

@@ -1,5 +1,6 @@
-"""Same-machine transfers through /dev/shm: one copy, nothing left behind, and only files of
-ours with mode 0600 are read."""
+"""Same-machine transfers: read from the holder's memory (or, where that is refused, through
+/dev/shm files), one copy, nothing left behind; only the process that answered is read, and only
+files of ours with mode 0600."""
 import asyncio
 import hashlib
 import os
@@ -81,3 +82,121 @@ def test_only_our_own_private_files_are_read(tmp_path):
     shm.discard(created)
     assert protocol.deserialize(shm.load(shm.export(frames, created))) == \
         protocol.deserialize(frames)
+
+
+def test_large_results_are_read_from_the_holders_memory(cluster):
+    """No file at all: the asker copies each large frame out of the holder's memory into the
+    object it returns, and checks the holder is still the process that answered."""
+    if not shm.cross_memory():
+        pytest.skip("this machine refuses reading other processes' memory")
+    np = pytest.importorskip("numpy")
+    with Client(cluster) as c:
+        a = sorted(c.scheduler_info()["workers"])[0]
+        raw = c.submit(os.urandom, 3 << 20, workers=[a], pure=False)
+        arr = c.submit(np.arange, 1_000_000, workers=[a])
+        c.gather([raw, arr])
+
+        async def ask():
+            comm = await connect(a, cluster.token, role="peer", expect="worker")
+            reply = await comm.request({"op": "get-data", "keys": [raw.key, arr.key],
+                                        "shm": shm.namespace(), "cross": True})
+            comm.abort()
+            return reply
+
+        before = ours()
+        reply = asyncio.run(ask())
+        assert ours() == before
+        source = reply["holder"]
+        assert source["pid"] != os.getpid() and source["start"]
+        refs = [f for frames in reply["data"].values() for f in frames if isinstance(f, dict)]
+        assert sorted(r["n"] for r in refs) == [3 << 20, 8_000_000]
+        assert all(type(r["at"]) is int for r in refs)
+        # the holder let go of them when the connection ended; fresh ones through a Client:
+        got = c.gather([raw, arr])
+        assert type(got[0]) is bytes and len(got[0]) == 3 << 20
+        assert got[1].flags.writeable and int(got[1][-1]) == 999_999
+
+
+def test_a_refused_memory_read_falls_back_to_files(cluster, monkeypatch):
+    """Where ptrace is restricted (Yama, seccomp) the first refusal switches this process to
+    files for good, and the result arrives all the same."""
+    from jobqueue.core import memory
+
+    def refuse(pid, remote, view):
+        raise memory.CannotRead(1, f"cannot read the memory of process {pid}")
+
+    monkeypatch.setattr(memory, "read_process", refuse)
+    monkeypatch.setattr(shm, "_cross", [memory.CAN_READ_PROCESSES])
+    before = ours()
+    with Client(cluster) as c:
+        a = sorted(c.scheduler_info()["workers"])[0]
+        raw = c.submit(os.urandom, 2 << 20, workers=[a], pure=False)
+        digest = c.submit(lambda x: hashlib.sha256(x).digest(), raw, workers=[a])
+        value = raw.result(timeout=60)
+        assert type(value) is bytes and hashlib.sha256(value).digest() == digest.result(60)
+        assert not shm.cross_memory()
+    assert ours() == before
+
+
+def test_memory_of_another_process_is_read_only_while_it_answers():
+    """A frame is taken from a process only if it still is the one that answered (pid and
+    start time), and only from references of the expected form."""
+    from jobqueue.core import memory
+
+    data = os.urandom(2 << 20)
+    created = []
+    out = shm.export(protocol.serialize(data), created, cross=True)
+    me = shm.holder()
+    if shm.cross_memory():
+        got = protocol.deserialize(shm.load(out, me))
+        assert got == data and type(got) is bytes and got is not data
+    with pytest.raises(ValueError, match="ended while"):
+        shm.load(out, {"pid": me["pid"], "start": me["start"] + 1})
+    for bad in ({"at": "0", "n": 10}, {"at": 4096, "n": -1}):
+        with pytest.raises(ValueError, match="another process's memory"):
+            shm.load([out[0], bad], me)
+    with pytest.raises(ValueError, match="another process's memory"):
+        shm.load(out, None)
+    shm.discard(created)
+    assert created == [] and memory.bytes_behind(memoryview(data)) is None
+
+
+def test_same_machine_transfers_can_be_turned_off(monkeypatch):
+    """``worker.same-machine-transfers: false``: a worker answers a peer on its own machine as
+    it would one on another node, over the connection (how the TCP path is tested and
+    benchmarked on one machine)."""
+    monkeypatch.setenv("JOBQUEUE_WORKER__SAME_MACHINE_TRANSFERS", "false")
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as c:
+        (a,) = c.scheduler_info()["workers"]
+        raw = c.submit(os.urandom, 2 << 20, workers=[a], pure=False)
+        value = raw.result(timeout=60)
+
+        async def ask():
+            comm = await connect(a, cluster.token, role="peer", expect="worker")
+            reply = await comm.request({"op": "get-data", "keys": [raw.key],
+                                        "shm": shm.namespace(), "cross": True})
+            comm.abort()
+            return reply
+
+        reply = asyncio.run(ask())
+    assert "holder" not in reply
+    frames = reply["data"][raw.key]
+    assert not any(isinstance(f, dict) for f in frames)
+    assert protocol.deserialize(frames) == value
+
+
+def test_a_large_read_split_between_threads_arrives_whole():
+    """A read of 16 MB or more is split between threads at 2 MB boundaries; the pieces
+    together are the frame, with its odd tail."""
+    from jobqueue.core import memory
+
+    if not shm.cross_memory():
+        pytest.skip("this machine refuses reading other processes' memory")
+    data = os.urandom(memory.PARALLEL_FROM + 3 * 4096 + 5)
+    buf = memory.new_buffer(len(data), copy=True)
+    memory.read_process(os.getpid(), memory.address(data), buf)
+    assert memory.bytes_behind(buf) == data
+    plain = memory.new_buffer(len(data), copy=False)  # an anonymous mapping (numpy's case)
+    memory.read_process(os.getpid(), memory.address(data), plain)
+    assert bytes(plain) == data
