@@ -153,10 +153,8 @@ class RealSystemTests:
         cluster = make(python="/nonexistent/python")
         cluster.scale(jobs=1)
         job_id = list(cluster.jobs)[0]
-        started = time.monotonic()
-        with pytest.raises(RuntimeError) as e:
-            cluster.wait_for_workers(1, timeout=120)
-        assert time.monotonic() - started < 30
+        with pytest.raises(RuntimeError) as e:      # the job's failure, not a TimeoutError
+            cluster.wait_for_workers(1, timeout=30)
         message = str(e.value)
         assert f"job {job_id} " in message and "/nonexistent/python" in message
         job = cluster.jobs[job_id]

@@ -523,7 +523,7 @@ def _interface():
         for a in addresses:
             if a.family == socket.AF_INET:
                 return name, a.address
-    pytest.skip("no IPv4 interface")
+    pytest.fail("no network interface with an IPv4 address (not even lo)")
 
 
 @pytest.mark.parametrize("cls", CLUSTERS)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import wait_until
+from conftest import needs_service, wait_until
 from jobqueue import Client, LocalCluster
 from jobqueue.core import protocol, shm
 from jobqueue.core.comm import connect
@@ -87,8 +87,7 @@ def test_only_our_own_private_files_are_read(tmp_path):
 def test_large_results_are_read_from_the_holders_memory(cluster):
     """No file at all: the asker copies each large frame out of the holder's memory into the
     object it returns, and checks the holder is still the process that answered."""
-    if not shm.cross_memory():
-        pytest.skip("this machine refuses reading other processes' memory")
+    needs_service(shm.cross_memory(), "reading other processes' memory (process_vm_readv)")
     np = pytest.importorskip("numpy")
     with Client(cluster) as c:
         a = sorted(c.scheduler_info()["workers"])[0]
@@ -191,8 +190,7 @@ def test_a_large_read_split_between_threads_arrives_whole():
     together are the frame, with its odd tail."""
     from jobqueue.core import memory
 
-    if not shm.cross_memory():
-        pytest.skip("this machine refuses reading other processes' memory")
+    needs_service(shm.cross_memory(), "reading other processes' memory (process_vm_readv)")
     data = os.urandom(memory.PARALLEL_FROM + 3 * 4096 + 5)
     buf = memory.new_buffer(len(data), copy=True)
     memory.read_process(os.getpid(), memory.address(data), buf)
